@@ -1,0 +1,393 @@
+using System;
+using System.Collections.Generic;
+using MlaGen.Generator.Helpers;
+using MlaGen.Generator.Model;
+using static MlaGen.Generator.Helpers.LiteralFormat;
+
+namespace MlaGen.Generator.Emitting;
+
+/// <summary>
+/// The ILGPU kernels of one shape. Every dimension is a constant and inner loops are unrolled here, in C#,
+/// because ILGPU 1.5.3 does not unroll loops and spills indexed local arrays to local memory.
+/// </summary>
+internal static class KernelEmitter
+{
+    private const int Lanes = 32;
+    private const string K = "global::MlaGen.Kernels";
+
+    public static void Emit(SourceWriter w, MlaClassSpec spec)
+    {
+        var s = spec.Shape;
+        w.Line("/// <summary>Loads this shape's kernels onto <paramref name=\"device\"/> once; later calls return the cached set.</summary>");
+        w.Line("public static global::MlaGen.Kernels.MlaKernelSet LoadKernels(global::MlaGen.Devices.MlaDevice device) =>");
+        w.Line($"    device.GetOrLoad<global::MlaGen.Kernels.MlaKernelSet>({String(spec.FullName)}, static accelerator => new MlaKernels.Set(accelerator));");
+        w.Line();
+        w.Line("/// <summary>A layer of this shape on <paramref name=\"device\"/> with <paramref name=\"weights\"/> uploaded.</summary>");
+        w.Line("public static global::MlaGen.MlaLayer CreateLayer(global::MlaGen.Devices.MlaDevice device, global::MlaGen.Weights.MlaWeights weights) =>");
+        w.Line("    new global::MlaGen.MlaLayer(device, Spec, LoadKernels(device), weights);");
+        w.Line();
+        w.Line("/// <summary>ILGPU kernels specialised to this shape; one warp of 32 lanes per row unless noted.</summary>");
+        w.Line(MlaEmitter.GeneratedCodeAttribute);
+        w.Open("internal static class MlaKernels");
+        EmitConstants(w, s, spec.Layout);
+        w.Line();
+        if (s.HasQLatent)
+        {
+            EmitProjection(w, "QueryLatentProjectionKernel", "q_a_proj", s.DModel, s.QLatentRank, "DModel", "QLatentRank");
+            EmitRmsNorm(w, s);
+            EmitProjection(w, "QueryProjectionKernel", "q_b_proj", s.QLatentRank, s.Heads * s.QHeadDim, "QLatentRank", "QueryWidth");
+        }
+        else
+        {
+            EmitProjection(w, "QueryProjectionKernel", "q_proj", s.DModel, s.Heads * s.QHeadDim, "DModel", "QueryWidth");
+        }
+        EmitProjection(w, "KvLatentProjectionKernel", "kv_a_proj_with_mqa", s.DModel, s.CacheRowValues, "DModel", "CacheRowValues");
+        EmitKvCacheWrite(w, s);
+        EmitQueryAbsorb(w, s);
+        EmitAttention(w, s);
+        EmitCombine(w, s);
+        EmitValueProjection(w, s);
+        EmitProjection(w, "OutputProjectionKernel", "o_proj", s.Heads * s.VHeadDim, s.DModel, "HeadOutputWidth", "DModel");
+        EmitKernelSet(w, s, spec.FullName);
+        w.Close();
+    }
+
+    private static void EmitConstants(SourceWriter w, MlaShapeSpec s, DerivedLayout l)
+    {
+        w.Line("// Tile shape and specialised numbers.");
+        w.Line($"public const int Lanes = {Lanes}; // one warp per row");
+        w.Line($"public const int ProjectionGroup = 64;");
+        w.Line($"public const int QueryWidth = {Int(s.Heads * s.QHeadDim)}; // H · (nope + rope)");
+        w.Line($"public const int HeadOutputWidth = {Int(s.Heads * s.VHeadDim)}; // H · v");
+        w.Line($"public const int KvUpRowsPerHead = {Int(s.NopeHeadDim + s.VHeadDim)}; // kv_b_proj rows per head: [W_UK (nope) | W_UV (v)]");
+        w.Line($"public const int PageShift = {Int(Log2(s.PageSize))}; // PageSize = 1 << PageShift");
+        w.Line($"public const int PageMask = {Int(s.PageSize - 1)};");
+        w.Line($"public const float RmsNormEpsilon = {Float((float)s.RmsNormEpsilon)};");
+        w.Line($"public const float ScoreScaleLog2 = {Float((float)(l.SoftmaxScale * 1.4426950408889634))}; // softmax scale · log2(e): exp2 form");
+        w.Line("// RoPE inverse frequencies (double: the angle is reduced exactly, see KernelMath.Rotate).");
+        for (int i = 0; i < l.InverseFrequencies.Count; i++)
+            w.Line($"public const double InverseFrequency{i} = {Double(l.InverseFrequencies[i])};");
+    }
+
+    private static int Log2(int value)
+    {
+        int r = 0;
+        while ((1 << r) < value)
+            r++;
+        return r;
+    }
+
+    /// <summary>Dot products with the input dimension unrolled by 8 (constant trip count) and its remainder unrolled.</summary>
+    private static void EmitProjection(SourceWriter w, string name, string tensor, int inDim, int outDim, string inName, string outName)
+    {
+        w.Line($"/// <summary>{tensor}: <c>[T, {inName}]</c> → <c>[T, {outName}]</c>; one thread per output value.</summary>");
+        w.Open($"public static void {name}({K}.ProjectionParams p)");
+        w.Line("int index = global::ILGPU.Grid.GlobalIndex.X;");
+        w.Line($"if (index >= p.Tokens * {outName})");
+        w.Line("    return;");
+        w.Line($"int token = index / {outName};");
+        w.Line($"long x = (long)token * {inName};");
+        w.Line($"long wRow = (long)(index - token * {outName}) * {inName};");
+        w.Line("float sum0 = 0f, sum1 = 0f;");
+        int body = inDim / 8 * 8;
+        if (body > 0)
+        {
+            w.Open($"for (int k = 0; k < {Int(body)}; k += 8)");
+            for (int j = 0; j < 8; j++)
+                w.Line($"sum{j & 1} += p.Input[x + k + {j}] * {K}.KernelMath.Bf16ToFloat(p.Weight[wRow + k + {j}]);");
+            w.Close();
+        }
+        for (int k = body; k < inDim; k++)
+            w.Line($"sum{k & 1} += p.Input[x + {k}] * {K}.KernelMath.Bf16ToFloat(p.Weight[wRow + {k}]);");
+        w.Line("p.Output[index] = sum0 + sum1;");
+        w.Close();
+        w.Line();
+    }
+
+    private static void EmitRmsNorm(SourceWriter w, MlaShapeSpec s)
+    {
+        w.Line("/// <summary>q_a_layernorm in place: one warp per token.</summary>");
+        w.Open($"public static void QueryLatentNormKernel({K}.RmsNormParams p)");
+        w.Line("int lane = global::ILGPU.Group.IdxX;");
+        w.Line("long row = (long)global::ILGPU.Grid.IdxX * QLatentRank;");
+        w.Line("float squares = 0f;");
+        w.Open("for (int k = lane; k < QLatentRank; k += Lanes)");
+        w.Line("float v = p.Values[row + k];");
+        w.Line("squares += v * v;");
+        w.Close();
+        w.Line($"float inverseRms = 1f / global::ILGPU.Algorithms.XMath.Sqrt({K}.KernelMath.WarpSum(squares) / QLatentRank + RmsNormEpsilon);");
+        w.Line("for (int k = lane; k < QLatentRank; k += Lanes)");
+        w.Line($"    p.Values[row + k] = p.Values[row + k] * inverseRms * {K}.KernelMath.Bf16ToFloat(p.Weight[k]);");
+        w.Close();
+        w.Line();
+    }
+
+    /// <summary>(chunk, guard) per lane-strided chunk of <paramref name="n"/> values: element = lane + 32·chunk.</summary>
+    private static IEnumerable<(int Chunk, string? Guard)> LaneChunks(int n)
+    {
+        for (int c = 0; c * Lanes < n; c++)
+            yield return (c, n - c * Lanes >= Lanes ? null : $"lane < {n - c * Lanes}");
+    }
+
+    private static string Guarded(string? guard, string value) => guard is null ? value : $"({guard} ? {value} : 0f)";
+
+    /// <summary>RoPE unrolled: loads the d values at <paramref name="source"/>, one rotation per pair, stores at <paramref name="target"/>.</summary>
+    private static void EmitRope(SourceWriter w, MlaShapeSpec s, string prefix, Func<int, string> source, Func<int, string, string> store)
+    {
+        int d = s.RopeDim;
+        for (int i = 0; i < d; i++)
+            w.Line($"float {prefix}{i} = {source(i)};");
+        for (int i = 0; i < d / 2; i++)
+        {
+            int a = s.IsRotateHalf ? i : 2 * i;
+            int b = s.IsRotateHalf ? i + d / 2 : 2 * i + 1;
+            w.Line($"{K}.KernelMath.Rotate(ref {prefix}{a}, ref {prefix}{b}, position, InverseFrequency{i}, RopeAttentionFactor);");
+        }
+        for (int i = 0; i < d; i++)
+            w.Line(store(i, $"{prefix}{i}") + ";");
+    }
+
+    private static void EmitKvCacheWrite(SourceWriter w, MlaShapeSpec s)
+    {
+        w.Line("/// <summary>One warp per token: RMSNorm(c_kv)·kv_a_layernorm and RoPE(k_pe) rounded to BF16 into the token's cache row.</summary>");
+        w.Open($"public static void KvCacheWriteKernel({K}.KvCacheWriteParams p)");
+        w.Line("int lane = global::ILGPU.Group.IdxX;");
+        w.Line("int token = global::ILGPU.Grid.IdxX;");
+        w.Line("long source = (long)token * CacheRowValues;");
+        var chunks = new List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
+        foreach (var (c, guard) in chunks)
+            w.Line($"float c{c} = {Guarded(guard, $"p.KvLatent[source + lane + {c * Lanes}]")};");
+        w.Line("float squares = " + string.Join(" + ", chunks.ConvertAll(c => $"c{c.Chunk} * c{c.Chunk}")) + ";");
+        w.Line($"float inverseRms = 1f / global::ILGPU.Algorithms.XMath.Sqrt({K}.KernelMath.WarpSum(squares) / LatentRank + RmsNormEpsilon);");
+        w.Line("int position = p.Cache.TokenPosition[token];");
+        w.Line("int page = p.Cache.BlockTable[p.Cache.TokenSlot[token] * p.Cache.BlockTableStride + (position >> PageShift)];");
+        w.Line("long target = ((long)page * PageSize + (position & PageMask)) * CacheRowValues;");
+        foreach (var (c, guard) in chunks)
+        {
+            string store = $"p.Cache.Pages[target + lane + {c * Lanes}] = {K}.KernelMath.FloatToBf16(c{c} * inverseRms * {K}.KernelMath.Bf16ToFloat(p.NormWeight[lane + {c * Lanes}]));";
+            w.Line(guard is null ? store : $"if ({guard}) {store}");
+        }
+        w.Open("if (lane == 0)");
+        EmitRope(w, s, "r", i => $"p.KvLatent[source + LatentRank + {i}]",
+            (i, v) => $"p.Cache.Pages[target + LatentRank + {i}] = {K}.KernelMath.FloatToBf16({v})");
+        w.Close();
+        w.Close();
+        w.Line();
+    }
+
+    private static void EmitQueryAbsorb(SourceWriter w, MlaShapeSpec s)
+    {
+        w.Line("/// <summary>One warp per (token, head): q_lat = W_UKᵀ·q_nope (lanes over the latent), and RoPE(q_pe) on lane 0.</summary>");
+        w.Open($"public static void QueryAbsorbKernel({K}.QueryAbsorbParams p)");
+        w.Line("int lane = global::ILGPU.Group.IdxX;");
+        w.Line("int row = global::ILGPU.Grid.IdxX; // token · Heads + head");
+        w.Line("int token = row / Heads;");
+        w.Line("long query = (long)row * QHeadDim;");
+        w.Line("long target = (long)row * CacheRowValues;");
+        w.Line("long weight = (long)(row - token * Heads) * KvUpRowsPerHead * LatentRank;");
+        var chunks = new List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
+        foreach (var (c, _) in chunks)
+            w.Line($"float a{c} = 0f;");
+        w.Open("for (int n = 0; n < NopeHeadDim; n++)");
+        w.Line("float q = p.Query[query + n];");
+        w.Line("long w = weight + (long)n * LatentRank;");
+        foreach (var (c, guard) in chunks)
+            w.Line($"a{c} += q * {Guarded(guard, $"{K}.KernelMath.Bf16ToFloat(p.KvUp[w + lane + {c * Lanes}])")};");
+        w.Close();
+        foreach (var (c, guard) in chunks)
+        {
+            string store = $"p.AbsorbedQuery[target + lane + {c * Lanes}] = a{c};";
+            w.Line(guard is null ? store : $"if ({guard}) {store}");
+        }
+        w.Open("if (lane == 0)");
+        w.Line("int position = p.TokenPosition[token];");
+        EmitRope(w, s, "r", i => $"p.Query[query + NopeHeadDim + {i}]", (i, v) => $"p.AbsorbedQuery[target + LatentRank + {i}] = {v}");
+        w.Close();
+        w.Close();
+        w.Line();
+    }
+
+    private static void EmitAttention(SourceWriter w, MlaShapeSpec s)
+    {
+        var latent = new List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
+        var rope = new List<(int Chunk, string? Guard)>(LaneChunks(s.RopeDim));
+        w.Line("/// <summary>");
+        w.Line("/// Absorbed attention, general path (CUDA and CPU): one warp per (token, head, split). Lanes hold latent/32 query");
+        w.Line("/// and output values in registers; each cached row is read once, scored against q_lat·c_kv + q_pe·k_pe, and");
+        w.Line("/// folded into an online softmax in exp2 form. Writes the split's normalised output and log-sum-exp.");
+        w.Line("/// </summary>");
+        w.Open($"public static void AttentionKernel({K}.AttentionParams p)");
+        w.Line("int lane = global::ILGPU.Group.IdxX;");
+        w.Line("int item = global::ILGPU.Grid.IdxX;");
+        w.Line("int row = item / p.Splits; // token · Heads + head");
+        w.Line("int split = item - row * p.Splits;");
+        w.Line("int token = row / Heads;");
+        w.Line("int visible = p.Cache.TokenPosition[token] + 1; // causal: positions 0..position");
+        w.Line("int chunk = (visible + p.Splits - 1) / p.Splits;");
+        w.Line("int begin = split * chunk;");
+        w.Line("int end = global::System.Math.Min(visible, begin + chunk);");
+        w.Line("long blockRow = (long)p.Cache.TokenSlot[token] * p.Cache.BlockTableStride;");
+        w.Line("long query = (long)row * CacheRowValues;");
+        foreach (var (c, guard) in latent)
+            w.Line($"float q{c} = {Guarded(guard, $"p.AbsorbedQuery[query + lane + {c * Lanes}]")};");
+        foreach (var (c, guard) in rope)
+            w.Line($"float qr{c} = {Guarded(guard, $"p.AbsorbedQuery[query + LatentRank + lane + {c * Lanes}]")};");
+        foreach (var (c, _) in latent)
+            w.Line($"float o{c} = 0f;");
+        w.Line("float runningMax = float.NegativeInfinity;");
+        w.Line("float runningSum = 0f;");
+        w.Open("for (int j = begin; j < end; j++)");
+        w.Line("int page = p.Cache.BlockTable[blockRow + (j >> PageShift)];");
+        w.Line("long cached = ((long)page * PageSize + (j & PageMask)) * CacheRowValues;");
+        foreach (var (c, guard) in latent)
+            w.Line($"float c{c} = {Guarded(guard, $"{K}.KernelMath.Bf16ToFloat(p.Cache.Pages[cached + lane + {c * Lanes}])")};");
+        foreach (var (c, guard) in rope)
+            w.Line($"float k{c} = {Guarded(guard, $"{K}.KernelMath.Bf16ToFloat(p.Cache.Pages[cached + LatentRank + lane + {c * Lanes}])")};");
+        var terms = new List<string>();
+        foreach (var (c, _) in latent)
+            terms.Add($"q{c} * c{c}");
+        foreach (var (c, _) in rope)
+            terms.Add($"qr{c} * k{c}");
+        w.Line($"float score = {K}.KernelMath.WarpSum({string.Join(" + ", terms)}) * ScoreScaleLog2;");
+        w.Line("float newMax = global::System.Math.Max(runningMax, score);");
+        w.Line($"float rescale = {K}.KernelMath.Exp2(runningMax - newMax);");
+        w.Line($"float weight = {K}.KernelMath.Exp2(score - newMax);");
+        w.Line("runningSum = runningSum * rescale + weight;");
+        w.Line("runningMax = newMax;");
+        foreach (var (c, _) in latent)
+            w.Line($"o{c} = o{c} * rescale + weight * c{c};");
+        w.Close();
+        w.Line("float normalise = runningSum > 0f ? 1f / runningSum : 0f;");
+        w.Line("long output = ((long)split * p.Tokens * Heads + row) * LatentRank;");
+        foreach (var (c, guard) in latent)
+        {
+            string store = $"p.PartialOutput[output + lane + {c * Lanes}] = o{c} * normalise;";
+            w.Line(guard is null ? store : $"if ({guard}) {store}");
+        }
+        w.Line("if (lane == 0)");
+        w.Line($"    p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum > 0f ? (runningMax + {K}.KernelMath.Log2(runningSum)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Close();
+        w.Line();
+    }
+
+    private static void EmitCombine(SourceWriter w, MlaShapeSpec s)
+    {
+        var latent = new List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
+        w.Line("/// <summary>One warp per (token, head): merges the splits' outputs weighted by exp(lse_split − lse).</summary>");
+        w.Open($"public static void CombineKernel({K}.CombineParams p)");
+        w.Line("int lane = global::ILGPU.Group.IdxX;");
+        w.Line("int row = global::ILGPU.Grid.IdxX;");
+        w.Line("int rows = p.Tokens * Heads;");
+        w.Line("float maxLse = float.NegativeInfinity;");
+        w.Line("for (int split = 0; split < p.Splits; split++)");
+        w.Line("    maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);");
+        w.Line("float total = 0f;");
+        w.Line("if (maxLse > float.NegativeInfinity)");
+        w.Line("    for (int split = 0; split < p.Splits; split++)");
+        w.Line($"        total += {K}.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * {K}.KernelMath.Log2E);");
+        w.Line($"float lse = total > 0f ? maxLse + {K}.KernelMath.Log2(total) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        foreach (var (c, _) in latent)
+            w.Line($"float o{c} = 0f;");
+        w.Open("for (int split = 0; split < p.Splits; split++)");
+        w.Line("float partLse = p.PartialLse[(long)split * rows + row];");
+        w.Line("if (partLse == float.NegativeInfinity)");
+        w.Line("    continue;");
+        w.Line($"float share = {K}.KernelMath.Exp2((partLse - lse) * {K}.KernelMath.Log2E);");
+        w.Line("long part = ((long)split * rows + row) * LatentRank;");
+        foreach (var (c, guard) in latent)
+            w.Line($"o{c} += share * {Guarded(guard, $"p.PartialOutput[part + lane + {c * Lanes}]")};");
+        w.Close();
+        w.Line("long output = (long)row * LatentRank;");
+        foreach (var (c, guard) in latent)
+        {
+            string store = $"p.LatentOutput[output + lane + {c * Lanes}] = o{c};";
+            w.Line(guard is null ? store : $"if ({guard}) {store}");
+        }
+        w.Line("if (lane == 0)");
+        w.Line("    p.Lse[row] = lse;");
+        w.Close();
+        w.Line();
+    }
+
+    private static void EmitValueProjection(SourceWriter w, MlaShapeSpec s)
+    {
+        w.Line("/// <summary>o = W_UV·o_lat per head: one thread per (token, head, v); the latent is unrolled by 8.</summary>");
+        w.Open($"public static void ValueProjectionKernel({K}.ValueProjectionParams p)");
+        w.Line("int index = global::ILGPU.Grid.GlobalIndex.X;");
+        w.Line("if (index >= p.Tokens * HeadOutputWidth)");
+        w.Line("    return;");
+        w.Line("int row = index / VHeadDim; // token · Heads + head");
+        w.Line("int v = index - row * VHeadDim;");
+        w.Line("long latent = (long)row * LatentRank;");
+        w.Line("long weight = ((long)(row % Heads) * KvUpRowsPerHead + NopeHeadDim + v) * LatentRank;");
+        w.Line("float sum0 = 0f, sum1 = 0f;");
+        int body = s.LatentRank / 8 * 8;
+        if (body > 0)
+        {
+            w.Open($"for (int k = 0; k < {Int(body)}; k += 8)");
+            for (int j = 0; j < 8; j++)
+                w.Line($"sum{j & 1} += p.LatentOutput[latent + k + {j}] * {K}.KernelMath.Bf16ToFloat(p.KvUp[weight + k + {j}]);");
+            w.Close();
+        }
+        for (int k = body; k < s.LatentRank; k++)
+            w.Line($"sum{k & 1} += p.LatentOutput[latent + {k}] * {K}.KernelMath.Bf16ToFloat(p.KvUp[weight + {k}]);");
+        w.Line("p.HeadOutput[index] = sum0 + sum1;");
+        w.Close();
+        w.Line();
+    }
+
+    private static void EmitKernelSet(SourceWriter w, MlaShapeSpec s, string fullName)
+    {
+        const string Stream = "global::ILGPU.Runtime.AcceleratorStream";
+        const string Config = "global::ILGPU.KernelConfig";
+        string Launcher(string p) => $"global::System.Action<{Stream}, {Config}, {K}.{p}>";
+        var kernels = new List<(string Field, string Params, string Kernel, string Method, string Grid, bool Warp)>
+        {
+            ("_queryProjection", "ProjectionParams", "QueryProjectionKernel", "QueryProjection", "p.Tokens * QueryWidth", false),
+            ("_kvLatentProjection", "ProjectionParams", "KvLatentProjectionKernel", "KvLatentProjection", "p.Tokens * CacheRowValues", false),
+            ("_kvCacheWrite", "KvCacheWriteParams", "KvCacheWriteKernel", "KvCacheWrite", "p.Tokens", true),
+            ("_queryAbsorb", "QueryAbsorbParams", "QueryAbsorbKernel", "QueryAbsorb", "p.Tokens * Heads", true),
+            ("_attention", "AttentionParams", "AttentionKernel", "Attention", "p.Tokens * Heads * p.Splits", true),
+            ("_combine", "CombineParams", "CombineKernel", "Combine", "p.Tokens * Heads", true),
+            ("_valueProjection", "ValueProjectionParams", "ValueProjectionKernel", "ValueProjection", "p.Tokens * HeadOutputWidth", false),
+            ("_outputProjection", "ProjectionParams", "OutputProjectionKernel", "OutputProjection", "p.Tokens * DModel", false),
+        };
+        if (s.HasQLatent)
+        {
+            kernels.Add(("_queryLatentProjection", "ProjectionParams", "QueryLatentProjectionKernel", "QueryLatentProjection", "p.Tokens * QLatentRank", false));
+            kernels.Add(("_queryLatentNorm", "RmsNormParams", "QueryLatentNormKernel", "QueryLatentNorm", "p.Tokens", true));
+        }
+
+        w.Line("/// <summary>The kernels above, compiled for one accelerator.</summary>");
+        w.Open($"internal sealed class Set : {K}.MlaKernelSet");
+        foreach (var k in kernels)
+            w.Line($"private readonly {Launcher(k.Params)} {k.Field};");
+        w.Line();
+        w.Open("public Set(global::ILGPU.Runtime.Accelerator accelerator)");
+        foreach (var k in kernels)
+            w.Line($"{k.Field} = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.{k.Params}>(accelerator, {k.Kernel});");
+        w.Close();
+        w.Line();
+        w.Line($"public override global::MlaGen.MlaSpec Spec => global::{fullName}.Spec;");
+        w.Line();
+        foreach (var k in kernels)
+        {
+            w.Open($"public override void {k.Method}({Stream} stream, in {K}.{k.Params} p)");
+            w.Line("if (p.Tokens > 0)");
+            string config = k.Warp
+                ? $"new {Config}({k.Grid}, Lanes)"
+                : $"new {Config}(({k.Grid} + ProjectionGroup - 1) / ProjectionGroup, ProjectionGroup)";
+            w.Line($"    {k.Field}(stream, {config}, p);");
+            w.Close();
+        }
+        if (!s.HasQLatent)
+        {
+            foreach (var (method, p) in new[] { ("QueryLatentProjection", "ProjectionParams"), ("QueryLatentNorm", "RmsNormParams") })
+            {
+                w.Line($"public override void {method}({Stream} stream, in {K}.{p} p) =>");
+                w.Line("    throw new global::System.InvalidOperationException(\"This shape has no q-LoRA (QLatentRank = 0): queries come from q_proj.\");");
+            }
+        }
+        w.Close();
+    }
+}

@@ -1,0 +1,90 @@
+using ILGPU;
+
+namespace MlaGen.Kernels;
+
+// One params struct per kernel, as FlashMLA does: every view and scalar a launch needs, by name.
+// Row-major layouts; T = tokens in the call, H = heads. Dimensions that are constants live in the generated kernels.
+
+/// <summary>y[t, o] = Σ_k x[t, k] · W[o, k] with W as BF16 <c>[out, in]</c>.</summary>
+public struct ProjectionParams
+{
+    public ArrayView<float> Input;
+    public ArrayView<ushort> Weight;
+    public ArrayView<float> Output;
+    public int Tokens;
+}
+
+/// <summary>In-place RMSNorm of each token's row, times a BF16 weight.</summary>
+public struct RmsNormParams
+{
+    public ArrayView<float> Values;
+    public ArrayView<ushort> Weight;
+    public int Tokens;
+}
+
+/// <summary>Where each token of the call lives in the latent cache.</summary>
+public struct CacheAddressing
+{
+    /// <summary>BF16 pages <c>[numPages, PageSize, 1, latent + rope]</c>.</summary>
+    public ArrayView<ushort> Pages;
+    /// <summary>int32 <c>[maxSequences, BlockTableStride]</c>: page index of each page of a sequence slot.</summary>
+    public ArrayView<int> BlockTable;
+    public int BlockTableStride;
+    /// <summary>Cache slot (block-table row) of each token <c>[T]</c>.</summary>
+    public ArrayView<int> TokenSlot;
+    /// <summary>Position of each token in its sequence <c>[T]</c>; it sees cached positions 0..position.</summary>
+    public ArrayView<int> TokenPosition;
+}
+
+/// <summary>kv_a output <c>[T, latent + rope]</c> → RMSNorm(c_kv), RoPE(k_pe) → BF16 cache rows.</summary>
+public struct KvCacheWriteParams
+{
+    public ArrayView<float> KvLatent;
+    public ArrayView<ushort> NormWeight;
+    public CacheAddressing Cache;
+    public int Tokens;
+}
+
+/// <summary>q <c>[T, H, nope + rope]</c> → absorbed query <c>[T, H, latent + rope]</c> = [W_UKᵀ·q_nope | RoPE(q_pe)].</summary>
+public struct QueryAbsorbParams
+{
+    public ArrayView<float> Query;
+    public ArrayView<ushort> KvUp;
+    public ArrayView<int> TokenPosition;
+    public ArrayView<float> AbsorbedQuery;
+    public int Tokens;
+}
+
+/// <summary>
+/// Split-KV absorbed attention: each (token, head, split) writes its normalised partial latent output
+/// <c>[Splits, T·H, latent]</c> and log-sum-exp <c>[Splits, T·H]</c>.
+/// </summary>
+public struct AttentionParams
+{
+    public ArrayView<float> AbsorbedQuery;
+    public CacheAddressing Cache;
+    public ArrayView<float> PartialOutput;
+    public ArrayView<float> PartialLse;
+    public int Tokens;
+    public int Splits;
+}
+
+/// <summary>Merges the splits: latent output <c>[T, H, latent]</c> and natural-log LSE <c>[T, H]</c>.</summary>
+public struct CombineParams
+{
+    public ArrayView<float> PartialOutput;
+    public ArrayView<float> PartialLse;
+    public ArrayView<float> LatentOutput;
+    public ArrayView<float> Lse;
+    public int Tokens;
+    public int Splits;
+}
+
+/// <summary>Per head o = W_UV · o_lat: latent output <c>[T, H, latent]</c> → head outputs <c>[T, H · v]</c>.</summary>
+public struct ValueProjectionParams
+{
+    public ArrayView<float> LatentOutput;
+    public ArrayView<ushort> KvUp;
+    public ArrayView<float> HeadOutput;
+    public int Tokens;
+}

@@ -1,0 +1,37 @@
+using ILGPU.Runtime;
+
+namespace MlaGen.Kernels;
+
+/// <summary>
+/// The kernels of one [MlaConfig] shape, compiled for one accelerator. The generator writes the implementation;
+/// <see cref="MlaLayer"/> drives it. A launch with zero tokens does nothing.
+/// </summary>
+public abstract class MlaKernelSet
+{
+    public abstract MlaSpec Spec { get; }
+
+    /// <summary>q_proj (no q-LoRA) or q_b_proj (q-LoRA): → q <c>[T, H·(nope + rope)]</c>.</summary>
+    public abstract void QueryProjection(AcceleratorStream stream, in ProjectionParams p);
+
+    /// <summary>q_a_proj: x → <c>[T, qLatent]</c>. Only for shapes with q-LoRA.</summary>
+    public abstract void QueryLatentProjection(AcceleratorStream stream, in ProjectionParams p);
+
+    /// <summary>q_a_layernorm in place on <c>[T, qLatent]</c>. Only for shapes with q-LoRA.</summary>
+    public abstract void QueryLatentNorm(AcceleratorStream stream, in RmsNormParams p);
+
+    /// <summary>kv_a_proj_with_mqa: x → <c>[T, latent + rope]</c>.</summary>
+    public abstract void KvLatentProjection(AcceleratorStream stream, in ProjectionParams p);
+
+    public abstract void KvCacheWrite(AcceleratorStream stream, in KvCacheWriteParams p);
+
+    public abstract void QueryAbsorb(AcceleratorStream stream, in QueryAbsorbParams p);
+
+    public abstract void Attention(AcceleratorStream stream, in AttentionParams p);
+
+    public abstract void Combine(AcceleratorStream stream, in CombineParams p);
+
+    public abstract void ValueProjection(AcceleratorStream stream, in ValueProjectionParams p);
+
+    /// <summary>o_proj: head outputs <c>[T, H·v]</c> → <c>[T, dModel]</c>.</summary>
+    public abstract void OutputProjection(AcceleratorStream stream, in ProjectionParams p);
+}
