@@ -52,7 +52,8 @@ public sealed record MlaDeviceChoice(MlaDeviceKind Kind, int? CudaIndex, string 
 /// <remarks>
 /// <see cref="Accelerator"/> and <see cref="GetOrLoad{T}"/> throw <see cref="ObjectDisposedException"/>
 /// after <see cref="Dispose"/>; the descriptive properties (<see cref="Name"/>, <see cref="Reason"/>,
-/// <see cref="LoadTimes"/>, ...) stay readable so they can still be logged.
+/// <see cref="LoadTimes"/>, ...) stay readable so they can still be logged. <see cref="GetOrLoad{T}"/> is
+/// thread-safe; <see cref="Dispose"/> must not race with it.
 /// </remarks>
 public sealed class MlaDevice : IDisposable
 {
