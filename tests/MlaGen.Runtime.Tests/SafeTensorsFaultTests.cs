@@ -44,6 +44,8 @@ public sealed class SafeTensorsFaultTests : IDisposable
         { "begin after end", File("""{"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}""", 8), "data_offsets [8, 0] begin after they end" },
         { "size does not match shape and dtype", File("""{"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}""", 8),
             "tensor 'a': F32 [3] needs 12 bytes, but data_offsets [0, 8] hold 8" },
+        { "more bytes than shape and dtype need", File("""{"a": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 8]}}""", 8),
+            "tensor 'a': BF16 [2] needs 4 bytes, but data_offsets [0, 8] hold 8" },
         { "overlapping tensors", File("""{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}""", 12),
             "tensor 'b' bytes [4, 12) overlap tensor 'a' bytes [0, 8)" },
         { "hole between tensors", File("""{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}}""", 12),
