@@ -13,18 +13,21 @@ namespace MlaGen.Generator.Emitting;
 internal static class KernelEmitter
 {
     private const int Lanes = 32;
-    private const string K = "global::MlaGen.Kernels";
+    internal const string K = "global::MlaGen.Kernels";
 
     public static void Emit(SourceWriter w, MlaClassSpec spec)
     {
         var s = spec.Shape;
-        w.Line("/// <summary>Loads this shape's kernels onto <paramref name=\"device\"/> once; later calls return the cached set.</summary>");
-        w.Line("public static global::MlaGen.Kernels.MlaKernelSet LoadKernels(global::MlaGen.Devices.MlaDevice device) =>");
-        w.Line($"    device.GetOrLoad<global::MlaGen.Kernels.MlaKernelSet>({String(spec.FullName)}, static accelerator => new MlaKernels.Set(accelerator));");
+        w.Line("/// <summary>Loads this shape's kernels onto <paramref name=\"device\"/> once per path; later calls return the cached set.</summary>");
+        w.Open("public static global::MlaGen.Kernels.MlaKernelSet LoadKernels(global::MlaGen.Devices.MlaDevice device, global::MlaGen.Kernels.MlaKernelPath path = global::MlaGen.Kernels.MlaKernelPath.Auto)");
+        w.Line("global::System.ArgumentNullException.ThrowIfNull(device);");
+        w.Line("var resolved = global::MlaGen.Kernels.MlaKernelSet.Resolve(path, device.Accelerator);");
+        w.Line($"return device.GetOrLoad<global::MlaGen.Kernels.MlaKernelSet>({String(spec.FullName)} + \"/\" + resolved, accelerator => new MlaKernels.Set(accelerator, resolved));");
+        w.Close();
         w.Line();
         w.Line("/// <summary>A layer of this shape on <paramref name=\"device\"/> with <paramref name=\"weights\"/> uploaded.</summary>");
-        w.Line("public static global::MlaGen.MlaLayer CreateLayer(global::MlaGen.Devices.MlaDevice device, global::MlaGen.Weights.MlaWeights weights) =>");
-        w.Line("    new global::MlaGen.MlaLayer(device, Spec, LoadKernels(device), weights);");
+        w.Line("public static global::MlaGen.MlaLayer CreateLayer(global::MlaGen.Devices.MlaDevice device, global::MlaGen.Weights.MlaWeights weights, global::MlaGen.Kernels.MlaKernelPath path = global::MlaGen.Kernels.MlaKernelPath.Auto) =>");
+        w.Line("    new global::MlaGen.MlaLayer(device, Spec, LoadKernels(device, path), weights);");
         w.Line();
         w.Line("/// <summary>ILGPU kernels specialised to this shape; one warp of 32 lanes per row unless noted.</summary>");
         w.Line(MlaEmitter.GeneratedCodeAttribute);
@@ -48,6 +51,7 @@ internal static class KernelEmitter
         EmitCombine(w, s);
         EmitValueProjection(w, s);
         EmitProjection(w, "OutputProjectionKernel", "o_proj", s.Heads * s.VHeadDim, s.DModel, "HeadOutputWidth", "DModel");
+        SerialKernelEmitter.Emit(w, s);
         EmitKernelSet(w, s, spec.FullName);
         w.Close();
     }
@@ -56,7 +60,8 @@ internal static class KernelEmitter
     {
         w.Line("// Tile shape and specialised numbers.");
         w.Line($"public const int Lanes = {Lanes}; // one warp per row");
-        w.Line($"public const int ProjectionGroup = 64;");
+        w.Line("public const int ProjectionGroup = 64;");
+        w.Line("public const int SerialGroup = 32; // serial path: one thread per row");
         w.Line($"public const int QueryWidth = {Int(s.Heads * s.QHeadDim)}; // H · (nope + rope)");
         w.Line($"public const int HeadOutputWidth = {Int(s.Heads * s.VHeadDim)}; // H · v");
         w.Line($"public const int KvUpRowsPerHead = {Int(s.NopeHeadDim + s.VHeadDim)}; // kv_b_proj rows per head: [W_UK (nope) | W_UV (v)]");
@@ -132,7 +137,7 @@ internal static class KernelEmitter
     private static string Guarded(string? guard, string value) => guard is null ? value : $"({guard} ? {value} : 0f)";
 
     /// <summary>RoPE unrolled: loads the d values at <paramref name="source"/>, one rotation per pair, stores at <paramref name="target"/>.</summary>
-    private static void EmitRope(SourceWriter w, MlaShapeSpec s, string prefix, Func<int, string> source, Func<int, string, string> store)
+    internal static void EmitRope(SourceWriter w, MlaShapeSpec s, string prefix, Func<int, string> source, Func<int, string, string> store)
     {
         int d = s.RopeDim;
         for (int i = 0; i < d; i++)
@@ -341,43 +346,57 @@ internal static class KernelEmitter
         const string Stream = "global::ILGPU.Runtime.AcceleratorStream";
         const string Config = "global::ILGPU.KernelConfig";
         string Launcher(string p) => $"global::System.Action<{Stream}, {Config}, {K}.{p}>";
-        var kernels = new List<(string Field, string Params, string Kernel, string Method, string Grid, bool Warp)>
+        // (field, params, kernel, method, launch count, row-cooperative: has a serial twin)
+        var kernels = new List<(string Field, string Params, string Kernel, string Method, string Count, bool Rows)>
         {
             ("_queryProjection", "ProjectionParams", "QueryProjectionKernel", "QueryProjection", "p.Tokens * QueryWidth", false),
             ("_kvLatentProjection", "ProjectionParams", "KvLatentProjectionKernel", "KvLatentProjection", "p.Tokens * CacheRowValues", false),
-            ("_kvCacheWrite", "KvCacheWriteParams", "KvCacheWriteKernel", "KvCacheWrite", "p.Tokens", true),
-            ("_queryAbsorb", "QueryAbsorbParams", "QueryAbsorbKernel", "QueryAbsorb", "p.Tokens * Heads", true),
-            ("_attention", "AttentionParams", "AttentionKernel", "Attention", "p.Tokens * Heads * p.Splits", true),
-            ("_combine", "CombineParams", "CombineKernel", "Combine", "p.Tokens * Heads", true),
+            ("_kvCacheWrite", "KvCacheWriteParams", "KvCacheWrite", "KvCacheWrite", "p.Tokens", true),
+            ("_queryAbsorb", "QueryAbsorbParams", "QueryAbsorb", "QueryAbsorb", "p.Tokens * Heads", true),
+            ("_attention", "AttentionParams", "Attention", "Attention", "p.Tokens * Heads * p.Splits", true),
+            ("_combine", "CombineParams", "Combine", "Combine", "p.Tokens * Heads", true),
             ("_valueProjection", "ValueProjectionParams", "ValueProjectionKernel", "ValueProjection", "p.Tokens * HeadOutputWidth", false),
             ("_outputProjection", "ProjectionParams", "OutputProjectionKernel", "OutputProjection", "p.Tokens * DModel", false),
         };
         if (s.HasQLatent)
         {
             kernels.Add(("_queryLatentProjection", "ProjectionParams", "QueryLatentProjectionKernel", "QueryLatentProjection", "p.Tokens * QLatentRank", false));
-            kernels.Add(("_queryLatentNorm", "RmsNormParams", "QueryLatentNormKernel", "QueryLatentNorm", "p.Tokens", true));
+            kernels.Add(("_queryLatentNorm", "RmsNormParams", "QueryLatentNorm", "QueryLatentNorm", "p.Tokens", true));
         }
 
-        w.Line("/// <summary>The kernels above, compiled for one accelerator.</summary>");
+        w.Line("/// <summary>The kernels above, compiled for one accelerator in one path.</summary>");
         w.Open($"internal sealed class Set : {K}.MlaKernelSet");
+        w.Line("private readonly bool _serial;");
         foreach (var k in kernels)
             w.Line($"private readonly {Launcher(k.Params)} {k.Field};");
         w.Line();
-        w.Open("public Set(global::ILGPU.Runtime.Accelerator accelerator)");
+        w.Open($"public Set(global::ILGPU.Runtime.Accelerator accelerator, {K}.MlaKernelPath path)");
+        w.Line($"Path = {K}.MlaKernelSet.Resolve(path, accelerator);");
+        w.Line($"_serial = Path == {K}.MlaKernelPath.Serial;");
         foreach (var k in kernels)
-            w.Line($"{k.Field} = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.{k.Params}>(accelerator, {k.Kernel});");
+        {
+            string load = $"global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.{k.Params}>(accelerator, ";
+            w.Line(k.Rows
+                ? $"{k.Field} = _serial ? {load}{k.Kernel}SerialKernel) : {load}{k.Kernel}Kernel);"
+                : $"{k.Field} = {load}{k.Kernel});");
+        }
         w.Close();
         w.Line();
         w.Line($"public override global::MlaGen.MlaSpec Spec => global::{fullName}.Spec;");
         w.Line();
+        w.Line($"public override {K}.MlaKernelPath Path {{ get; }}");
+        w.Line();
+        w.Line("private static int Groups(int count, int group) => (count + group - 1) / group;");
+        w.Line();
         foreach (var k in kernels)
         {
             w.Open($"public override void {k.Method}({Stream} stream, in {K}.{k.Params} p)");
-            w.Line("if (p.Tokens > 0)");
-            string config = k.Warp
-                ? $"new {Config}({k.Grid}, Lanes)"
-                : $"new {Config}(({k.Grid} + ProjectionGroup - 1) / ProjectionGroup, ProjectionGroup)";
-            w.Line($"    {k.Field}(stream, {config}, p);");
+            w.Line("if (p.Tokens <= 0)");
+            w.Line("    return;");
+            w.Line($"int count = {k.Count};");
+            w.Line(k.Rows
+                ? $"{k.Field}(stream, _serial ? new {Config}(Groups(count, SerialGroup), SerialGroup) : new {Config}(count, Lanes), p);"
+                : $"{k.Field}(stream, new {Config}(Groups(count, ProjectionGroup), ProjectionGroup), p);");
             w.Close();
         }
         if (!s.HasQLatent)

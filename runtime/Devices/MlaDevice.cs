@@ -15,7 +15,7 @@ namespace MlaGen.Devices;
 /// <summary>The kind of accelerator an <see cref="MlaDevice"/> runs on.</summary>
 public enum MlaDeviceKind
 {
-    /// <summary>ILGPU's CPU accelerator, configured like an NVIDIA GPU (32-thread warps, groups up to 1024).</summary>
+    /// <summary>ILGPU's CPU accelerator with 32-thread warps (see <see cref="MlaDevice.CpuDevice"/>).</summary>
     Cpu,
 
     /// <summary>A CUDA GPU.</summary>
@@ -60,9 +60,16 @@ public sealed class MlaDevice : IDisposable
     /// <summary>Environment variable consulted when no selection is passed: "cpu", "cuda" or "cuda:N".</summary>
     public const string EnvironmentVariable = "MLAGEN_DEVICE";
 
+    /// <summary>
+    /// The CPU accelerator: 32-lane warps like CUDA (the warp kernels run there too), groups of up to 64 threads,
+    /// one multiprocessor per core. Every simulated thread is an OS thread, so fewer is faster.
+    /// </summary>
+    public static readonly CPUDevice CpuDevice = new(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 2,
+        numMultiprocessors: Math.Max(1, Environment.ProcessorCount));
+
     // Never disposed: devices and the kernels compiled for them may live until the process exits.
     private static readonly Lazy<Context> LazyContext = new(
-        () => Context.Create(builder => builder.Cuda().CPU(CPUDevice.Nvidia).EnableAlgorithms().Profiling()),
+        () => Context.Create(builder => builder.Cuda().CPU(CpuDevice).EnableAlgorithms().Profiling()),
         LazyThreadSafetyMode.ExecutionAndPublication);
 
     private static readonly Lazy<IReadOnlyList<CudaDeviceDescription>> LazyCudaDevices = new(
@@ -83,7 +90,7 @@ public sealed class MlaDevice : IDisposable
         Name = accelerator.Name;
     }
 
-    /// <summary>The process-wide ILGPU context: CUDA devices, the CPU accelerator as <see cref="CPUDevice.Nvidia"/>, algorithms and profiling enabled.</summary>
+    /// <summary>The process-wide ILGPU context: CUDA devices, the CPU accelerator as <see cref="CpuDevice"/>, algorithms and profiling enabled.</summary>
     public static Context SharedContext => LazyContext.Value;
 
     /// <summary>The CUDA GPUs ILGPU found in this process (empty without a driver or GPU), in CUDA index order.</summary>

@@ -4,11 +4,19 @@ namespace MlaGen.Kernels;
 
 /// <summary>
 /// The kernels of one [MlaConfig] shape, compiled for one accelerator. The generator writes the implementation;
-/// <see cref="MlaLayer"/> drives it. A launch with zero tokens does nothing.
+/// <see cref="MlaGen.MlaLayer"/> drives it. A launch with zero tokens does nothing.
 /// </summary>
 public abstract class MlaKernelSet
 {
     public abstract MlaSpec Spec { get; }
+
+    /// <summary>The form this set runs (never <see cref="MlaKernelPath.Auto"/>).</summary>
+    public abstract MlaKernelPath Path { get; }
+
+    /// <summary>Resolves <see cref="MlaKernelPath.Auto"/> for an accelerator.</summary>
+    public static MlaKernelPath Resolve(MlaKernelPath path, Accelerator accelerator) =>
+        path != MlaKernelPath.Auto ? path
+        : accelerator.AcceleratorType == AcceleratorType.CPU ? MlaKernelPath.Serial : MlaKernelPath.Warp;
 
     /// <summary>q_proj (no q-LoRA) or q_b_proj (q-LoRA): → q <c>[T, H·(nope + rope)]</c>.</summary>
     public abstract void QueryProjection(AcceleratorStream stream, in ProjectionParams p);
@@ -34,4 +42,17 @@ public abstract class MlaKernelSet
 
     /// <summary>o_proj: head outputs <c>[T, H·v]</c> → <c>[T, dModel]</c>.</summary>
     public abstract void OutputProjection(AcceleratorStream stream, in ProjectionParams p);
+}
+
+/// <summary>Which form of the row-cooperative kernels (norms, cache write, absorb, attention, combine) a kernel set runs.</summary>
+public enum MlaKernelPath
+{
+    /// <summary>Warp on CUDA, serial on the CPU accelerator.</summary>
+    Auto = 0,
+
+    /// <summary>One warp of 32 lanes per row, reductions by shuffle: the GPU form.</summary>
+    Warp = 1,
+
+    /// <summary>One thread per row, no shuffles: the CPU accelerator turns every shuffle into an OS-thread barrier.</summary>
+    Serial = 2,
 }

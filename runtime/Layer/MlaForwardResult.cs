@@ -42,5 +42,8 @@ public sealed record MlaForwardOptions
     /// <summary>Also copy back the absorbed query and the latent output (for tests and debugging).</summary>
     public bool CaptureIntermediates { get; init; }
 
+    /// <summary>Fill every intermediate and output buffer with NaN before the kernels run, so an element no kernel wrote shows up.</summary>
+    public bool PoisonBuffers { get; init; }
+
     public static MlaForwardOptions Default { get; } = new();
 }

@@ -162,9 +162,23 @@ public sealed class MlaLayer : IDisposable
         };
 
         var query = _query.Get((long)tokens * heads * s.QHeadDim);
+        var kvLatent = _kvLatent.Get((long)tokens * s.CacheRowValues);
+        var absorbed = _absorbed.Get((long)rows * s.CacheRowValues);
+        var partialOut = _partialOut.Get((long)splits * rows * s.LatentRank);
+        var partialLse = _partialLse.Get((long)splits * rows);
+        var latentOut = _latentOut.Get((long)rows * s.LatentRank);
+        var lse = _lse.Get(rows);
+        var headOut = _heads.Get((long)tokens * heads * s.VHeadDim);
+        var output = _output.Get((long)tokens * s.DModel);
+        var qLatent = _qLatent.Get(s.HasQLatent ? (long)tokens * s.QLatentRank : 1);
+        if (options.PoisonBuffers)
+        {
+            foreach (var view in new[] { query, kvLatent, absorbed, partialOut, partialLse, latentOut, lse, headOut, output, qLatent })
+                view.MemSet(stream, 0xFF); // all-ones bits are a NaN
+        }
+
         if (s.HasQLatent)
         {
-            var qLatent = _qLatent.Get((long)tokens * s.QLatentRank);
             Kernels.QueryLatentProjection(stream, new ProjectionParams { Input = x, Weight = W(MlaWeights.QAProjName), Output = qLatent, Tokens = tokens });
             Kernels.QueryLatentNorm(stream, new RmsNormParams { Values = qLatent, Weight = W(MlaWeights.QALayerNormName), Tokens = tokens });
             Kernels.QueryProjection(stream, new ProjectionParams { Input = qLatent, Weight = W(MlaWeights.QBProjName), Output = query, Tokens = tokens });
@@ -174,23 +188,15 @@ public sealed class MlaLayer : IDisposable
             Kernels.QueryProjection(stream, new ProjectionParams { Input = x, Weight = W(MlaWeights.QProjName), Output = query, Tokens = tokens });
         }
 
-        var kvLatent = _kvLatent.Get((long)tokens * s.CacheRowValues);
         Kernels.KvLatentProjection(stream, new ProjectionParams { Input = x, Weight = W(MlaWeights.KvAProjWithMqaName), Output = kvLatent, Tokens = tokens });
         Kernels.KvCacheWrite(stream, new KvCacheWriteParams { KvLatent = kvLatent, NormWeight = W(MlaWeights.KvALayerNormName), Cache = addressing, Tokens = tokens });
 
-        var absorbed = _absorbed.Get((long)rows * s.CacheRowValues);
         Kernels.QueryAbsorb(stream, new QueryAbsorbParams { Query = query, KvUp = W(MlaWeights.KvBProjName), TokenPosition = positionView, AbsorbedQuery = absorbed, Tokens = tokens });
 
-        var partialOut = _partialOut.Get((long)splits * rows * s.LatentRank);
-        var partialLse = _partialLse.Get((long)splits * rows);
         Kernels.Attention(stream, new AttentionParams { AbsorbedQuery = absorbed, Cache = addressing, PartialOutput = partialOut, PartialLse = partialLse, Tokens = tokens, Splits = splits });
-        var latentOut = _latentOut.Get((long)rows * s.LatentRank);
-        var lse = _lse.Get(rows);
         Kernels.Combine(stream, new CombineParams { PartialOutput = partialOut, PartialLse = partialLse, LatentOutput = latentOut, Lse = lse, Tokens = tokens, Splits = splits });
 
-        var headOut = _heads.Get((long)tokens * heads * s.VHeadDim);
         Kernels.ValueProjection(stream, new ValueProjectionParams { LatentOutput = latentOut, KvUp = W(MlaWeights.KvBProjName), HeadOutput = headOut, Tokens = tokens });
-        var output = _output.Get((long)tokens * s.DModel);
         Kernels.OutputProjection(stream, new ProjectionParams { Input = headOut, Weight = W(MlaWeights.OProjName), Output = output, Tokens = tokens });
         stream.Synchronize();
 

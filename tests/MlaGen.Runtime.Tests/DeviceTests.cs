@@ -16,7 +16,7 @@ public sealed class DeviceTests(DeviceFixture fixture)
     private readonly MlaDevice _device = fixture.Device;
 
     [Fact]
-    public void Cpu_selection_gives_the_cpu_accelerator_with_32_wide_warps_and_1024_thread_groups()
+    public void Cpu_selection_gives_the_cpu_accelerator_with_32_wide_warps_and_64_thread_groups()
     {
         using var device = MlaDevice.Create("cpu");
 
@@ -27,7 +27,7 @@ public sealed class DeviceTests(DeviceFixture fixture)
         var accelerator = Assert.IsType<CPUAccelerator>(device.Accelerator);
         Assert.Equal(AcceleratorType.CPU, accelerator.AcceleratorType);
         Assert.Equal(32, accelerator.WarpSize);
-        Assert.Equal(1024, accelerator.MaxNumThreadsPerGroup);
+        Assert.Equal(64, accelerator.MaxNumThreadsPerGroup);
         Assert.Same(MlaDevice.SharedContext, accelerator.Context);
     }
 
