@@ -52,7 +52,9 @@ internal static class KernelEmitter
         EmitValueProjection(w, s);
         EmitProjection(w, "OutputProjectionKernel", "o_proj", s.Heads * s.VHeadDim, s.DModel, "HeadOutputWidth", "DModel");
         SerialKernelEmitter.Emit(w, s);
-        EmitKernelSet(w, s, spec.FullName);
+        if (spec.Layout.TensorCoreDecode)
+            TensorCoreEmitter.Emit(w, s);
+        EmitKernelSet(w, s, spec.FullName, spec.Layout.TensorCoreDecode);
         w.Close();
     }
 
@@ -341,7 +343,7 @@ internal static class KernelEmitter
         w.Line();
     }
 
-    private static void EmitKernelSet(SourceWriter w, MlaShapeSpec s, string fullName)
+    private static void EmitKernelSet(SourceWriter w, MlaShapeSpec s, string fullName, bool tensorCores)
     {
         const string Stream = "global::ILGPU.Runtime.AcceleratorStream";
         const string Config = "global::ILGPU.KernelConfig";
@@ -369,6 +371,11 @@ internal static class KernelEmitter
         w.Line("private readonly bool _serial;");
         foreach (var k in kernels)
             w.Line($"private readonly {Launcher(k.Params)} {k.Field};");
+        if (tensorCores)
+        {
+            w.Line($"private readonly {Launcher("TensorCoreAttentionParams")}? _tensorCoreAttention;");
+            w.Line($"private readonly {Launcher("TensorCoreCombineParams")}? _tensorCoreCombine;");
+        }
         w.Line();
         w.Open($"public Set(global::ILGPU.Runtime.Accelerator accelerator, {K}.MlaKernelPath path)");
         w.Line($"Path = {K}.MlaKernelSet.Resolve(path, accelerator);");
@@ -379,6 +386,14 @@ internal static class KernelEmitter
             w.Line(k.Rows
                 ? $"{k.Field} = _serial ? {load}{k.Kernel}SerialKernel) : {load}{k.Kernel}Kernel);"
                 : $"{k.Field} = {load}{k.Kernel});");
+        }
+        if (tensorCores)
+        {
+            w.Line("// Inline PTX: only a CUDA accelerator can compile and run these.");
+            w.Open("if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)");
+            w.Line($"_tensorCoreAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.TensorCoreAttentionParams>(accelerator, TensorCoreAttentionKernel);");
+            w.Line($"_tensorCoreCombine = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.TensorCoreCombineParams>(accelerator, TensorCoreCombineKernel);");
+            w.Close();
         }
         w.Close();
         w.Line();
@@ -397,6 +412,25 @@ internal static class KernelEmitter
             w.Line(k.Rows
                 ? $"{k.Field}(stream, _serial ? new {Config}(Groups(count, SerialGroup), SerialGroup) : new {Config}(count, Lanes), p);"
                 : $"{k.Field}(stream, new {Config}(Groups(count, ProjectionGroup), ProjectionGroup), p);");
+            w.Close();
+        }
+        if (tensorCores)
+        {
+            w.Line("public override bool HasTensorCoreDecode => _tensorCoreAttention is not null;");
+            w.Line();
+            w.Line("public override int TensorCoreTile => TcTile;");
+            w.Line();
+            w.Open($"public override void TensorCoreAttention({Stream} stream, in {K}.TensorCoreAttentionParams p)");
+            w.Line("if (_tensorCoreAttention is null)");
+            w.Line("    base.TensorCoreAttention(stream, p);");
+            w.Line("else if (p.Items > 0)");
+            w.Line($"    _tensorCoreAttention(stream, new {Config}(p.Items, TcThreads), p);");
+            w.Close();
+            w.Open($"public override void TensorCoreCombine({Stream} stream, in {K}.TensorCoreCombineParams p)");
+            w.Line("if (_tensorCoreCombine is null)");
+            w.Line("    base.TensorCoreCombine(stream, p);");
+            w.Line("else if (p.Blocks > 0)");
+            w.Line($"    _tensorCoreCombine(stream, new {Config}(p.Blocks * TcRows, Lanes), p);");
             w.Close();
         }
         if (!s.HasQLatent)

@@ -57,6 +57,10 @@ public static class KernelMath
         x1 = r1;
     }
 
+    /// <summary>Two floats rounded to BF16 and packed: <paramref name="low"/> in bits 0–15, as mma fragments expect.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static uint PackBf16(float low, float high) => FloatToBf16(low) | ((uint)FloatToBf16(high) << 16);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Exp2(float x) => XMath.Exp2(x);
 
@@ -65,4 +69,13 @@ public static class KernelMath
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Rsqrt(float x) => XMath.Rsqrt(x);
+}
+
+/// <summary>Eight BF16 values (16 bytes): the unit of vector loads from the latent cache.</summary>
+public struct Bf16x8
+{
+    public uint A;
+    public uint B;
+    public uint C;
+    public uint D;
 }

@@ -88,3 +88,37 @@ public struct ValueProjectionParams
     public ArrayView<float> HeadOutput;
     public int Tokens;
 }
+
+/// <summary>
+/// Tensor-core decode attention (CUDA): one CTA per work item = (block of up to 16 query rows of one sequence,
+/// range of cached tokens). Writes each item's normalised partial output <c>[Items, 16, latent]</c> and LSE <c>[Items, 16]</c>.
+/// </summary>
+public struct TensorCoreAttentionParams
+{
+    public ArrayView<float> AbsorbedQuery;
+    public CacheAddressing Cache;
+    /// <summary>Per item: its row block, and the cached token range [begin, end) it covers (multiples of the tile).</summary>
+    public ArrayView<int> ItemBlock;
+    public ArrayView<int> ItemBegin;
+    public ArrayView<int> ItemEnd;
+    /// <summary>Per row block: first query row (token · H + head) and row count (≤ 16).</summary>
+    public ArrayView<int> BlockFirstRow;
+    public ArrayView<int> BlockRows;
+    public ArrayView<float> PartialOutput;
+    public ArrayView<float> PartialLse;
+    public int Items;
+}
+
+/// <summary>Merges each row block's items into latent output <c>[T, H, latent]</c> and LSE <c>[T, H]</c>.</summary>
+public struct TensorCoreCombineParams
+{
+    public ArrayView<float> PartialOutput;
+    public ArrayView<float> PartialLse;
+    public ArrayView<int> BlockFirstRow;
+    public ArrayView<int> BlockRows;
+    public ArrayView<int> BlockFirstItem;
+    public ArrayView<int> BlockItems;
+    public ArrayView<float> LatentOutput;
+    public ArrayView<float> Lse;
+    public int Blocks;
+}

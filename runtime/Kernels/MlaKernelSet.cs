@@ -1,3 +1,4 @@
+using System;
 using ILGPU.Runtime;
 
 namespace MlaGen.Kernels;
@@ -42,6 +43,21 @@ public abstract class MlaKernelSet
 
     /// <summary>o_proj: head outputs <c>[T, H·v]</c> → <c>[T, dModel]</c>.</summary>
     public abstract void OutputProjection(AcceleratorStream stream, in ProjectionParams p);
+
+    /// <summary>True when this set holds the tensor-core decode kernels (shape supported and a CUDA accelerator).</summary>
+    public virtual bool HasTensorCoreDecode => false;
+
+    /// <summary>Tokens per tile of the tensor-core kernel: work items cover multiples of it.</summary>
+    public virtual int TensorCoreTile => 16;
+
+    /// <summary>Rows (token × head) per block of the tensor-core kernel (one mma M tile).</summary>
+    public const int TensorCoreRows = 16;
+
+    public virtual void TensorCoreAttention(AcceleratorStream stream, in TensorCoreAttentionParams p) =>
+        throw new NotSupportedException($"{Spec.Name} has no tensor-core decode kernel on this accelerator.");
+
+    public virtual void TensorCoreCombine(AcceleratorStream stream, in TensorCoreCombineParams p) =>
+        throw new NotSupportedException($"{Spec.Name} has no tensor-core decode kernel on this accelerator.");
 }
 
 /// <summary>Which form of the row-cooperative kernels (norms, cache write, absorb, attention, combine) a kernel set runs.</summary>

@@ -5,8 +5,10 @@ namespace MlaGen;
 /// <summary>What one <see cref="MlaLayer.Forward"/> call returns, for the T new tokens in call order.</summary>
 public sealed class MlaForwardResult
 {
-    internal MlaForwardResult(int tokens, int heads, float[] output, float[] lse, float[]? absorbedQuery, float[]? latentOutput)
+    internal MlaForwardResult(int tokens, int heads, float[] output, float[] lse, float[]? absorbedQuery, float[]? latentOutput,
+        bool usedTensorCores = false)
     {
+        UsedTensorCores = usedTensorCores;
         Tokens = tokens;
         Heads = heads;
         Output = output;
@@ -16,6 +18,9 @@ public sealed class MlaForwardResult
     }
 
     public int Tokens { get; }
+
+    /// <summary>Whether attention ran on the tensor-core kernel (else the general kernel).</summary>
+    public bool UsedTensorCores { get; }
     public int Heads { get; }
 
     /// <summary>Attention output after o_proj, <c>[T, dModel]</c>.</summary>
@@ -36,8 +41,16 @@ public sealed class MlaForwardResult
 /// <summary>Knobs of one forward call; the defaults are right for production use.</summary>
 public sealed record MlaForwardOptions
 {
-    /// <summary>Split-KV parts per (token, head); 0 lets the layer choose from the device and the lengths.</summary>
+    public const int MaxSplits = 64;
+
+    /// <summary>
+    /// Split-KV parts per (token, head) of the general kernel; 0 lets the layer choose (and allows the tensor-core
+    /// kernel, which plans its own splits). A positive value forces the general kernel with that many splits.
+    /// </summary>
     public int Splits { get; init; }
+
+    /// <summary>Use the tensor-core decode kernel where the shape and the device have it (CUDA, see MLA014).</summary>
+    public bool TensorCores { get; init; } = true;
 
     /// <summary>Also copy back the absorbed query and the latent output (for tests and debugging).</summary>
     public bool CaptureIntermediates { get; init; }

@@ -15,10 +15,8 @@ namespace MlaGen;
 /// </summary>
 public sealed class MlaLayer : IDisposable
 {
-    private const int MaxSplits = 64;
     private readonly Dictionary<string, MemoryBuffer1D<ushort, Stride1D.Dense>> _weights = new(StringComparer.Ordinal);
-    private readonly DeviceScratch<float> _hidden, _qLatent, _query, _kvLatent, _absorbed, _partialOut, _partialLse, _latentOut, _lse, _heads, _output;
-    private readonly DeviceScratch<int> _tokenSlot, _tokenPosition;
+    private readonly LayerScratch _scratch;
     private readonly object _gate = new();
     private bool _disposed;
 
@@ -47,10 +45,7 @@ public sealed class MlaLayer : IDisposable
                 buffer.Dispose();
             throw;
         }
-        _hidden = new(accelerator); _qLatent = new(accelerator); _query = new(accelerator); _kvLatent = new(accelerator);
-        _absorbed = new(accelerator); _partialOut = new(accelerator); _partialLse = new(accelerator); _latentOut = new(accelerator);
-        _lse = new(accelerator); _heads = new(accelerator); _output = new(accelerator);
-        _tokenSlot = new(accelerator); _tokenPosition = new(accelerator);
+        _scratch = new LayerScratch(accelerator);
     }
 
     public MlaDevice Device { get; }
@@ -100,8 +95,8 @@ public sealed class MlaLayer : IDisposable
             if (newTokens.Length != sequences.Length)
                 throw new ArgumentException(
                     $"newTokens has {newTokens.Length} entries, expected one per sequence ({sequences.Length}).", nameof(newTokens));
-            if (options.Splits < 0 || options.Splits > MaxSplits)
-                throw new ArgumentOutOfRangeException(nameof(options), options.Splits, $"Splits must be 0 (automatic) to {MaxSplits}.");
+            if (options.Splits < 0 || options.Splits > MlaForwardOptions.MaxSplits)
+                throw new ArgumentOutOfRangeException(nameof(options), options.Splits, $"Splits must be 0 (automatic) to {MlaForwardOptions.MaxSplits}.");
             long total = 0;
             for (int i = 0; i < newTokens.Length; i++)
             {
@@ -115,65 +110,96 @@ public sealed class MlaLayer : IDisposable
             int tokens = checked((int)total);
 
             // Positions continue each sequence; Reserve validates ids, capacity and MaxPositions before changing anything.
-            var slots = new int[tokens];
-            var positions = new int[tokens];
-            int t = 0;
+            var starts = new int[sequences.Length];
             for (int i = 0; i < sequences.Length; i++)
-            {
-                int start = cache.GetLength(sequences[i]);
-                int slot = cache.GetSlot(sequences[i]);
-                for (int j = 0; j < newTokens[i]; j++, t++)
-                {
-                    slots[t] = slot;
-                    positions[t] = start + j;
-                }
-            }
+                starts[i] = cache.GetLength(sequences[i]);
             cache.Reserve(sequences, newTokens);
             if (tokens == 0)
                 return MlaForwardResult.Empty(Spec.Heads);
-            return Run(cache, tokens, slots, positions, hidden.ToArray(), options);
+            var attention = PlanAttention(cache, sequences, newTokens, starts, options);
+            return Run(cache, attention, hidden.ToArray(), options);
         }
     }
 
-    private MlaForwardResult Run(LatentCache cache, int tokens, int[] slots, int[] positions, float[] hidden, MlaForwardOptions options)
+    /// <summary>
+    /// Plans attention for the last <paramref name="newTokens"/>[i] tokens already in the cache of each sequence, without
+    /// running the rest of the layer: fill <see cref="AttentionLaunch.AbsorbedQuery"/>, then <see cref="AttentionLaunch.Launch"/>.
+    /// For benchmarks and pipelines that bring their own queries. Valid until the next call on this layer.
+    /// </summary>
+    public AttentionLaunch PlanAttention(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens, MlaForwardOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        if (newTokens.Length != sequences.Length)
+            throw new ArgumentException($"newTokens has {newTokens.Length} entries, expected one per sequence ({sequences.Length}).", nameof(newTokens));
+        var starts = new int[sequences.Length];
+        for (int i = 0; i < sequences.Length; i++)
+        {
+            int length = cache.GetLength(sequences[i]);
+            if (newTokens[i] < 0 || newTokens[i] > length)
+                throw new ArgumentOutOfRangeException(nameof(newTokens), newTokens[i], $"newTokens[{i}] must be 0 to the sequence's length {length}.");
+            starts[i] = length - newTokens[i];
+        }
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            return PlanAttention(cache, sequences, newTokens, starts, options ?? MlaForwardOptions.Default);
+        }
+    }
+
+    private AttentionLaunch PlanAttention(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens,
+        int[] starts, MlaForwardOptions options)
+    {
+        int tokens = 0;
+        foreach (int n in newTokens)
+            tokens += n;
+        var slots = new int[tokens];
+        var positions = new int[tokens];
+        var sequenceTokens = new System.Collections.Generic.List<int>();
+        var lastPositions = new System.Collections.Generic.List<int>();
+        int t = 0;
+        for (int i = 0; i < sequences.Length; i++)
+        {
+            int slot = cache.GetSlot(sequences[i]);
+            for (int j = 0; j < newTokens[i]; j++, t++)
+            {
+                slots[t] = slot;
+                positions[t] = starts[i] + j;
+            }
+            if (newTokens[i] > 0)
+            {
+                sequenceTokens.Add(newTokens[i]);
+                lastPositions.Add(starts[i] + newTokens[i] - 1);
+            }
+        }
+        return new AttentionLaunch(Kernels, cache, _scratch, slots, positions, sequenceTokens.ToArray(), lastPositions.ToArray(), options);
+    }
+
+    private MlaForwardResult Run(LatentCache cache, AttentionLaunch attention, float[] hidden, MlaForwardOptions options)
     {
         var stream = Device.Accelerator.DefaultStream;
         var s = Spec;
+        int tokens = attention.Tokens;
         int heads = s.Heads;
-        int rows = tokens * heads;
-        int maxVisible = 0;
-        foreach (int p in positions)
-            maxVisible = Math.Max(maxVisible, p + 1);
-        int splits = options.Splits > 0 ? options.Splits : ChooseSplits(rows, maxVisible);
+        int rows = attention.Rows;
 
-        var x = _hidden.Get((long)tokens * s.DModel);
+        var x = _scratch.Hidden.Get((long)tokens * s.DModel);
         x.CopyFromCPU(hidden);
-        var slotView = _tokenSlot.Get(tokens);
-        slotView.CopyFromCPU(slots);
-        var positionView = _tokenPosition.Get(tokens);
-        positionView.CopyFromCPU(positions);
         var addressing = new CacheAddressing
         {
             Pages = cache.PagesView,
             BlockTable = cache.BlockTableView,
             BlockTableStride = cache.MaxPagesPerSequence,
-            TokenSlot = slotView,
-            TokenPosition = positionView,
+            TokenSlot = attention.TokenSlot,
+            TokenPosition = attention.TokenPosition,
         };
-
-        var query = _query.Get((long)tokens * heads * s.QHeadDim);
-        var kvLatent = _kvLatent.Get((long)tokens * s.CacheRowValues);
-        var absorbed = _absorbed.Get((long)rows * s.CacheRowValues);
-        var partialOut = _partialOut.Get((long)splits * rows * s.LatentRank);
-        var partialLse = _partialLse.Get((long)splits * rows);
-        var latentOut = _latentOut.Get((long)rows * s.LatentRank);
-        var lse = _lse.Get(rows);
-        var headOut = _heads.Get((long)tokens * heads * s.VHeadDim);
-        var output = _output.Get((long)tokens * s.DModel);
-        var qLatent = _qLatent.Get(s.HasQLatent ? (long)tokens * s.QLatentRank : 1);
+        var query = _scratch.Query.Get((long)tokens * heads * s.QHeadDim);
+        var kvLatent = _scratch.KvLatent.Get((long)tokens * s.CacheRowValues);
+        var headOut = _scratch.Heads.Get((long)tokens * heads * s.VHeadDim);
+        var output = _scratch.Output.Get((long)tokens * s.DModel);
+        var qLatent = _scratch.QLatent.Get(s.HasQLatent ? (long)tokens * s.QLatentRank : 1);
         if (options.PoisonBuffers)
         {
-            foreach (var view in new[] { query, kvLatent, absorbed, partialOut, partialLse, latentOut, lse, headOut, output, qLatent })
+            foreach (var view in new[] { query, kvLatent, attention.AbsorbedQuery, headOut, output, qLatent })
                 view.MemSet(stream, 0xFF); // all-ones bits are a NaN
         }
 
@@ -187,43 +213,27 @@ public sealed class MlaLayer : IDisposable
         {
             Kernels.QueryProjection(stream, new ProjectionParams { Input = x, Weight = W(MlaWeights.QProjName), Output = query, Tokens = tokens });
         }
-
         Kernels.KvLatentProjection(stream, new ProjectionParams { Input = x, Weight = W(MlaWeights.KvAProjWithMqaName), Output = kvLatent, Tokens = tokens });
         Kernels.KvCacheWrite(stream, new KvCacheWriteParams { KvLatent = kvLatent, NormWeight = W(MlaWeights.KvALayerNormName), Cache = addressing, Tokens = tokens });
-
-        Kernels.QueryAbsorb(stream, new QueryAbsorbParams { Query = query, KvUp = W(MlaWeights.KvBProjName), TokenPosition = positionView, AbsorbedQuery = absorbed, Tokens = tokens });
-
-        Kernels.Attention(stream, new AttentionParams { AbsorbedQuery = absorbed, Cache = addressing, PartialOutput = partialOut, PartialLse = partialLse, Tokens = tokens, Splits = splits });
-        Kernels.Combine(stream, new CombineParams { PartialOutput = partialOut, PartialLse = partialLse, LatentOutput = latentOut, Lse = lse, Tokens = tokens, Splits = splits });
-
-        Kernels.ValueProjection(stream, new ValueProjectionParams { LatentOutput = latentOut, KvUp = W(MlaWeights.KvBProjName), HeadOutput = headOut, Tokens = tokens });
+        Kernels.QueryAbsorb(stream, new QueryAbsorbParams { Query = query, KvUp = W(MlaWeights.KvBProjName), TokenPosition = attention.TokenPosition, AbsorbedQuery = attention.AbsorbedQuery, Tokens = tokens });
+        attention.Launch(stream);
+        Kernels.ValueProjection(stream, new ValueProjectionParams { LatentOutput = attention.LatentOutput, KvUp = W(MlaWeights.KvBProjName), HeadOutput = headOut, Tokens = tokens });
         Kernels.OutputProjection(stream, new ProjectionParams { Input = headOut, Weight = W(MlaWeights.OProjName), Output = output, Tokens = tokens });
         stream.Synchronize();
 
         var result = new float[(long)tokens * s.DModel];
-        output.CopyToCPU(result);
+        output.SubView(0, result.Length).CopyToCPU(result);
         var lseHost = new float[rows];
-        lse.CopyToCPU(lseHost);
+        attention.Lse.SubView(0, rows).CopyToCPU(lseHost);
         float[]? absorbedHost = null, latentHost = null;
         if (options.CaptureIntermediates)
         {
             absorbedHost = new float[(long)rows * s.CacheRowValues];
-            absorbed.CopyToCPU(absorbedHost);
+            attention.AbsorbedQuery.SubView(0, absorbedHost.Length).CopyToCPU(absorbedHost);
             latentHost = new float[(long)rows * s.LatentRank];
-            latentOut.CopyToCPU(latentHost);
+            attention.LatentOutput.SubView(0, latentHost.Length).CopyToCPU(latentHost);
         }
-        return new MlaForwardResult(tokens, heads, result, lseHost, absorbedHost, latentHost);
-    }
-
-    /// <summary>Enough (row, split) warps to fill the GPU; on the CPU one split avoids redundant work.</summary>
-    private int ChooseSplits(int rows, int maxVisible)
-    {
-        if (!Device.IsCuda)
-            return 1;
-        int warpsWanted = Device.Accelerator.NumMultiprocessors * 32;
-        int splits = (warpsWanted + rows - 1) / rows;
-        int maxUseful = Math.Max(1, maxVisible / 256); // keep at least 256 tokens per split
-        return Math.Clamp(Math.Min(splits, maxUseful), 1, MaxSplits);
+        return new MlaForwardResult(tokens, heads, result, lseHost, absorbedHost, latentHost, attention.UsesTensorCores);
     }
 
     private ArrayView<ushort> W(string name) => _weights[name].View;
@@ -240,8 +250,7 @@ public sealed class MlaLayer : IDisposable
             foreach (var buffer in _weights.Values)
                 buffer.Dispose();
             _weights.Clear();
-            foreach (var scratch in new IDisposable[] { _hidden, _qLatent, _query, _kvLatent, _absorbed, _partialOut, _partialLse, _latentOut, _lse, _heads, _output, _tokenSlot, _tokenPosition })
-                scratch.Dispose();
+            _scratch.Dispose();
         }
     }
 }

@@ -1,0 +1,270 @@
+using System.Text;
+using MlaGen.Generator.Helpers;
+using MlaGen.Generator.Model;
+using static MlaGen.Generator.Emitting.KernelEmitter;
+using static MlaGen.Generator.Helpers.LiteralFormat;
+
+namespace MlaGen.Generator.Emitting;
+
+/// <summary>
+/// The tensor-core decode kernel (CUDA only): bf16 <c>mma.sync.m16n8k16</c> with fp32 accumulators held in named PTX
+/// registers (ILGPU would round-trip <c>EmitRef</c> operands through local memory). One CTA of 4 warps takes 16 query
+/// rows of one sequence and a range of cached tokens, 16 tokens per tile: the tile is loaded once into shared memory
+/// for all 16 rows (V is its first latent columns), the 4 warps split QKᵀ over the 576-wide reduction, every warp
+/// keeps the same online softmax, and each warp owns a quarter of the latent output columns for P·V.
+/// </summary>
+internal static class TensorCoreEmitter
+{
+    private const string Mma = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32";
+
+    public static void Emit(SourceWriter w, MlaShapeSpec s)
+    {
+        int rowWords = s.CacheRowValues / 2;
+        int kSteps = s.CacheRowValues / 16;
+        int colsPerWarp = s.LatentRank / 4;
+        int nTiles = colsPerWarp / 8;
+        int chunksPerRow = s.CacheRowValues / 8;
+        int tileChunks = 16 * chunksPerRow;
+        int prefetch = (tileChunks + 127) / 128;
+
+        w.Line("// Tensor-core decode (CUDA): tile shape.");
+        w.Line("public const int TcRows = 16; // query rows per CTA: one mma M tile");
+        w.Line("public const int TcTile = 16; // cached tokens per step");
+        w.Line("public const int TcWarps = 4;");
+        w.Line("public const int TcThreads = 128;");
+        w.Line($"public const int TcRowWords = {Int(rowWords)}; // a cache row as packed bf16 pairs");
+        w.Line($"public const int TcStride = {Int(rowWords + 4)}; // shared-memory row stride in words: +4 spreads rows over banks");
+        w.Line($"public const int TcKSteps = {Int(kSteps)}; // 16-wide steps of the [c_kv | k_pe] reduction");
+        w.Line($"public const int TcColsPerWarp = {Int(colsPerWarp)}; // latent output columns each warp owns");
+        w.Line($"public const int TcChunksPerRow = {Int(chunksPerRow)}; // 16-byte chunks per cache row");
+        w.Line($"public const int TcTileChunks = {Int(tileChunks)};");
+        w.Line();
+        EmitAttention(w, s, nTiles, prefetch);
+        EmitCombine(w, s);
+    }
+
+    private static void EmitAttention(SourceWriter w, MlaShapeSpec s, int nTiles, int prefetch)
+    {
+        w.Line("/// <summary>Tensor-core split-KV decode attention: one CTA of 4 warps per work item (see TensorCoreEmitter).</summary>");
+        w.Open($"public static void TensorCoreAttentionKernel({K}.TensorCoreAttentionParams p)");
+        w.Line("// Named PTX registers first, before any branch: ILGPU pastes inline PTX unbraced, so they live for the whole kernel.");
+        w.Line("global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\".reg .f32 s<8>;\"); // QKᵀ accumulators: 2 n-tiles × 4");
+        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\".reg .f32 o<{nTiles * 4}>;\"); // P·V accumulators: {nTiles} n-tiles × 4");
+        w.Line("var qs = global::ILGPU.SharedMemory.Allocate<uint>(TcRows * TcStride);");
+        w.Line("var ks = global::ILGPU.SharedMemory.Allocate<uint>(TcTile * TcStride);");
+        w.Line("var partial = global::ILGPU.SharedMemory.Allocate<float>(TcWarps * 256);");
+        w.Line("int tid = global::ILGPU.Group.IdxX;");
+        w.Line("int warp = tid >> 5;");
+        w.Line("int lane = tid & 31;");
+        w.Line("int g = lane >> 2; // mma group: rows g and g + 8");
+        w.Line("int t = lane & 3; // thread in group: columns 2t, 2t + 1");
+        w.Line("int item = global::ILGPU.Grid.IdxX;");
+        w.Line("int block = p.ItemBlock[item];");
+        w.Line("int firstRow = p.BlockFirstRow[block];");
+        w.Line("int rows = p.BlockRows[block];");
+        w.Line("int lastToken = (firstRow + rows - 1) / Heads;");
+        w.Line("int begin = p.ItemBegin[item];");
+        w.Line("int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further");
+        w.Line("long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;");
+        w.Line("int visibleLo = g < rows ? p.Cache.TokenPosition[(firstRow + g) / Heads] + 1 : 0;");
+        w.Line("int visibleHi = g + 8 < rows ? p.Cache.TokenPosition[(firstRow + g + 8) / Heads] + 1 : 0;");
+        w.Line();
+        w.Line("// Q: the block's absorbed queries, rounded to bf16 pairs, into shared memory (missing rows are zero).");
+        w.Open("for (int i = tid; i < TcRows * TcRowWords; i += TcThreads)");
+        w.Line("int r = i / TcRowWords;");
+        w.Line("int word = i - r * TcRowWords;");
+        w.Line("uint value = 0;");
+        w.Open("if (r < rows)");
+        w.Line("long q = (long)(firstRow + r) * CacheRowValues + 2 * word;");
+        w.Line($"value = {K}.KernelMath.PackBf16(p.AbsorbedQuery[q], p.AbsorbedQuery[q + 1]);");
+        w.Close();
+        w.Line("qs[r * TcStride + word] = value;");
+        w.Close();
+        w.Line();
+        w.Line($"var pages = p.Cache.Pages.Cast<{K}.Bf16x8>();");
+        w.Line("// Next tile, prefetched into registers while the current one is computed.");
+        for (int i = 0; i < prefetch; i++)
+            w.Line($"{K}.Bf16x8 f{i} = default;");
+        EmitPrefetch(w, prefetch, "begin", "First");
+        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{Repeat(nTiles * 4, i => $"mov.f32 o{i}, 0f00000000;")}\");");
+        w.Line("float maxLo = float.NegativeInfinity, maxHi = float.NegativeInfinity, sumLo = 0f, sumHi = 0f;");
+        w.Line("bool odd = (g & 1) != 0; // V column parity: the high or the low bf16 of each word");
+        w.Line("int vWord = (warp * TcColsPerWarp + g) / 2;");
+        w.Line("int kBegin = warp * TcKSteps / TcWarps;");
+        w.Line("int kEnd = (warp + 1) * TcKSteps / TcWarps;");
+        w.Open("for (int tile = begin; tile < end; tile += TcTile)");
+        w.Line("global::ILGPU.Group.Barrier(); // everyone is done reading the previous tile");
+        EmitStoreTile(w, prefetch);
+        w.Line("global::ILGPU.Group.Barrier();");
+        w.Line("if (tile + TcTile < end)");
+        w.Open();
+        EmitPrefetch(w, prefetch, "tile + TcTile", "Next");
+        w.Close();
+        w.Line();
+        w.Line("// S = Q·Kᵀ over this warp's share of the reduction.");
+        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{Repeat(8, i => $"mov.f32 s{i}, 0f00000000;")}\");");
+        w.Open("for (int k = kBegin; k < kEnd; k++)");
+        w.Line("int qa = g * TcStride + 8 * k + t;");
+        w.Line("uint a0 = qs[qa], a1 = qs[qa + 8 * TcStride], a2 = qs[qa + 4], a3 = qs[qa + 8 * TcStride + 4];");
+        w.Line("uint b0 = ks[qa], b1 = ks[qa + 4], b2 = ks[qa + 8 * TcStride], b3 = ks[qa + 8 * TcStride + 4];");
+        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{Mma} {{s0,s1,s2,s3}}, {{%0,%1,%2,%3}}, {{%4,%5}}, {{s0,s1,s2,s3}};\", a0, a1, a2, a3, b0, b1);");
+        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{Mma} {{s4,s5,s6,s7}}, {{%0,%1,%2,%3}}, {{%4,%5}}, {{s4,s5,s6,s7}};\", a0, a1, a2, a3, b2, b3);");
+        w.Close();
+        for (int i = 0; i < 8; i++)
+        {
+            w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"mov.f32 %0, s{i};\", out float x{i});");
+            w.Line($"partial[warp * 256 + {i * 32} + lane] = x{i};");
+        }
+        w.Line("global::ILGPU.Group.Barrier();");
+        w.Line("// Sum the warps' shares, scale to log2 units, mask what each row may not see.");
+        for (int i = 0; i < 8; i++)
+        {
+            int nt = i >> 2;
+            bool hi = (i & 2) != 0;
+            string token = $"tile + {8 * nt} + 2 * t + {i & 1}";
+            w.Line($"float s{i} = partial[{i * 32} + lane] + partial[{256 + i * 32} + lane] + partial[{512 + i * 32} + lane] + partial[{768 + i * 32} + lane];");
+            w.Line($"s{i} = {token} < {(hi ? "visibleHi" : "visibleLo")} ? s{i} * ScoreScaleLog2 : float.NegativeInfinity;");
+        }
+        EmitSoftmax(w, "Lo", new[] { 0, 1, 4, 5 });
+        EmitSoftmax(w, "Hi", new[] { 2, 3, 6, 7 });
+        var rescale = new StringBuilder();
+        for (int nt = 0; nt < nTiles; nt++)
+            for (int c = 0; c < 4; c++)
+                rescale.Append($"mul.f32 o{4 * nt + c}, o{4 * nt + c}, %{(c < 2 ? 0 : 1)}; ");
+        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{rescale.ToString().TrimEnd()}\", rescaleLo, rescaleHi);");
+        w.Line("// P as the A operand (the S accumulator layout is the m16k16 A layout).");
+        w.Line($"uint pa0 = {K}.KernelMath.PackBf16(s0, s1), pa1 = {K}.KernelMath.PackBf16(s2, s3);");
+        w.Line($"uint pa2 = {K}.KernelMath.PackBf16(s4, s5), pa3 = {K}.KernelMath.PackBf16(s6, s7);");
+        w.Line("// O += P·V: V[token][column] is the tile itself; columns pair up in words, so gather two tokens' halves.");
+        w.Line("int v = 2 * t * TcStride + vWord;");
+        for (int nt = 0; nt < nTiles; nt++)
+        {
+            w.Line($"uint v{nt}a = ks[v + {4 * nt}], v{nt}b = ks[v + TcStride + {4 * nt}], v{nt}c = ks[v + 8 * TcStride + {4 * nt}], v{nt}d = ks[v + 9 * TcStride + {4 * nt}];");
+            w.Line($"uint vb{nt}0 = odd ? (v{nt}a >> 16) | (v{nt}b & 0xFFFF0000u) : (v{nt}a & 0xFFFFu) | (v{nt}b << 16);");
+            w.Line($"uint vb{nt}1 = odd ? (v{nt}c >> 16) | (v{nt}d & 0xFFFF0000u) : (v{nt}c & 0xFFFFu) | (v{nt}d << 16);");
+            int o = 4 * nt;
+            w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{Mma} {{o{o},o{o + 1},o{o + 2},o{o + 3}}}, {{%0,%1,%2,%3}}, {{%4,%5}}, {{o{o},o{o + 1},o{o + 2},o{o + 3}}};\", pa0, pa1, pa2, pa3, vb{nt}0, vb{nt}1);");
+        }
+        w.Close();
+        w.Line();
+        w.Line("// Normalise and write this item's partial output and log-sum-exp.");
+        w.Line("float invLo = sumLo > 0f ? 1f / sumLo : 0f;");
+        w.Line("float invHi = sumHi > 0f ? 1f / sumHi : 0f;");
+        w.Line("long outLo = ((long)item * TcRows + g) * LatentRank + warp * TcColsPerWarp + 2 * t;");
+        w.Line("long outHi = outLo + 8L * LatentRank;");
+        for (int nt = 0; nt < nTiles; nt++)
+        {
+            int o = 4 * nt;
+            for (int c = 0; c < 4; c++)
+                w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"mov.f32 %0, o{o + c};\", out float r{o + c});");
+            w.Line($"if (g < rows) {{ p.PartialOutput[outLo + {8 * nt}] = r{o} * invLo; p.PartialOutput[outLo + {8 * nt + 1}] = r{o + 1} * invLo; }}");
+            w.Line($"if (g + 8 < rows) {{ p.PartialOutput[outHi + {8 * nt}] = r{o + 2} * invHi; p.PartialOutput[outHi + {8 * nt + 1}] = r{o + 3} * invHi; }}");
+        }
+        w.Open("if (warp == 0 && t == 0)");
+        w.Line("if (g < rows)");
+        w.Line($"    p.PartialLse[(long)item * TcRows + g] = sumLo > 0f ? (maxLo + {K}.KernelMath.Log2(sumLo)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Line("if (g + 8 < rows)");
+        w.Line($"    p.PartialLse[(long)item * TcRows + g + 8] = sumHi > 0f ? (maxHi + {K}.KernelMath.Log2(sumHi)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Close();
+        w.Close();
+        w.Line();
+    }
+
+    /// <summary>Online softmax for the 4 scores of one row a lane holds; the quad (4 lanes) shares the row.</summary>
+    private static void EmitSoftmax(SourceWriter w, string row, int[] scores)
+    {
+        string m = "max" + row, l = "sum" + row;
+        w.Line($"float tileMax{row} = global::System.Math.Max(global::System.Math.Max(s{scores[0]}, s{scores[1]}), global::System.Math.Max(s{scores[2]}, s{scores[3]}));");
+        w.Line($"tileMax{row} = global::System.Math.Max(tileMax{row}, global::ILGPU.Warp.ShuffleXor(tileMax{row}, 1));");
+        w.Line($"tileMax{row} = global::System.Math.Max(tileMax{row}, global::ILGPU.Warp.ShuffleXor(tileMax{row}, 2));");
+        w.Line($"float newMax{row} = global::System.Math.Max({m}, tileMax{row});");
+        w.Line($"bool none{row} = newMax{row} == float.NegativeInfinity; // nothing visible yet: keep zeros, avoid -inf - -inf");
+        w.Line($"float rescale{row} = none{row} ? 1f : {K}.KernelMath.Exp2({m} - newMax{row});");
+        foreach (int i in scores)
+            w.Line($"s{i} = none{row} ? 0f : {K}.KernelMath.Exp2(s{i} - newMax{row});");
+        w.Line($"float tileSum{row} = s{scores[0]} + s{scores[1]} + s{scores[2]} + s{scores[3]};");
+        w.Line($"tileSum{row} += global::ILGPU.Warp.ShuffleXor(tileSum{row}, 1);");
+        w.Line($"tileSum{row} += global::ILGPU.Warp.ShuffleXor(tileSum{row}, 2);");
+        w.Line($"{l} = {l} * rescale{row} + tileSum{row};");
+        w.Line($"{m} = newMax{row};");
+    }
+
+    /// <summary>Issues the global loads of a tile: 16-byte chunks, rows past <c>end</c> left zero.</summary>
+    private static void EmitPrefetch(SourceWriter w, int prefetch, string start, string name)
+    {
+        string pageRow = "pageRow" + name, valid = "valid" + name;
+        w.Line($"long {pageRow} = (long)p.Cache.BlockTable[blockRow + (({start}) >> PageShift)] * PageSize + (({start}) & PageMask);");
+        w.Line($"int {valid} = end - ({start});");
+        for (int i = 0; i < prefetch; i++)
+        {
+            string chunk = $"tid + {i * 128}";
+            w.Line($"f{i} = {chunk} < TcTileChunks && ({chunk}) / TcChunksPerRow < {valid} ? pages[({pageRow} + ({chunk}) / TcChunksPerRow) * TcChunksPerRow + ({chunk}) % TcChunksPerRow] : default;");
+        }
+    }
+
+    private static void EmitStoreTile(SourceWriter w, int prefetch)
+    {
+        for (int i = 0; i < prefetch; i++)
+        {
+            string chunk = $"tid + {i * 128}";
+            w.Open($"if ({chunk} < TcTileChunks)");
+            w.Line($"int at = ({chunk}) / TcChunksPerRow * TcStride + ({chunk}) % TcChunksPerRow * 4;");
+            w.Line($"ks[at] = f{i}.A; ks[at + 1] = f{i}.B; ks[at + 2] = f{i}.C; ks[at + 3] = f{i}.D;");
+            w.Close();
+        }
+    }
+
+    private static void EmitCombine(SourceWriter w, MlaShapeSpec s)
+    {
+        var chunks = new System.Collections.Generic.List<(int Chunk, string? Guard)>();
+        for (int c = 0; c * 32 < s.LatentRank; c++)
+            chunks.Add((c, s.LatentRank - c * 32 >= 32 ? null : $"lane < {s.LatentRank - c * 32}"));
+        w.Line("/// <summary>One warp per query row: merges the row block's items weighted by exp(lse_item − lse).</summary>");
+        w.Open($"public static void TensorCoreCombineKernel({K}.TensorCoreCombineParams p)");
+        w.Line("int lane = global::ILGPU.Group.IdxX;");
+        w.Line("int block = global::ILGPU.Grid.IdxX / TcRows;");
+        w.Line("int r = global::ILGPU.Grid.IdxX - block * TcRows;");
+        w.Line("if (r >= p.BlockRows[block])");
+        w.Line("    return;");
+        w.Line("int first = p.BlockFirstItem[block];");
+        w.Line("int count = p.BlockItems[block];");
+        w.Line("float maxLse = float.NegativeInfinity;");
+        w.Line("for (int i = 0; i < count; i++)");
+        w.Line("    maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + i) * TcRows + r]);");
+        w.Line("float total = 0f;");
+        w.Line("if (maxLse > float.NegativeInfinity)");
+        w.Line("    for (int i = 0; i < count; i++)");
+        w.Line($"        total += {K}.KernelMath.Exp2((p.PartialLse[(long)(first + i) * TcRows + r] - maxLse) * {K}.KernelMath.Log2E);");
+        w.Line($"float lse = total > 0f ? maxLse + {K}.KernelMath.Log2(total) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        foreach (var (c, _) in chunks)
+            w.Line($"float o{c} = 0f;");
+        w.Open("for (int i = 0; i < count; i++)");
+        w.Line("float partLse = p.PartialLse[(long)(first + i) * TcRows + r];");
+        w.Line("if (partLse == float.NegativeInfinity)");
+        w.Line("    continue;");
+        w.Line($"float share = {K}.KernelMath.Exp2((partLse - lse) * {K}.KernelMath.Log2E);");
+        w.Line("long part = ((long)(first + i) * TcRows + r) * LatentRank;");
+        foreach (var (c, guard) in chunks)
+            w.Line(guard is null
+                ? $"o{c} += share * p.PartialOutput[part + lane + {c * 32}];"
+                : $"o{c} += {guard} ? share * p.PartialOutput[part + lane + {c * 32}] : 0f;");
+        w.Close();
+        w.Line("long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;");
+        foreach (var (c, guard) in chunks)
+            w.Line(guard is null
+                ? $"p.LatentOutput[output + lane + {c * 32}] = o{c};"
+                : $"if ({guard}) p.LatentOutput[output + lane + {c * 32}] = o{c};");
+        w.Line("if (lane == 0)");
+        w.Line("    p.Lse[p.BlockFirstRow[block] + r] = lse;");
+        w.Close();
+        w.Line();
+    }
+
+    private static string Repeat(int count, System.Func<int, string> line)
+    {
+        var sb = new StringBuilder();
+        for (int i = 0; i < count; i++)
+            sb.Append(line(i)).Append(i + 1 < count ? " " : "");
+        return sb.ToString();
+    }
+}

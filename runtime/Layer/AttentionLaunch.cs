@@ -1,0 +1,206 @@
+using System;
+using ILGPU;
+using ILGPU.Runtime;
+using MlaGen.Cache;
+using MlaGen.Kernels;
+
+namespace MlaGen;
+
+/// <summary>
+/// One absorbed-attention launch (attention + split combine) over a latent cache, with its device buffers planned:
+/// the tensor-core kernel with its split-KV schedule where the shape and device allow, else the general kernel.
+/// <see cref="MlaLayer.Forward"/> runs one per call; benchmarks fill <see cref="AbsorbedQuery"/> and time
+/// <see cref="Launch"/>. Views stay valid until the layer's next call.
+/// </summary>
+public sealed class AttentionLaunch
+{
+    private readonly MlaKernelSet _kernels;
+    private readonly AttentionParams _general;
+    private readonly CombineParams _generalCombine;
+    private readonly TensorCoreAttentionParams _tensorCore;
+    private readonly TensorCoreCombineParams _tensorCoreCombine;
+
+    internal AttentionLaunch(MlaKernelSet kernels, LatentCache cache, LayerScratch scratch, int[] slots, int[] positions,
+        int[] sequenceTokens, int[] lastPositions, MlaForwardOptions options)
+    {
+        _kernels = kernels;
+        var spec = kernels.Spec;
+        var accelerator = cache.Device.Accelerator;
+        Tokens = slots.Length;
+        Rows = Tokens * spec.Heads;
+        TokenSlot = scratch.TokenSlot.Get(Tokens);
+        TokenSlot.CopyFromCPU(slots);
+        TokenPosition = scratch.TokenPosition.Get(Tokens);
+        TokenPosition.CopyFromCPU(positions);
+        AbsorbedQuery = scratch.Absorbed.Get((long)Rows * spec.CacheRowValues);
+        LatentOutput = scratch.LatentOut.Get((long)Rows * spec.LatentRank);
+        Lse = scratch.Lse.Get(Rows);
+        var addressing = new CacheAddressing
+        {
+            Pages = cache.PagesView,
+            BlockTable = cache.BlockTableView,
+            BlockTableStride = cache.MaxPagesPerSequence,
+            TokenSlot = TokenSlot,
+            TokenPosition = TokenPosition,
+        };
+
+        UsesTensorCores = kernels.HasTensorCoreDecode && options.TensorCores && options.Splits == 0;
+        if (UsesTensorCores)
+        {
+            var plan = SplitKvScheduler.Build(sequenceTokens, lastPositions, spec.Heads, kernels.TensorCoreTile,
+                targetItems: accelerator.NumMultiprocessors * TensorCoreCtasPerSm);
+            Parts = plan.Items;
+            var partialOut = scratch.PartialOut.Get((long)plan.Items * MlaKernelSet.TensorCoreRows * spec.LatentRank);
+            var partialLse = scratch.PartialLse.Get((long)plan.Items * MlaKernelSet.TensorCoreRows);
+            var blockFirstRow = Upload(scratch.BlockFirstRow, plan.BlockFirstRow);
+            var blockRows = Upload(scratch.BlockRows, plan.BlockRows);
+            _tensorCore = new TensorCoreAttentionParams
+            {
+                AbsorbedQuery = AbsorbedQuery,
+                Cache = addressing,
+                ItemBlock = Upload(scratch.ItemBlock, plan.ItemBlock),
+                ItemBegin = Upload(scratch.ItemBegin, plan.ItemBegin),
+                ItemEnd = Upload(scratch.ItemEnd, plan.ItemEnd),
+                BlockFirstRow = blockFirstRow,
+                BlockRows = blockRows,
+                PartialOutput = partialOut,
+                PartialLse = partialLse,
+                Items = plan.Items,
+            };
+            _tensorCoreCombine = new TensorCoreCombineParams
+            {
+                PartialOutput = partialOut,
+                PartialLse = partialLse,
+                BlockFirstRow = blockFirstRow,
+                BlockRows = blockRows,
+                BlockFirstItem = Upload(scratch.BlockFirstItem, plan.BlockFirstItem),
+                BlockItems = Upload(scratch.BlockItems, plan.BlockItems),
+                LatentOutput = LatentOutput,
+                Lse = Lse,
+                Blocks = plan.Blocks,
+            };
+        }
+        else
+        {
+            int maxVisible = 0;
+            foreach (int p in positions)
+                maxVisible = Math.Max(maxVisible, p + 1);
+            int splits = options.Splits > 0 ? options.Splits : ChooseSplits(accelerator, cache.Device.IsCuda, Rows, maxVisible);
+            Parts = splits;
+            var partialOut = scratch.PartialOut.Get((long)splits * Rows * spec.LatentRank);
+            var partialLse = scratch.PartialLse.Get((long)splits * Rows);
+            _general = new AttentionParams
+            {
+                AbsorbedQuery = AbsorbedQuery, Cache = addressing, PartialOutput = partialOut, PartialLse = partialLse,
+                Tokens = Tokens, Splits = splits,
+            };
+            _generalCombine = new CombineParams
+            {
+                PartialOutput = partialOut, PartialLse = partialLse, LatentOutput = LatentOutput, Lse = Lse,
+                Tokens = Tokens, Splits = splits,
+            };
+        }
+        if (options.PoisonBuffers)
+        {
+            var stream = accelerator.DefaultStream;
+            LatentOutput.MemSet(stream, 0xFF);
+            Lse.MemSet(stream, 0xFF);
+            (UsesTensorCores ? _tensorCore.PartialOutput : _general.PartialOutput).MemSet(stream, 0xFF);
+            (UsesTensorCores ? _tensorCore.PartialLse : _general.PartialLse).MemSet(stream, 0xFF);
+        }
+    }
+
+    /// <summary>CTAs of the tensor-core kernel that fit on one SM at once (registers and 41 KB of shared memory).</summary>
+    public const int TensorCoreCtasPerSm = 3;
+
+    public int Tokens { get; }
+    public int Rows { get; }
+    public bool UsesTensorCores { get; }
+
+    /// <summary>Work items (tensor-core path) or splits per row (general path).</summary>
+    public int Parts { get; }
+
+    /// <summary><c>[T, H, latent + rope]</c> fp32: [W_UKᵀ·q_nope | RoPE(q_pe)] per token and head.</summary>
+    public ArrayView<float> AbsorbedQuery { get; }
+    public ArrayView<float> LatentOutput { get; }
+    public ArrayView<float> Lse { get; }
+    public ArrayView<int> TokenSlot { get; }
+    public ArrayView<int> TokenPosition { get; }
+
+    /// <summary>Attention and the combine of its splits, on <paramref name="stream"/>.</summary>
+    public void Launch(AcceleratorStream stream)
+    {
+        if (UsesTensorCores)
+        {
+            _kernels.TensorCoreAttention(stream, _tensorCore);
+            _kernels.TensorCoreCombine(stream, _tensorCoreCombine);
+        }
+        else
+        {
+            _kernels.Attention(stream, _general);
+            _kernels.Combine(stream, _generalCombine);
+        }
+    }
+
+    private static ArrayView<int> Upload(DeviceScratch<int> scratch, int[] values)
+    {
+        var view = scratch.Get(values.Length);
+        if (values.Length > 0)
+            view.SubView(0, values.Length).CopyFromCPU(values);
+        return view;
+    }
+
+    /// <summary>Enough (row, split) warps to fill the GPU; on the CPU one split avoids redundant work.</summary>
+    private static int ChooseSplits(Accelerator accelerator, bool cuda, int rows, int maxVisible)
+    {
+        if (!cuda)
+            return 1;
+        int warpsWanted = accelerator.NumMultiprocessors * 32;
+        int splits = (warpsWanted + rows - 1) / rows;
+        int maxUseful = Math.Max(1, maxVisible / 256); // keep at least 256 tokens per split
+        return Math.Clamp(Math.Min(splits, maxUseful), 1, MlaForwardOptions.MaxSplits);
+    }
+}
+
+/// <summary>The device buffers a layer reuses across calls: they grow to the largest call and stay.</summary>
+internal sealed class LayerScratch : IDisposable
+{
+    public LayerScratch(Accelerator a)
+    {
+        Hidden = new(a); QLatent = new(a); Query = new(a); KvLatent = new(a); Absorbed = new(a); PartialOut = new(a);
+        PartialLse = new(a); LatentOut = new(a); Lse = new(a); Heads = new(a); Output = new(a);
+        TokenSlot = new(a); TokenPosition = new(a); ItemBlock = new(a); ItemBegin = new(a); ItemEnd = new(a);
+        BlockFirstRow = new(a); BlockRows = new(a); BlockFirstItem = new(a); BlockItems = new(a);
+    }
+
+    public DeviceScratch<float> Hidden { get; }
+    public DeviceScratch<float> QLatent { get; }
+    public DeviceScratch<float> Query { get; }
+    public DeviceScratch<float> KvLatent { get; }
+    public DeviceScratch<float> Absorbed { get; }
+    public DeviceScratch<float> PartialOut { get; }
+    public DeviceScratch<float> PartialLse { get; }
+    public DeviceScratch<float> LatentOut { get; }
+    public DeviceScratch<float> Lse { get; }
+    public DeviceScratch<float> Heads { get; }
+    public DeviceScratch<float> Output { get; }
+    public DeviceScratch<int> TokenSlot { get; }
+    public DeviceScratch<int> TokenPosition { get; }
+    public DeviceScratch<int> ItemBlock { get; }
+    public DeviceScratch<int> ItemBegin { get; }
+    public DeviceScratch<int> ItemEnd { get; }
+    public DeviceScratch<int> BlockFirstRow { get; }
+    public DeviceScratch<int> BlockRows { get; }
+    public DeviceScratch<int> BlockFirstItem { get; }
+    public DeviceScratch<int> BlockItems { get; }
+
+    public void Dispose()
+    {
+        foreach (var s in new IDisposable[]
+        {
+            Hidden, QLatent, Query, KvLatent, Absorbed, PartialOut, PartialLse, LatentOut, Lse, Heads, Output, TokenSlot,
+            TokenPosition, ItemBlock, ItemBegin, ItemEnd, BlockFirstRow, BlockRows, BlockFirstItem, BlockItems,
+        })
+            s.Dispose();
+    }
+}

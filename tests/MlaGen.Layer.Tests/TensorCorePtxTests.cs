@@ -1,0 +1,58 @@
+using System.Linq;
+using System.Text.RegularExpressions;
+using ILGPU;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace MlaGen.Layer.Tests;
+
+/// <summary>
+/// The tensor-core kernels compiled to PTX here, without a GPU, the way ILGPU compiles them on one (SM_90): proof in CI
+/// that they compile, use mma.sync, keep accumulators in registers and spill nothing to local memory.
+/// The GPU benchmark checks their results against the float64 reference.
+/// </summary>
+public class TensorCorePtxTests
+{
+    private readonly ITestOutputHelper _output;
+
+    public TensorCorePtxTests(ITestOutputHelper output) => _output = output;
+
+    internal static string CompileToPtx(System.Reflection.MethodInfo kernel)
+    {
+        using var context = Context.Create(b => b.Cuda().EnableAlgorithms());
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90,
+            CudaInstructionSet.ISA_80, null!);
+        var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), new KernelSpecialization());
+        return compiled.PTXAssembly;
+    }
+
+    [Fact]
+    public void AttentionKernelCompilesToMmaWithoutLocalMemory()
+    {
+        Assert.True(SmallQLoraAttention.HasTensorCoreDecode);
+        var ptx = CompileToPtx(typeof(SmallQLoraAttention.MlaKernels).GetMethod(nameof(SmallQLoraAttention.MlaKernels.TensorCoreAttentionKernel))!);
+        int mma = Regex.Matches(ptx, @"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32").Count;
+        _output.WriteLine($"{ptx.Length} chars, {mma} mma");
+        // latent 64 → 2 n-tiles per warp for P·V, plus 2 for Q·Kᵀ.
+        Assert.Equal(2 + SmallQLoraAttention.LatentRank / 32, mma);
+        Assert.Contains(".reg .f32 s<8>;", ptx);
+        // Reading a named register back into C# goes through a 4-byte .local slot per value (ILGPU's `out` operands);
+        // nothing else may: 8 score reads per tile and 4 per P·V n-tile in the epilogue.
+        int slots = Regex.Matches(ptx, @"\.local \.align 4 \.b8 __local_depot\d+\[4\];").Count;
+        Assert.Equal(8 + SmallQLoraAttention.LatentRank / 32 * 4, slots);
+        Assert.Equal(slots, Regex.Matches(ptx, @"\.local \.align").Count);
+        Assert.Contains("bar.sync", ptx);
+    }
+
+    [Fact]
+    public void CombineKernelCompiles()
+    {
+        var ptx = CompileToPtx(typeof(SmallQLoraAttention.MlaKernels).GetMethod(nameof(SmallQLoraAttention.MlaKernels.TensorCoreCombineKernel))!);
+        Assert.Contains(".entry", ptx);
+        Assert.DoesNotContain(".local", ptx);
+    }
+}
