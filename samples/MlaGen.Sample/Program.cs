@@ -17,16 +17,19 @@ var batch = new Option<int?>("--batch") { Description = "Sequences decoded toget
 var weightsPath = new Option<string?>("--weights") { Description = "A DeepSeek-V2-Lite checkpoint: model.safetensors, its index .json, or the folder holding them" };
 var layerIndex = new Option<int>("--layer") { Description = "Which layer's attention weights to load with --weights", DefaultValueFactory = _ => 0 };
 var seed = new Option<int>("--seed") { Description = "Seed of the random weights and hidden states", DefaultValueFactory = _ => 42 };
+var verify = new Option<bool>("--verify") { Description = "Check the first sequence's outputs against the float64 non-absorbed reference" };
+var noTensorCores = new Option<bool>("--no-tensor-cores") { Description = "Run attention on the general kernel even where the tensor-core kernel applies" };
 
 var root = new RootCommand("MlaGen sample: a DeepSeek-V2-Lite-shaped MLA layer with a paged latent cache, on CUDA or the CPU accelerator.")
 {
-    device, prompt, decode, batch, weightsPath, layerIndex, seed,
+    device, prompt, decode, batch, weightsPath, layerIndex, seed, verify, noTensorCores,
 };
 root.SetAction(parse => Run(parse.GetValue(device), parse.GetValue(prompt), parse.GetValue(decode), parse.GetValue(batch),
-    parse.GetValue(weightsPath), parse.GetValue(layerIndex), parse.GetValue(seed)));
+    parse.GetValue(weightsPath), parse.GetValue(layerIndex), parse.GetValue(seed), parse.GetValue(verify), !parse.GetValue(noTensorCores)));
 return root.Parse(args).Invoke();
 
-static int Run(string? deviceName, int? promptTokens, int? decodeTokens, int? batchSize, string? weightsPath, int layer, int seed)
+static int Run(string? deviceName, int? promptTokens, int? decodeTokens, int? batchSize, string? weightsPath, int layer, int seed,
+    bool verify, bool tensorCores)
 {
     var spec = DeepSeekV2LiteAttention.Spec;
     Console.WriteLine($"Layer     {spec}");
@@ -61,23 +64,32 @@ static int Run(string? deviceName, int? promptTokens, int? decodeTokens, int? ba
     var ids = Enumerable.Range(0, sequences).Select(_ => cache.CreateSequence()).ToArray();
     var random = new Random(seed + 1);
     float[] Hidden(int tokens) => Enumerable.Range(0, tokens * spec.DModel).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+    var options = new MlaForwardOptions { TensorCores = tensorCores, PoisonBuffers = verify };
+    var history = new System.Collections.Generic.List<float>(); // the first sequence's hidden states, for --verify
+    float[]? lastOutput = null;
 
     double checksum = 0;
     clock.Restart();
-    var prefill = attention.Forward(cache, ids, ids.Select(_ => promptLength).ToArray(), Hidden(sequences * promptLength));
+    var promptHidden = Hidden(sequences * promptLength);
+    history.AddRange(promptHidden.AsSpan(0, promptLength * spec.DModel).ToArray());
+    var prefill = attention.Forward(cache, ids, ids.Select(_ => promptLength).ToArray(), promptHidden, options);
     double prefillSeconds = clock.Elapsed.TotalSeconds;
     checksum += prefill.Output.Sum(v => (double)v);
 
     var stepTimes = new double[steps];
+    bool usedTensorCores = prefill.UsedTensorCores;
     AnsiConsole.Progress().AutoClear(true).Start(progress =>
     {
         var task = progress.AddTask("decoding", maxValue: Math.Max(1, steps));
         for (int step = 0; step < steps; step++)
         {
             var x = Hidden(sequences);
+            history.AddRange(x.AsSpan(0, spec.DModel).ToArray());
             var t = Stopwatch.StartNew();
-            var result = attention.Decode(cache, ids, x);
+            var result = attention.Decode(cache, ids, x, options);
             stepTimes[step] = t.Elapsed.TotalMilliseconds;
+            lastOutput = result.Output;
+            usedTensorCores = result.UsedTensorCores;
             checksum += result.Output.Sum(v => (double)v);
             task.Increment(1);
         }
@@ -93,6 +105,22 @@ static int Run(string? deviceName, int? promptTokens, int? decodeTokens, int? ba
             $"Decode    {steps} steps × {sequences} sequences: median {median:F2} ms/step ({sequences * 1000 / median:F0} tokens/s), first {stepTimes[0]:F2} ms"));
     }
     Console.WriteLine($"Cache     {cache.PagesUsed}/{cache.NumPages} pages, {cache.TokensStored} tokens");
+    Console.WriteLine($"Attention {(usedTensorCores ? "tensor-core decode kernel" : "general kernel")}");
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Checksum  {checksum:R}"));
+    if (verify)
+    {
+        clock.Restart();
+        int length = history.Count / spec.DModel;
+        var reference = MlaGen.Reference.NaiveMlaReference.Forward(spec, weights, history.ToArray(), length);
+        var actual = lastOutput ?? prefill.Output.AsSpan(0, promptLength * spec.DModel).ToArray();
+        int rows = lastOutput is null ? promptLength : 1;
+        var expected = reference.Output.AsSpan((length - rows) * spec.DModel, rows * spec.DModel);
+        double error = MlaGen.Reference.NaiveMlaReference.RelativeL2(actual.AsSpan(0, rows * spec.DModel), expected);
+        bool ok = error <= 2e-2;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"Verify    position {length - 1} of sequence 0 vs float64 non-absorbed reference: relative L2 {error:E3} ({(ok ? "ok" : "FAILED")}, ≤ 2e-2; reference took {clock.Elapsed.TotalSeconds:F1} s)"));
+        if (!ok)
+            return 1;
+    }
     return 0;
 }
