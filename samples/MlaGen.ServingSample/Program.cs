@@ -26,6 +26,7 @@ var stepTokens = new Option<int?>("--step-tokens") { Description = "Token budget
 var arrival = new Option<int?>("--arrival-interval") { Description = "Steps between two arrivals (" + Defaults(s => s.ArrivalInterval) + ")" };
 var pages = new Option<int?>("--pages") { Description = "Pages of 64 tokens in the cache (default: 3/4 of what --max-batch requests of the longest length need)" };
 var verify = new Option<bool?>("--verify") { Description = "Recompute the shortest request with the float64 reference, ~0.3 s per token on a CPU (" + Defaults(s => s.Verify) + ")" };
+var noTensorCores = new Option<bool>("--no-tensor-cores") { Description = "Run attention on the general kernel even where the tensor-core decode kernel applies (CUDA)" };
 var seed = new Option<int>("--seed") { Description = "Seed of the weights, the hidden states and the workload", DefaultValueFactory = _ => 42 };
 
 var root = new RootCommand(
@@ -33,7 +34,7 @@ var root = new RootCommand(
     + "MaxPositions = 163840)]) serving requests of different lengths that join and leave over time, continuous batching "
     + "with chunked prefill through MlaLayer.Forward on one paged LatentCache. Weights and hidden states are random.")
 {
-    device, requests, maxBatch, promptMin, promptMax, decodeMin, decodeMax, stepTokens, arrival, pages, verify, seed,
+    device, requests, maxBatch, promptMin, promptMax, decodeMin, decodeMax, stepTokens, arrival, pages, verify, noTensorCores, seed,
 };
 root.SetAction(parse =>
 {
@@ -62,6 +63,7 @@ root.SetAction(parse =>
         Pages = parse.GetValue(pages) ?? 0,
         Verify = parse.GetValue(verify) ?? d.Verify,
         Seed = parse.GetValue(seed),
+        TensorCores = !parse.GetValue(noTensorCores),
     };
     return Serve(mlaDevice, settings);
 });
@@ -141,6 +143,9 @@ static int Serve(MlaDevice device, ServingSettings s)
     var sortedSteps = stats.StepMilliseconds.OrderBy(t => t).ToArray();
     Console.WriteLine(I($"Served     {s.Requests} requests in {stats.Steps} steps: {stats.PrefillTokens} prompt + {stats.DecodeTokens} generated tokens, {stats.ForwardTime.TotalSeconds:F2} s in Forward"));
     Console.WriteLine(I($"Throughput {tokens / stats.ForwardTime.TotalSeconds:F1} tokens/s; median step {sortedSteps[sortedSteps.Length / 2]:F1} ms, slowest {sortedSteps[^1]:F1} ms"));
+    Console.WriteLine(stats.TensorCoreSteps > 0
+        ? I($"Attention  tensor-core decode kernel in {stats.TensorCoreSteps} of {stats.Steps} steps")
+        : I($"Attention  general kernel ({layer.Kernels.Path} path{(device.IsCuda ? (s.TensorCores ? "" : ", --no-tensor-cores") : "; the tensor-core kernel needs CUDA")})"));
     Console.WriteLine(I($"Pages      peak {stats.PeakPagesUsed} of {numPages} used ({stats.PeakRunning} sequence(s) at once); {stats.PagesUsedAtEnd} used, {stats.TokensStoredAtEnd} tokens stored after the last request left"));
     Console.WriteLine(I($"Checksum   sum {stats.Sum:R}, sum of |x| {stats.AbsoluteSum:R} over {tokens} × {spec.DModel} outputs"));
 

@@ -24,6 +24,9 @@ internal sealed class ServingStats
     public double Sum { get; set; }
     public double AbsoluteSum { get; set; }
 
+    /// <summary>Steps whose attention ran on the tensor-core kernel (CUDA and a covered shape), not the general one.</summary>
+    public int TensorCoreSteps { get; set; }
+
     /// <summary>The hidden states fed for the request being verified, and the outputs it got, in token order.</summary>
     public List<float> VerifiedHidden { get; } = new();
     public List<float> VerifiedOutput { get; } = new();
@@ -42,9 +45,11 @@ internal sealed class ServingEngine
     private readonly HiddenStates _hidden;
     private readonly ServingSettings _settings;
     private readonly int _verifiedRequest;
+    private readonly MlaForwardOptions _options;
 
     public ServingEngine(MlaLayer layer, LatentCache cache, HiddenStates hidden, ServingSettings settings, int verifiedRequest)
     {
+        _options = new MlaForwardOptions { TensorCores = settings.TensorCores };
         _layer = layer;
         _cache = cache;
         _hidden = hidden;
@@ -115,12 +120,14 @@ internal sealed class ServingEngine
             }
 
             var clock = Stopwatch.StartNew();
-            var result = _layer.Forward(_cache, ids, counts, hidden);
+            var result = _layer.Forward(_cache, ids, counts, hidden, _options);
             clock.Stop();
 
             stats.Steps++;
             stats.ForwardTime += clock.Elapsed;
             stats.StepMilliseconds.Add(clock.Elapsed.TotalMilliseconds);
+            if (result.UsedTensorCores)
+                stats.TensorCoreSteps++;
             stats.PeakPagesUsed = Math.Max(stats.PeakPagesUsed, _cache.PagesUsed);
             stats.PeakRunning = Math.Max(stats.PeakRunning, running.Count);
             foreach (float v in result.Output)

@@ -25,6 +25,9 @@ internal sealed record ServingSettings
 
     public int Seed { get; init; }
 
+    /// <summary>Let attention use the tensor-core decode kernel where the device and shape have it (CUDA).</summary>
+    public bool TensorCores { get; init; } = true;
+
     /// <summary>Recompute the shortest request with the float64 reference afterwards.</summary>
     public bool Verify { get; init; }
 
