@@ -600,6 +600,246 @@ partial class SmallQLoraAttention
             p.Lse[row] = lse;
         }
 
+        // Tensor-core decode (CUDA): tile shape.
+        public const int TcRows = 16; // query rows per CTA: one mma M tile
+        public const int TcTile = 16; // cached tokens per step
+        public const int TcWarps = 4;
+        public const int TcThreads = 128;
+        public const int TcRowWords = 40; // a cache row as packed bf16 pairs
+        public const int TcStride = 44; // shared-memory row stride in words: +4 spreads rows over banks
+        public const int TcKSteps = 5; // 16-wide steps of the [c_kv | k_pe] reduction
+        public const int TcColsPerWarp = 16; // latent output columns each warp owns
+        public const int TcChunksPerRow = 10; // 16-byte chunks per cache row
+        public const int TcTileChunks = 160;
+
+        /// <summary>Tensor-core split-KV decode attention: one CTA of 4 warps per work item (see TensorCoreEmitter).</summary>
+        public static void TensorCoreAttentionKernel(global::MlaGen.Kernels.TensorCoreAttentionParams p)
+        {
+            // Named PTX registers first, before any branch: ILGPU pastes inline PTX unbraced, so they live for the whole kernel.
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 s<8>;"); // QKᵀ accumulators: 2 n-tiles × 4
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 o<8>;"); // P·V accumulators: 2 n-tiles × 4
+            var qs = global::ILGPU.SharedMemory.Allocate<uint>(TcRows * TcStride);
+            var ks = global::ILGPU.SharedMemory.Allocate<uint>(TcTile * TcStride);
+            var partial = global::ILGPU.SharedMemory.Allocate<float>(TcWarps * 256);
+            int tid = global::ILGPU.Group.IdxX;
+            int warp = tid >> 5;
+            int lane = tid & 31;
+            int g = lane >> 2; // mma group: rows g and g + 8
+            int t = lane & 3; // thread in group: columns 2t, 2t + 1
+            int item = global::ILGPU.Grid.IdxX;
+            int block = p.ItemBlock[item];
+            int firstRow = p.BlockFirstRow[block];
+            int rows = p.BlockRows[block];
+            int lastToken = (firstRow + rows - 1) / Heads;
+            int begin = p.ItemBegin[item];
+            int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further
+            long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;
+            int visibleLo = g < rows ? p.Cache.TokenPosition[(firstRow + g) / Heads] + 1 : 0;
+            int visibleHi = g + 8 < rows ? p.Cache.TokenPosition[(firstRow + g + 8) / Heads] + 1 : 0;
+
+            // Q: the block's absorbed queries, rounded to bf16 pairs, into shared memory (missing rows are zero).
+            for (int i = tid; i < TcRows * TcRowWords; i += TcThreads)
+            {
+                int r = i / TcRowWords;
+                int word = i - r * TcRowWords;
+                uint value = 0;
+                if (r < rows)
+                {
+                    long q = (long)(firstRow + r) * CacheRowValues + 2 * word;
+                    value = global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[q], p.AbsorbedQuery[q + 1]);
+                }
+                qs[r * TcStride + word] = value;
+            }
+
+            var pages = p.Cache.Pages.Cast<global::MlaGen.Kernels.Bf16x8>();
+            // Next tile, prefetched into registers while the current one is computed.
+            global::MlaGen.Kernels.Bf16x8 f0 = default;
+            global::MlaGen.Kernels.Bf16x8 f1 = default;
+            long pageRowFirst = (long)p.Cache.BlockTable[blockRow + ((begin) >> PageShift)] * PageSize + ((begin) & PageMask);
+            int validFirst = end - (begin);
+            f0 = tid + 0 < TcTileChunks && (tid + 0) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 0) / TcChunksPerRow) * TcChunksPerRow + (tid + 0) % TcChunksPerRow] : default;
+            f1 = tid + 128 < TcTileChunks && (tid + 128) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 128) / TcChunksPerRow) * TcChunksPerRow + (tid + 128) % TcChunksPerRow] : default;
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 o0, 0f00000000; mov.f32 o1, 0f00000000; mov.f32 o2, 0f00000000; mov.f32 o3, 0f00000000; mov.f32 o4, 0f00000000; mov.f32 o5, 0f00000000; mov.f32 o6, 0f00000000; mov.f32 o7, 0f00000000;");
+            float maxLo = float.NegativeInfinity, maxHi = float.NegativeInfinity, sumLo = 0f, sumHi = 0f;
+            bool odd = (g & 1) != 0; // V column parity: the high or the low bf16 of each word
+            int vWord = (warp * TcColsPerWarp + g) / 2;
+            int kBegin = warp * TcKSteps / TcWarps;
+            int kEnd = (warp + 1) * TcKSteps / TcWarps;
+            for (int tile = begin; tile < end; tile += TcTile)
+            {
+                global::ILGPU.Group.Barrier(); // everyone is done reading the previous tile
+                if (tid + 0 < TcTileChunks)
+                {
+                    int at = (tid + 0) / TcChunksPerRow * TcStride + (tid + 0) % TcChunksPerRow * 4;
+                    ks[at] = f0.A; ks[at + 1] = f0.B; ks[at + 2] = f0.C; ks[at + 3] = f0.D;
+                }
+                if (tid + 128 < TcTileChunks)
+                {
+                    int at = (tid + 128) / TcChunksPerRow * TcStride + (tid + 128) % TcChunksPerRow * 4;
+                    ks[at] = f1.A; ks[at + 1] = f1.B; ks[at + 2] = f1.C; ks[at + 3] = f1.D;
+                }
+                global::ILGPU.Group.Barrier();
+                if (tile + TcTile < end)
+                {
+                    long pageRowNext = (long)p.Cache.BlockTable[blockRow + ((tile + TcTile) >> PageShift)] * PageSize + ((tile + TcTile) & PageMask);
+                    int validNext = end - (tile + TcTile);
+                    f0 = tid + 0 < TcTileChunks && (tid + 0) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 0) / TcChunksPerRow) * TcChunksPerRow + (tid + 0) % TcChunksPerRow] : default;
+                    f1 = tid + 128 < TcTileChunks && (tid + 128) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 128) / TcChunksPerRow) * TcChunksPerRow + (tid + 128) % TcChunksPerRow] : default;
+                }
+
+                // S = Q·Kᵀ over this warp's share of the reduction.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 s0, 0f00000000; mov.f32 s1, 0f00000000; mov.f32 s2, 0f00000000; mov.f32 s3, 0f00000000; mov.f32 s4, 0f00000000; mov.f32 s5, 0f00000000; mov.f32 s6, 0f00000000; mov.f32 s7, 0f00000000;");
+                for (int k = kBegin; k < kEnd; k++)
+                {
+                    int qa = g * TcStride + 8 * k + t;
+                    uint a0 = qs[qa], a1 = qs[qa + 8 * TcStride], a2 = qs[qa + 4], a3 = qs[qa + 8 * TcStride + 4];
+                    uint b0 = ks[qa], b1 = ks[qa + 4], b2 = ks[qa + 8 * TcStride], b3 = ks[qa + 8 * TcStride + 4];
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%0,%1,%2,%3}, {%4,%5}, {s0,s1,s2,s3};", a0, a1, a2, a3, b0, b1);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%0,%1,%2,%3}, {%4,%5}, {s4,s5,s6,s7};", a0, a1, a2, a3, b2, b3);
+                }
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s0;", out float x0);
+                partial[warp * 256 + 0 + lane] = x0;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s1;", out float x1);
+                partial[warp * 256 + 32 + lane] = x1;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s2;", out float x2);
+                partial[warp * 256 + 64 + lane] = x2;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s3;", out float x3);
+                partial[warp * 256 + 96 + lane] = x3;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s4;", out float x4);
+                partial[warp * 256 + 128 + lane] = x4;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s5;", out float x5);
+                partial[warp * 256 + 160 + lane] = x5;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s6;", out float x6);
+                partial[warp * 256 + 192 + lane] = x6;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s7;", out float x7);
+                partial[warp * 256 + 224 + lane] = x7;
+                global::ILGPU.Group.Barrier();
+                // Sum the warps' shares, scale to log2 units, mask what each row may not see.
+                float s0 = partial[0 + lane] + partial[256 + lane] + partial[512 + lane] + partial[768 + lane];
+                s0 = tile + 0 + 2 * t + 0 < visibleLo ? s0 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s1 = partial[32 + lane] + partial[288 + lane] + partial[544 + lane] + partial[800 + lane];
+                s1 = tile + 0 + 2 * t + 1 < visibleLo ? s1 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s2 = partial[64 + lane] + partial[320 + lane] + partial[576 + lane] + partial[832 + lane];
+                s2 = tile + 0 + 2 * t + 0 < visibleHi ? s2 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s3 = partial[96 + lane] + partial[352 + lane] + partial[608 + lane] + partial[864 + lane];
+                s3 = tile + 0 + 2 * t + 1 < visibleHi ? s3 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s4 = partial[128 + lane] + partial[384 + lane] + partial[640 + lane] + partial[896 + lane];
+                s4 = tile + 8 + 2 * t + 0 < visibleLo ? s4 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s5 = partial[160 + lane] + partial[416 + lane] + partial[672 + lane] + partial[928 + lane];
+                s5 = tile + 8 + 2 * t + 1 < visibleLo ? s5 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s6 = partial[192 + lane] + partial[448 + lane] + partial[704 + lane] + partial[960 + lane];
+                s6 = tile + 8 + 2 * t + 0 < visibleHi ? s6 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s7 = partial[224 + lane] + partial[480 + lane] + partial[736 + lane] + partial[992 + lane];
+                s7 = tile + 8 + 2 * t + 1 < visibleHi ? s7 * ScoreScaleLog2 : float.NegativeInfinity;
+                float tileMaxLo = global::System.Math.Max(global::System.Math.Max(s0, s1), global::System.Math.Max(s4, s5));
+                tileMaxLo = global::System.Math.Max(tileMaxLo, global::ILGPU.Warp.ShuffleXor(tileMaxLo, 1));
+                tileMaxLo = global::System.Math.Max(tileMaxLo, global::ILGPU.Warp.ShuffleXor(tileMaxLo, 2));
+                float newMaxLo = global::System.Math.Max(maxLo, tileMaxLo);
+                bool noneLo = newMaxLo == float.NegativeInfinity; // nothing visible yet: keep zeros, avoid -inf - -inf
+                float rescaleLo = noneLo ? 1f : global::MlaGen.Kernels.KernelMath.Exp2(maxLo - newMaxLo);
+                s0 = noneLo ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s0 - newMaxLo);
+                s1 = noneLo ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s1 - newMaxLo);
+                s4 = noneLo ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s4 - newMaxLo);
+                s5 = noneLo ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s5 - newMaxLo);
+                float tileSumLo = s0 + s1 + s4 + s5;
+                tileSumLo += global::ILGPU.Warp.ShuffleXor(tileSumLo, 1);
+                tileSumLo += global::ILGPU.Warp.ShuffleXor(tileSumLo, 2);
+                sumLo = sumLo * rescaleLo + tileSumLo;
+                maxLo = newMaxLo;
+                float tileMaxHi = global::System.Math.Max(global::System.Math.Max(s2, s3), global::System.Math.Max(s6, s7));
+                tileMaxHi = global::System.Math.Max(tileMaxHi, global::ILGPU.Warp.ShuffleXor(tileMaxHi, 1));
+                tileMaxHi = global::System.Math.Max(tileMaxHi, global::ILGPU.Warp.ShuffleXor(tileMaxHi, 2));
+                float newMaxHi = global::System.Math.Max(maxHi, tileMaxHi);
+                bool noneHi = newMaxHi == float.NegativeInfinity; // nothing visible yet: keep zeros, avoid -inf - -inf
+                float rescaleHi = noneHi ? 1f : global::MlaGen.Kernels.KernelMath.Exp2(maxHi - newMaxHi);
+                s2 = noneHi ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s2 - newMaxHi);
+                s3 = noneHi ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s3 - newMaxHi);
+                s6 = noneHi ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s6 - newMaxHi);
+                s7 = noneHi ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s7 - newMaxHi);
+                float tileSumHi = s2 + s3 + s6 + s7;
+                tileSumHi += global::ILGPU.Warp.ShuffleXor(tileSumHi, 1);
+                tileSumHi += global::ILGPU.Warp.ShuffleXor(tileSumHi, 2);
+                sumHi = sumHi * rescaleHi + tileSumHi;
+                maxHi = newMaxHi;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mul.f32 o0, o0, %0; mul.f32 o1, o1, %0; mul.f32 o2, o2, %1; mul.f32 o3, o3, %1; mul.f32 o4, o4, %0; mul.f32 o5, o5, %0; mul.f32 o6, o6, %1; mul.f32 o7, o7, %1;", rescaleLo, rescaleHi);
+                // P as the A operand (the S accumulator layout is the m16k16 A layout).
+                uint pa0 = global::MlaGen.Kernels.KernelMath.PackBf16(s0, s1), pa1 = global::MlaGen.Kernels.KernelMath.PackBf16(s2, s3);
+                uint pa2 = global::MlaGen.Kernels.KernelMath.PackBf16(s4, s5), pa3 = global::MlaGen.Kernels.KernelMath.PackBf16(s6, s7);
+                // O += P·V: V[token][column] is the tile itself; columns pair up in words, so gather two tokens' halves.
+                int v = 2 * t * TcStride + vWord;
+                uint v0a = ks[v + 0], v0b = ks[v + TcStride + 0], v0c = ks[v + 8 * TcStride + 0], v0d = ks[v + 9 * TcStride + 0];
+                uint vb00 = odd ? (v0a >> 16) | (v0b & 0xFFFF0000u) : (v0a & 0xFFFFu) | (v0b << 16);
+                uint vb01 = odd ? (v0c >> 16) | (v0d & 0xFFFF0000u) : (v0c & 0xFFFFu) | (v0d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o0,o1,o2,o3}, {%0,%1,%2,%3}, {%4,%5}, {o0,o1,o2,o3};", pa0, pa1, pa2, pa3, vb00, vb01);
+                uint v1a = ks[v + 4], v1b = ks[v + TcStride + 4], v1c = ks[v + 8 * TcStride + 4], v1d = ks[v + 9 * TcStride + 4];
+                uint vb10 = odd ? (v1a >> 16) | (v1b & 0xFFFF0000u) : (v1a & 0xFFFFu) | (v1b << 16);
+                uint vb11 = odd ? (v1c >> 16) | (v1d & 0xFFFF0000u) : (v1c & 0xFFFFu) | (v1d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o4,o5,o6,o7}, {%0,%1,%2,%3}, {%4,%5}, {o4,o5,o6,o7};", pa0, pa1, pa2, pa3, vb10, vb11);
+            }
+
+            // Normalise and write this item's partial output and log-sum-exp.
+            float invLo = sumLo > 0f ? 1f / sumLo : 0f;
+            float invHi = sumHi > 0f ? 1f / sumHi : 0f;
+            long outLo = ((long)item * TcRows + g) * LatentRank + warp * TcColsPerWarp + 2 * t;
+            long outHi = outLo + 8L * LatentRank;
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o0;", out float r0);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o1;", out float r1);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o2;", out float r2);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o3;", out float r3);
+            if (g < rows) { p.PartialOutput[outLo + 0] = r0 * invLo; p.PartialOutput[outLo + 1] = r1 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 0] = r2 * invHi; p.PartialOutput[outHi + 1] = r3 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o4;", out float r4);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o5;", out float r5);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o6;", out float r6);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o7;", out float r7);
+            if (g < rows) { p.PartialOutput[outLo + 8] = r4 * invLo; p.PartialOutput[outLo + 9] = r5 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 8] = r6 * invHi; p.PartialOutput[outHi + 9] = r7 * invHi; }
+            if (warp == 0 && t == 0)
+            {
+                if (g < rows)
+                    p.PartialLse[(long)item * TcRows + g] = sumLo > 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                if (g + 8 < rows)
+                    p.PartialLse[(long)item * TcRows + g + 8] = sumHi > 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            }
+        }
+
+        /// <summary>One warp per query row: merges the row block's items weighted by exp(lse_item − lse).</summary>
+        public static void TensorCoreCombineKernel(global::MlaGen.Kernels.TensorCoreCombineParams p)
+        {
+            int lane = global::ILGPU.Group.IdxX;
+            int block = global::ILGPU.Grid.IdxX / TcRows;
+            int r = global::ILGPU.Grid.IdxX - block * TcRows;
+            if (r >= p.BlockRows[block])
+                return;
+            int first = p.BlockFirstItem[block];
+            int count = p.BlockItems[block];
+            float maxLse = float.NegativeInfinity;
+            for (int i = 0; i < count; i++)
+                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + i) * TcRows + r]);
+            float total = 0f;
+            if (maxLse > float.NegativeInfinity)
+                for (int i = 0; i < count; i++)
+                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + i) * TcRows + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
+            float lse = total > 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            float o0 = 0f;
+            float o1 = 0f;
+            for (int i = 0; i < count; i++)
+            {
+                float partLse = p.PartialLse[(long)(first + i) * TcRows + r];
+                if (partLse == float.NegativeInfinity)
+                    continue;
+                float share = global::MlaGen.Kernels.KernelMath.Exp2((partLse - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part = ((long)(first + i) * TcRows + r) * LatentRank;
+                o0 += share * p.PartialOutput[part + lane + 0];
+                o1 += share * p.PartialOutput[part + lane + 32];
+            }
+            long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;
+            p.LatentOutput[output + lane + 0] = o0;
+            p.LatentOutput[output + lane + 32] = o1;
+            if (lane == 0)
+                p.Lse[p.BlockFirstRow[block] + r] = lse;
+        }
+
         /// <summary>The kernels above, compiled for one accelerator in one path.</summary>
         internal sealed class Set : global::MlaGen.Kernels.MlaKernelSet
         {
@@ -614,6 +854,8 @@ partial class SmallQLoraAttention
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ProjectionParams> _outputProjection;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ProjectionParams> _queryLatentProjection;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.RmsNormParams> _queryLatentNorm;
+            private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.TensorCoreAttentionParams>? _tensorCoreAttention;
+            private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.TensorCoreCombineParams>? _tensorCoreCombine;
 
             public Set(global::ILGPU.Runtime.Accelerator accelerator, global::MlaGen.Kernels.MlaKernelPath path)
             {
@@ -629,6 +871,12 @@ partial class SmallQLoraAttention
                 _outputProjection = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ProjectionParams>(accelerator, OutputProjectionKernel);
                 _queryLatentProjection = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ProjectionParams>(accelerator, QueryLatentProjectionKernel);
                 _queryLatentNorm = _serial ? global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.RmsNormParams>(accelerator, QueryLatentNormSerialKernel) : global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.RmsNormParams>(accelerator, QueryLatentNormKernel);
+                // Inline PTX: only a CUDA accelerator can compile and run these.
+                if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)
+                {
+                    _tensorCoreAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.TensorCoreAttentionParams>(accelerator, TensorCoreAttentionKernel);
+                    _tensorCoreCombine = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.TensorCoreCombineParams>(accelerator, TensorCoreCombineKernel);
+                }
             }
 
             public override global::MlaGen.MlaSpec Spec => global::Tests.Small.SmallQLoraAttention.Spec;
@@ -706,6 +954,24 @@ partial class SmallQLoraAttention
                     return;
                 int count = p.Tokens;
                 _queryLatentNorm(stream, _serial ? new global::ILGPU.KernelConfig(Groups(count, SerialGroup), SerialGroup) : new global::ILGPU.KernelConfig(count, Lanes), p);
+            }
+            public override bool HasTensorCoreDecode => _tensorCoreAttention is not null;
+
+            public override int TensorCoreTile => TcTile;
+
+            public override void TensorCoreAttention(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.TensorCoreAttentionParams p)
+            {
+                if (_tensorCoreAttention is null)
+                    base.TensorCoreAttention(stream, p);
+                else if (p.Items > 0)
+                    _tensorCoreAttention(stream, new global::ILGPU.KernelConfig(p.Items, TcThreads), p);
+            }
+            public override void TensorCoreCombine(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.TensorCoreCombineParams p)
+            {
+                if (_tensorCoreCombine is null)
+                    base.TensorCoreCombine(stream, p);
+                else if (p.Blocks > 0)
+                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * TcRows, Lanes), p);
             }
         }
     }

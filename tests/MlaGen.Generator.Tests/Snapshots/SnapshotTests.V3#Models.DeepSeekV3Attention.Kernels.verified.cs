@@ -1288,6 +1288,484 @@ partial class DeepSeekV3Attention
             p.Lse[row] = lse;
         }
 
+        // Tensor-core decode (CUDA): tile shape.
+        public const int TcRows = 16; // query rows per CTA: one mma M tile
+        public const int TcTile = 16; // cached tokens per step
+        public const int TcWarps = 4;
+        public const int TcThreads = 128;
+        public const int TcRowWords = 288; // a cache row as packed bf16 pairs
+        public const int TcStride = 292; // shared-memory row stride in words: +4 spreads rows over banks
+        public const int TcKSteps = 36; // 16-wide steps of the [c_kv | k_pe] reduction
+        public const int TcColsPerWarp = 128; // latent output columns each warp owns
+        public const int TcChunksPerRow = 72; // 16-byte chunks per cache row
+        public const int TcTileChunks = 1152;
+
+        /// <summary>Tensor-core split-KV decode attention: one CTA of 4 warps per work item (see TensorCoreEmitter).</summary>
+        public static void TensorCoreAttentionKernel(global::MlaGen.Kernels.TensorCoreAttentionParams p)
+        {
+            // Named PTX registers first, before any branch: ILGPU pastes inline PTX unbraced, so they live for the whole kernel.
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 s<8>;"); // QKᵀ accumulators: 2 n-tiles × 4
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 o<64>;"); // P·V accumulators: 16 n-tiles × 4
+            var qs = global::ILGPU.SharedMemory.Allocate<uint>(TcRows * TcStride);
+            var ks = global::ILGPU.SharedMemory.Allocate<uint>(TcTile * TcStride);
+            var partial = global::ILGPU.SharedMemory.Allocate<float>(TcWarps * 256);
+            int tid = global::ILGPU.Group.IdxX;
+            int warp = tid >> 5;
+            int lane = tid & 31;
+            int g = lane >> 2; // mma group: rows g and g + 8
+            int t = lane & 3; // thread in group: columns 2t, 2t + 1
+            int item = global::ILGPU.Grid.IdxX;
+            int block = p.ItemBlock[item];
+            int firstRow = p.BlockFirstRow[block];
+            int rows = p.BlockRows[block];
+            int lastToken = (firstRow + rows - 1) / Heads;
+            int begin = p.ItemBegin[item];
+            int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further
+            long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;
+            int visibleLo = g < rows ? p.Cache.TokenPosition[(firstRow + g) / Heads] + 1 : 0;
+            int visibleHi = g + 8 < rows ? p.Cache.TokenPosition[(firstRow + g + 8) / Heads] + 1 : 0;
+
+            // Q: the block's absorbed queries, rounded to bf16 pairs, into shared memory (missing rows are zero).
+            for (int i = tid; i < TcRows * TcRowWords; i += TcThreads)
+            {
+                int r = i / TcRowWords;
+                int word = i - r * TcRowWords;
+                uint value = 0;
+                if (r < rows)
+                {
+                    long q = (long)(firstRow + r) * CacheRowValues + 2 * word;
+                    value = global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[q], p.AbsorbedQuery[q + 1]);
+                }
+                qs[r * TcStride + word] = value;
+            }
+
+            var pages = p.Cache.Pages.Cast<global::MlaGen.Kernels.Bf16x8>();
+            // Next tile, prefetched into registers while the current one is computed.
+            global::MlaGen.Kernels.Bf16x8 f0 = default;
+            global::MlaGen.Kernels.Bf16x8 f1 = default;
+            global::MlaGen.Kernels.Bf16x8 f2 = default;
+            global::MlaGen.Kernels.Bf16x8 f3 = default;
+            global::MlaGen.Kernels.Bf16x8 f4 = default;
+            global::MlaGen.Kernels.Bf16x8 f5 = default;
+            global::MlaGen.Kernels.Bf16x8 f6 = default;
+            global::MlaGen.Kernels.Bf16x8 f7 = default;
+            global::MlaGen.Kernels.Bf16x8 f8 = default;
+            long pageRowFirst = (long)p.Cache.BlockTable[blockRow + ((begin) >> PageShift)] * PageSize + ((begin) & PageMask);
+            int validFirst = end - (begin);
+            f0 = tid + 0 < TcTileChunks && (tid + 0) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 0) / TcChunksPerRow) * TcChunksPerRow + (tid + 0) % TcChunksPerRow] : default;
+            f1 = tid + 128 < TcTileChunks && (tid + 128) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 128) / TcChunksPerRow) * TcChunksPerRow + (tid + 128) % TcChunksPerRow] : default;
+            f2 = tid + 256 < TcTileChunks && (tid + 256) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 256) / TcChunksPerRow) * TcChunksPerRow + (tid + 256) % TcChunksPerRow] : default;
+            f3 = tid + 384 < TcTileChunks && (tid + 384) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 384) / TcChunksPerRow) * TcChunksPerRow + (tid + 384) % TcChunksPerRow] : default;
+            f4 = tid + 512 < TcTileChunks && (tid + 512) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 512) / TcChunksPerRow) * TcChunksPerRow + (tid + 512) % TcChunksPerRow] : default;
+            f5 = tid + 640 < TcTileChunks && (tid + 640) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 640) / TcChunksPerRow) * TcChunksPerRow + (tid + 640) % TcChunksPerRow] : default;
+            f6 = tid + 768 < TcTileChunks && (tid + 768) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 768) / TcChunksPerRow) * TcChunksPerRow + (tid + 768) % TcChunksPerRow] : default;
+            f7 = tid + 896 < TcTileChunks && (tid + 896) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 896) / TcChunksPerRow) * TcChunksPerRow + (tid + 896) % TcChunksPerRow] : default;
+            f8 = tid + 1024 < TcTileChunks && (tid + 1024) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 1024) / TcChunksPerRow) * TcChunksPerRow + (tid + 1024) % TcChunksPerRow] : default;
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 o0, 0f00000000; mov.f32 o1, 0f00000000; mov.f32 o2, 0f00000000; mov.f32 o3, 0f00000000; mov.f32 o4, 0f00000000; mov.f32 o5, 0f00000000; mov.f32 o6, 0f00000000; mov.f32 o7, 0f00000000; mov.f32 o8, 0f00000000; mov.f32 o9, 0f00000000; mov.f32 o10, 0f00000000; mov.f32 o11, 0f00000000; mov.f32 o12, 0f00000000; mov.f32 o13, 0f00000000; mov.f32 o14, 0f00000000; mov.f32 o15, 0f00000000; mov.f32 o16, 0f00000000; mov.f32 o17, 0f00000000; mov.f32 o18, 0f00000000; mov.f32 o19, 0f00000000; mov.f32 o20, 0f00000000; mov.f32 o21, 0f00000000; mov.f32 o22, 0f00000000; mov.f32 o23, 0f00000000; mov.f32 o24, 0f00000000; mov.f32 o25, 0f00000000; mov.f32 o26, 0f00000000; mov.f32 o27, 0f00000000; mov.f32 o28, 0f00000000; mov.f32 o29, 0f00000000; mov.f32 o30, 0f00000000; mov.f32 o31, 0f00000000; mov.f32 o32, 0f00000000; mov.f32 o33, 0f00000000; mov.f32 o34, 0f00000000; mov.f32 o35, 0f00000000; mov.f32 o36, 0f00000000; mov.f32 o37, 0f00000000; mov.f32 o38, 0f00000000; mov.f32 o39, 0f00000000; mov.f32 o40, 0f00000000; mov.f32 o41, 0f00000000; mov.f32 o42, 0f00000000; mov.f32 o43, 0f00000000; mov.f32 o44, 0f00000000; mov.f32 o45, 0f00000000; mov.f32 o46, 0f00000000; mov.f32 o47, 0f00000000; mov.f32 o48, 0f00000000; mov.f32 o49, 0f00000000; mov.f32 o50, 0f00000000; mov.f32 o51, 0f00000000; mov.f32 o52, 0f00000000; mov.f32 o53, 0f00000000; mov.f32 o54, 0f00000000; mov.f32 o55, 0f00000000; mov.f32 o56, 0f00000000; mov.f32 o57, 0f00000000; mov.f32 o58, 0f00000000; mov.f32 o59, 0f00000000; mov.f32 o60, 0f00000000; mov.f32 o61, 0f00000000; mov.f32 o62, 0f00000000; mov.f32 o63, 0f00000000;");
+            float maxLo = float.NegativeInfinity, maxHi = float.NegativeInfinity, sumLo = 0f, sumHi = 0f;
+            bool odd = (g & 1) != 0; // V column parity: the high or the low bf16 of each word
+            int vWord = (warp * TcColsPerWarp + g) / 2;
+            int kBegin = warp * TcKSteps / TcWarps;
+            int kEnd = (warp + 1) * TcKSteps / TcWarps;
+            for (int tile = begin; tile < end; tile += TcTile)
+            {
+                global::ILGPU.Group.Barrier(); // everyone is done reading the previous tile
+                if (tid + 0 < TcTileChunks)
+                {
+                    int at = (tid + 0) / TcChunksPerRow * TcStride + (tid + 0) % TcChunksPerRow * 4;
+                    ks[at] = f0.A; ks[at + 1] = f0.B; ks[at + 2] = f0.C; ks[at + 3] = f0.D;
+                }
+                if (tid + 128 < TcTileChunks)
+                {
+                    int at = (tid + 128) / TcChunksPerRow * TcStride + (tid + 128) % TcChunksPerRow * 4;
+                    ks[at] = f1.A; ks[at + 1] = f1.B; ks[at + 2] = f1.C; ks[at + 3] = f1.D;
+                }
+                if (tid + 256 < TcTileChunks)
+                {
+                    int at = (tid + 256) / TcChunksPerRow * TcStride + (tid + 256) % TcChunksPerRow * 4;
+                    ks[at] = f2.A; ks[at + 1] = f2.B; ks[at + 2] = f2.C; ks[at + 3] = f2.D;
+                }
+                if (tid + 384 < TcTileChunks)
+                {
+                    int at = (tid + 384) / TcChunksPerRow * TcStride + (tid + 384) % TcChunksPerRow * 4;
+                    ks[at] = f3.A; ks[at + 1] = f3.B; ks[at + 2] = f3.C; ks[at + 3] = f3.D;
+                }
+                if (tid + 512 < TcTileChunks)
+                {
+                    int at = (tid + 512) / TcChunksPerRow * TcStride + (tid + 512) % TcChunksPerRow * 4;
+                    ks[at] = f4.A; ks[at + 1] = f4.B; ks[at + 2] = f4.C; ks[at + 3] = f4.D;
+                }
+                if (tid + 640 < TcTileChunks)
+                {
+                    int at = (tid + 640) / TcChunksPerRow * TcStride + (tid + 640) % TcChunksPerRow * 4;
+                    ks[at] = f5.A; ks[at + 1] = f5.B; ks[at + 2] = f5.C; ks[at + 3] = f5.D;
+                }
+                if (tid + 768 < TcTileChunks)
+                {
+                    int at = (tid + 768) / TcChunksPerRow * TcStride + (tid + 768) % TcChunksPerRow * 4;
+                    ks[at] = f6.A; ks[at + 1] = f6.B; ks[at + 2] = f6.C; ks[at + 3] = f6.D;
+                }
+                if (tid + 896 < TcTileChunks)
+                {
+                    int at = (tid + 896) / TcChunksPerRow * TcStride + (tid + 896) % TcChunksPerRow * 4;
+                    ks[at] = f7.A; ks[at + 1] = f7.B; ks[at + 2] = f7.C; ks[at + 3] = f7.D;
+                }
+                if (tid + 1024 < TcTileChunks)
+                {
+                    int at = (tid + 1024) / TcChunksPerRow * TcStride + (tid + 1024) % TcChunksPerRow * 4;
+                    ks[at] = f8.A; ks[at + 1] = f8.B; ks[at + 2] = f8.C; ks[at + 3] = f8.D;
+                }
+                global::ILGPU.Group.Barrier();
+                if (tile + TcTile < end)
+                {
+                    long pageRowNext = (long)p.Cache.BlockTable[blockRow + ((tile + TcTile) >> PageShift)] * PageSize + ((tile + TcTile) & PageMask);
+                    int validNext = end - (tile + TcTile);
+                    f0 = tid + 0 < TcTileChunks && (tid + 0) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 0) / TcChunksPerRow) * TcChunksPerRow + (tid + 0) % TcChunksPerRow] : default;
+                    f1 = tid + 128 < TcTileChunks && (tid + 128) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 128) / TcChunksPerRow) * TcChunksPerRow + (tid + 128) % TcChunksPerRow] : default;
+                    f2 = tid + 256 < TcTileChunks && (tid + 256) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 256) / TcChunksPerRow) * TcChunksPerRow + (tid + 256) % TcChunksPerRow] : default;
+                    f3 = tid + 384 < TcTileChunks && (tid + 384) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 384) / TcChunksPerRow) * TcChunksPerRow + (tid + 384) % TcChunksPerRow] : default;
+                    f4 = tid + 512 < TcTileChunks && (tid + 512) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 512) / TcChunksPerRow) * TcChunksPerRow + (tid + 512) % TcChunksPerRow] : default;
+                    f5 = tid + 640 < TcTileChunks && (tid + 640) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 640) / TcChunksPerRow) * TcChunksPerRow + (tid + 640) % TcChunksPerRow] : default;
+                    f6 = tid + 768 < TcTileChunks && (tid + 768) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 768) / TcChunksPerRow) * TcChunksPerRow + (tid + 768) % TcChunksPerRow] : default;
+                    f7 = tid + 896 < TcTileChunks && (tid + 896) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 896) / TcChunksPerRow) * TcChunksPerRow + (tid + 896) % TcChunksPerRow] : default;
+                    f8 = tid + 1024 < TcTileChunks && (tid + 1024) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 1024) / TcChunksPerRow) * TcChunksPerRow + (tid + 1024) % TcChunksPerRow] : default;
+                }
+
+                // S = Q·Kᵀ over this warp's share of the reduction.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 s0, 0f00000000; mov.f32 s1, 0f00000000; mov.f32 s2, 0f00000000; mov.f32 s3, 0f00000000; mov.f32 s4, 0f00000000; mov.f32 s5, 0f00000000; mov.f32 s6, 0f00000000; mov.f32 s7, 0f00000000;");
+                for (int k = kBegin; k < kEnd; k++)
+                {
+                    int qa = g * TcStride + 8 * k + t;
+                    uint a0 = qs[qa], a1 = qs[qa + 8 * TcStride], a2 = qs[qa + 4], a3 = qs[qa + 8 * TcStride + 4];
+                    uint b0 = ks[qa], b1 = ks[qa + 4], b2 = ks[qa + 8 * TcStride], b3 = ks[qa + 8 * TcStride + 4];
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%0,%1,%2,%3}, {%4,%5}, {s0,s1,s2,s3};", a0, a1, a2, a3, b0, b1);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%0,%1,%2,%3}, {%4,%5}, {s4,s5,s6,s7};", a0, a1, a2, a3, b2, b3);
+                }
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s0;", out float x0);
+                partial[warp * 256 + 0 + lane] = x0;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s1;", out float x1);
+                partial[warp * 256 + 32 + lane] = x1;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s2;", out float x2);
+                partial[warp * 256 + 64 + lane] = x2;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s3;", out float x3);
+                partial[warp * 256 + 96 + lane] = x3;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s4;", out float x4);
+                partial[warp * 256 + 128 + lane] = x4;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s5;", out float x5);
+                partial[warp * 256 + 160 + lane] = x5;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s6;", out float x6);
+                partial[warp * 256 + 192 + lane] = x6;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s7;", out float x7);
+                partial[warp * 256 + 224 + lane] = x7;
+                global::ILGPU.Group.Barrier();
+                // Sum the warps' shares, scale to log2 units, mask what each row may not see.
+                float s0 = partial[0 + lane] + partial[256 + lane] + partial[512 + lane] + partial[768 + lane];
+                s0 = tile + 0 + 2 * t + 0 < visibleLo ? s0 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s1 = partial[32 + lane] + partial[288 + lane] + partial[544 + lane] + partial[800 + lane];
+                s1 = tile + 0 + 2 * t + 1 < visibleLo ? s1 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s2 = partial[64 + lane] + partial[320 + lane] + partial[576 + lane] + partial[832 + lane];
+                s2 = tile + 0 + 2 * t + 0 < visibleHi ? s2 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s3 = partial[96 + lane] + partial[352 + lane] + partial[608 + lane] + partial[864 + lane];
+                s3 = tile + 0 + 2 * t + 1 < visibleHi ? s3 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s4 = partial[128 + lane] + partial[384 + lane] + partial[640 + lane] + partial[896 + lane];
+                s4 = tile + 8 + 2 * t + 0 < visibleLo ? s4 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s5 = partial[160 + lane] + partial[416 + lane] + partial[672 + lane] + partial[928 + lane];
+                s5 = tile + 8 + 2 * t + 1 < visibleLo ? s5 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s6 = partial[192 + lane] + partial[448 + lane] + partial[704 + lane] + partial[960 + lane];
+                s6 = tile + 8 + 2 * t + 0 < visibleHi ? s6 * ScoreScaleLog2 : float.NegativeInfinity;
+                float s7 = partial[224 + lane] + partial[480 + lane] + partial[736 + lane] + partial[992 + lane];
+                s7 = tile + 8 + 2 * t + 1 < visibleHi ? s7 * ScoreScaleLog2 : float.NegativeInfinity;
+                float tileMaxLo = global::System.Math.Max(global::System.Math.Max(s0, s1), global::System.Math.Max(s4, s5));
+                tileMaxLo = global::System.Math.Max(tileMaxLo, global::ILGPU.Warp.ShuffleXor(tileMaxLo, 1));
+                tileMaxLo = global::System.Math.Max(tileMaxLo, global::ILGPU.Warp.ShuffleXor(tileMaxLo, 2));
+                float newMaxLo = global::System.Math.Max(maxLo, tileMaxLo);
+                bool noneLo = newMaxLo == float.NegativeInfinity; // nothing visible yet: keep zeros, avoid -inf - -inf
+                float rescaleLo = noneLo ? 1f : global::MlaGen.Kernels.KernelMath.Exp2(maxLo - newMaxLo);
+                s0 = noneLo ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s0 - newMaxLo);
+                s1 = noneLo ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s1 - newMaxLo);
+                s4 = noneLo ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s4 - newMaxLo);
+                s5 = noneLo ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s5 - newMaxLo);
+                float tileSumLo = s0 + s1 + s4 + s5;
+                tileSumLo += global::ILGPU.Warp.ShuffleXor(tileSumLo, 1);
+                tileSumLo += global::ILGPU.Warp.ShuffleXor(tileSumLo, 2);
+                sumLo = sumLo * rescaleLo + tileSumLo;
+                maxLo = newMaxLo;
+                float tileMaxHi = global::System.Math.Max(global::System.Math.Max(s2, s3), global::System.Math.Max(s6, s7));
+                tileMaxHi = global::System.Math.Max(tileMaxHi, global::ILGPU.Warp.ShuffleXor(tileMaxHi, 1));
+                tileMaxHi = global::System.Math.Max(tileMaxHi, global::ILGPU.Warp.ShuffleXor(tileMaxHi, 2));
+                float newMaxHi = global::System.Math.Max(maxHi, tileMaxHi);
+                bool noneHi = newMaxHi == float.NegativeInfinity; // nothing visible yet: keep zeros, avoid -inf - -inf
+                float rescaleHi = noneHi ? 1f : global::MlaGen.Kernels.KernelMath.Exp2(maxHi - newMaxHi);
+                s2 = noneHi ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s2 - newMaxHi);
+                s3 = noneHi ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s3 - newMaxHi);
+                s6 = noneHi ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s6 - newMaxHi);
+                s7 = noneHi ? 0f : global::MlaGen.Kernels.KernelMath.Exp2(s7 - newMaxHi);
+                float tileSumHi = s2 + s3 + s6 + s7;
+                tileSumHi += global::ILGPU.Warp.ShuffleXor(tileSumHi, 1);
+                tileSumHi += global::ILGPU.Warp.ShuffleXor(tileSumHi, 2);
+                sumHi = sumHi * rescaleHi + tileSumHi;
+                maxHi = newMaxHi;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mul.f32 o0, o0, %0; mul.f32 o1, o1, %0; mul.f32 o2, o2, %1; mul.f32 o3, o3, %1; mul.f32 o4, o4, %0; mul.f32 o5, o5, %0; mul.f32 o6, o6, %1; mul.f32 o7, o7, %1; mul.f32 o8, o8, %0; mul.f32 o9, o9, %0; mul.f32 o10, o10, %1; mul.f32 o11, o11, %1; mul.f32 o12, o12, %0; mul.f32 o13, o13, %0; mul.f32 o14, o14, %1; mul.f32 o15, o15, %1; mul.f32 o16, o16, %0; mul.f32 o17, o17, %0; mul.f32 o18, o18, %1; mul.f32 o19, o19, %1; mul.f32 o20, o20, %0; mul.f32 o21, o21, %0; mul.f32 o22, o22, %1; mul.f32 o23, o23, %1; mul.f32 o24, o24, %0; mul.f32 o25, o25, %0; mul.f32 o26, o26, %1; mul.f32 o27, o27, %1; mul.f32 o28, o28, %0; mul.f32 o29, o29, %0; mul.f32 o30, o30, %1; mul.f32 o31, o31, %1; mul.f32 o32, o32, %0; mul.f32 o33, o33, %0; mul.f32 o34, o34, %1; mul.f32 o35, o35, %1; mul.f32 o36, o36, %0; mul.f32 o37, o37, %0; mul.f32 o38, o38, %1; mul.f32 o39, o39, %1; mul.f32 o40, o40, %0; mul.f32 o41, o41, %0; mul.f32 o42, o42, %1; mul.f32 o43, o43, %1; mul.f32 o44, o44, %0; mul.f32 o45, o45, %0; mul.f32 o46, o46, %1; mul.f32 o47, o47, %1; mul.f32 o48, o48, %0; mul.f32 o49, o49, %0; mul.f32 o50, o50, %1; mul.f32 o51, o51, %1; mul.f32 o52, o52, %0; mul.f32 o53, o53, %0; mul.f32 o54, o54, %1; mul.f32 o55, o55, %1; mul.f32 o56, o56, %0; mul.f32 o57, o57, %0; mul.f32 o58, o58, %1; mul.f32 o59, o59, %1; mul.f32 o60, o60, %0; mul.f32 o61, o61, %0; mul.f32 o62, o62, %1; mul.f32 o63, o63, %1;", rescaleLo, rescaleHi);
+                // P as the A operand (the S accumulator layout is the m16k16 A layout).
+                uint pa0 = global::MlaGen.Kernels.KernelMath.PackBf16(s0, s1), pa1 = global::MlaGen.Kernels.KernelMath.PackBf16(s2, s3);
+                uint pa2 = global::MlaGen.Kernels.KernelMath.PackBf16(s4, s5), pa3 = global::MlaGen.Kernels.KernelMath.PackBf16(s6, s7);
+                // O += P·V: V[token][column] is the tile itself; columns pair up in words, so gather two tokens' halves.
+                int v = 2 * t * TcStride + vWord;
+                uint v0a = ks[v + 0], v0b = ks[v + TcStride + 0], v0c = ks[v + 8 * TcStride + 0], v0d = ks[v + 9 * TcStride + 0];
+                uint vb00 = odd ? (v0a >> 16) | (v0b & 0xFFFF0000u) : (v0a & 0xFFFFu) | (v0b << 16);
+                uint vb01 = odd ? (v0c >> 16) | (v0d & 0xFFFF0000u) : (v0c & 0xFFFFu) | (v0d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o0,o1,o2,o3}, {%0,%1,%2,%3}, {%4,%5}, {o0,o1,o2,o3};", pa0, pa1, pa2, pa3, vb00, vb01);
+                uint v1a = ks[v + 4], v1b = ks[v + TcStride + 4], v1c = ks[v + 8 * TcStride + 4], v1d = ks[v + 9 * TcStride + 4];
+                uint vb10 = odd ? (v1a >> 16) | (v1b & 0xFFFF0000u) : (v1a & 0xFFFFu) | (v1b << 16);
+                uint vb11 = odd ? (v1c >> 16) | (v1d & 0xFFFF0000u) : (v1c & 0xFFFFu) | (v1d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o4,o5,o6,o7}, {%0,%1,%2,%3}, {%4,%5}, {o4,o5,o6,o7};", pa0, pa1, pa2, pa3, vb10, vb11);
+                uint v2a = ks[v + 8], v2b = ks[v + TcStride + 8], v2c = ks[v + 8 * TcStride + 8], v2d = ks[v + 9 * TcStride + 8];
+                uint vb20 = odd ? (v2a >> 16) | (v2b & 0xFFFF0000u) : (v2a & 0xFFFFu) | (v2b << 16);
+                uint vb21 = odd ? (v2c >> 16) | (v2d & 0xFFFF0000u) : (v2c & 0xFFFFu) | (v2d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o8,o9,o10,o11}, {%0,%1,%2,%3}, {%4,%5}, {o8,o9,o10,o11};", pa0, pa1, pa2, pa3, vb20, vb21);
+                uint v3a = ks[v + 12], v3b = ks[v + TcStride + 12], v3c = ks[v + 8 * TcStride + 12], v3d = ks[v + 9 * TcStride + 12];
+                uint vb30 = odd ? (v3a >> 16) | (v3b & 0xFFFF0000u) : (v3a & 0xFFFFu) | (v3b << 16);
+                uint vb31 = odd ? (v3c >> 16) | (v3d & 0xFFFF0000u) : (v3c & 0xFFFFu) | (v3d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o12,o13,o14,o15}, {%0,%1,%2,%3}, {%4,%5}, {o12,o13,o14,o15};", pa0, pa1, pa2, pa3, vb30, vb31);
+                uint v4a = ks[v + 16], v4b = ks[v + TcStride + 16], v4c = ks[v + 8 * TcStride + 16], v4d = ks[v + 9 * TcStride + 16];
+                uint vb40 = odd ? (v4a >> 16) | (v4b & 0xFFFF0000u) : (v4a & 0xFFFFu) | (v4b << 16);
+                uint vb41 = odd ? (v4c >> 16) | (v4d & 0xFFFF0000u) : (v4c & 0xFFFFu) | (v4d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o16,o17,o18,o19}, {%0,%1,%2,%3}, {%4,%5}, {o16,o17,o18,o19};", pa0, pa1, pa2, pa3, vb40, vb41);
+                uint v5a = ks[v + 20], v5b = ks[v + TcStride + 20], v5c = ks[v + 8 * TcStride + 20], v5d = ks[v + 9 * TcStride + 20];
+                uint vb50 = odd ? (v5a >> 16) | (v5b & 0xFFFF0000u) : (v5a & 0xFFFFu) | (v5b << 16);
+                uint vb51 = odd ? (v5c >> 16) | (v5d & 0xFFFF0000u) : (v5c & 0xFFFFu) | (v5d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o20,o21,o22,o23}, {%0,%1,%2,%3}, {%4,%5}, {o20,o21,o22,o23};", pa0, pa1, pa2, pa3, vb50, vb51);
+                uint v6a = ks[v + 24], v6b = ks[v + TcStride + 24], v6c = ks[v + 8 * TcStride + 24], v6d = ks[v + 9 * TcStride + 24];
+                uint vb60 = odd ? (v6a >> 16) | (v6b & 0xFFFF0000u) : (v6a & 0xFFFFu) | (v6b << 16);
+                uint vb61 = odd ? (v6c >> 16) | (v6d & 0xFFFF0000u) : (v6c & 0xFFFFu) | (v6d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o24,o25,o26,o27}, {%0,%1,%2,%3}, {%4,%5}, {o24,o25,o26,o27};", pa0, pa1, pa2, pa3, vb60, vb61);
+                uint v7a = ks[v + 28], v7b = ks[v + TcStride + 28], v7c = ks[v + 8 * TcStride + 28], v7d = ks[v + 9 * TcStride + 28];
+                uint vb70 = odd ? (v7a >> 16) | (v7b & 0xFFFF0000u) : (v7a & 0xFFFFu) | (v7b << 16);
+                uint vb71 = odd ? (v7c >> 16) | (v7d & 0xFFFF0000u) : (v7c & 0xFFFFu) | (v7d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o28,o29,o30,o31}, {%0,%1,%2,%3}, {%4,%5}, {o28,o29,o30,o31};", pa0, pa1, pa2, pa3, vb70, vb71);
+                uint v8a = ks[v + 32], v8b = ks[v + TcStride + 32], v8c = ks[v + 8 * TcStride + 32], v8d = ks[v + 9 * TcStride + 32];
+                uint vb80 = odd ? (v8a >> 16) | (v8b & 0xFFFF0000u) : (v8a & 0xFFFFu) | (v8b << 16);
+                uint vb81 = odd ? (v8c >> 16) | (v8d & 0xFFFF0000u) : (v8c & 0xFFFFu) | (v8d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o32,o33,o34,o35}, {%0,%1,%2,%3}, {%4,%5}, {o32,o33,o34,o35};", pa0, pa1, pa2, pa3, vb80, vb81);
+                uint v9a = ks[v + 36], v9b = ks[v + TcStride + 36], v9c = ks[v + 8 * TcStride + 36], v9d = ks[v + 9 * TcStride + 36];
+                uint vb90 = odd ? (v9a >> 16) | (v9b & 0xFFFF0000u) : (v9a & 0xFFFFu) | (v9b << 16);
+                uint vb91 = odd ? (v9c >> 16) | (v9d & 0xFFFF0000u) : (v9c & 0xFFFFu) | (v9d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o36,o37,o38,o39}, {%0,%1,%2,%3}, {%4,%5}, {o36,o37,o38,o39};", pa0, pa1, pa2, pa3, vb90, vb91);
+                uint v10a = ks[v + 40], v10b = ks[v + TcStride + 40], v10c = ks[v + 8 * TcStride + 40], v10d = ks[v + 9 * TcStride + 40];
+                uint vb100 = odd ? (v10a >> 16) | (v10b & 0xFFFF0000u) : (v10a & 0xFFFFu) | (v10b << 16);
+                uint vb101 = odd ? (v10c >> 16) | (v10d & 0xFFFF0000u) : (v10c & 0xFFFFu) | (v10d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o40,o41,o42,o43}, {%0,%1,%2,%3}, {%4,%5}, {o40,o41,o42,o43};", pa0, pa1, pa2, pa3, vb100, vb101);
+                uint v11a = ks[v + 44], v11b = ks[v + TcStride + 44], v11c = ks[v + 8 * TcStride + 44], v11d = ks[v + 9 * TcStride + 44];
+                uint vb110 = odd ? (v11a >> 16) | (v11b & 0xFFFF0000u) : (v11a & 0xFFFFu) | (v11b << 16);
+                uint vb111 = odd ? (v11c >> 16) | (v11d & 0xFFFF0000u) : (v11c & 0xFFFFu) | (v11d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o44,o45,o46,o47}, {%0,%1,%2,%3}, {%4,%5}, {o44,o45,o46,o47};", pa0, pa1, pa2, pa3, vb110, vb111);
+                uint v12a = ks[v + 48], v12b = ks[v + TcStride + 48], v12c = ks[v + 8 * TcStride + 48], v12d = ks[v + 9 * TcStride + 48];
+                uint vb120 = odd ? (v12a >> 16) | (v12b & 0xFFFF0000u) : (v12a & 0xFFFFu) | (v12b << 16);
+                uint vb121 = odd ? (v12c >> 16) | (v12d & 0xFFFF0000u) : (v12c & 0xFFFFu) | (v12d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o48,o49,o50,o51}, {%0,%1,%2,%3}, {%4,%5}, {o48,o49,o50,o51};", pa0, pa1, pa2, pa3, vb120, vb121);
+                uint v13a = ks[v + 52], v13b = ks[v + TcStride + 52], v13c = ks[v + 8 * TcStride + 52], v13d = ks[v + 9 * TcStride + 52];
+                uint vb130 = odd ? (v13a >> 16) | (v13b & 0xFFFF0000u) : (v13a & 0xFFFFu) | (v13b << 16);
+                uint vb131 = odd ? (v13c >> 16) | (v13d & 0xFFFF0000u) : (v13c & 0xFFFFu) | (v13d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o52,o53,o54,o55}, {%0,%1,%2,%3}, {%4,%5}, {o52,o53,o54,o55};", pa0, pa1, pa2, pa3, vb130, vb131);
+                uint v14a = ks[v + 56], v14b = ks[v + TcStride + 56], v14c = ks[v + 8 * TcStride + 56], v14d = ks[v + 9 * TcStride + 56];
+                uint vb140 = odd ? (v14a >> 16) | (v14b & 0xFFFF0000u) : (v14a & 0xFFFFu) | (v14b << 16);
+                uint vb141 = odd ? (v14c >> 16) | (v14d & 0xFFFF0000u) : (v14c & 0xFFFFu) | (v14d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o56,o57,o58,o59}, {%0,%1,%2,%3}, {%4,%5}, {o56,o57,o58,o59};", pa0, pa1, pa2, pa3, vb140, vb141);
+                uint v15a = ks[v + 60], v15b = ks[v + TcStride + 60], v15c = ks[v + 8 * TcStride + 60], v15d = ks[v + 9 * TcStride + 60];
+                uint vb150 = odd ? (v15a >> 16) | (v15b & 0xFFFF0000u) : (v15a & 0xFFFFu) | (v15b << 16);
+                uint vb151 = odd ? (v15c >> 16) | (v15d & 0xFFFF0000u) : (v15c & 0xFFFFu) | (v15d << 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o60,o61,o62,o63}, {%0,%1,%2,%3}, {%4,%5}, {o60,o61,o62,o63};", pa0, pa1, pa2, pa3, vb150, vb151);
+            }
+
+            // Normalise and write this item's partial output and log-sum-exp.
+            float invLo = sumLo > 0f ? 1f / sumLo : 0f;
+            float invHi = sumHi > 0f ? 1f / sumHi : 0f;
+            long outLo = ((long)item * TcRows + g) * LatentRank + warp * TcColsPerWarp + 2 * t;
+            long outHi = outLo + 8L * LatentRank;
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o0;", out float r0);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o1;", out float r1);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o2;", out float r2);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o3;", out float r3);
+            if (g < rows) { p.PartialOutput[outLo + 0] = r0 * invLo; p.PartialOutput[outLo + 1] = r1 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 0] = r2 * invHi; p.PartialOutput[outHi + 1] = r3 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o4;", out float r4);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o5;", out float r5);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o6;", out float r6);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o7;", out float r7);
+            if (g < rows) { p.PartialOutput[outLo + 8] = r4 * invLo; p.PartialOutput[outLo + 9] = r5 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 8] = r6 * invHi; p.PartialOutput[outHi + 9] = r7 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o8;", out float r8);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o9;", out float r9);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o10;", out float r10);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o11;", out float r11);
+            if (g < rows) { p.PartialOutput[outLo + 16] = r8 * invLo; p.PartialOutput[outLo + 17] = r9 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 16] = r10 * invHi; p.PartialOutput[outHi + 17] = r11 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o12;", out float r12);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o13;", out float r13);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o14;", out float r14);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o15;", out float r15);
+            if (g < rows) { p.PartialOutput[outLo + 24] = r12 * invLo; p.PartialOutput[outLo + 25] = r13 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 24] = r14 * invHi; p.PartialOutput[outHi + 25] = r15 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o16;", out float r16);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o17;", out float r17);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o18;", out float r18);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o19;", out float r19);
+            if (g < rows) { p.PartialOutput[outLo + 32] = r16 * invLo; p.PartialOutput[outLo + 33] = r17 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 32] = r18 * invHi; p.PartialOutput[outHi + 33] = r19 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o20;", out float r20);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o21;", out float r21);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o22;", out float r22);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o23;", out float r23);
+            if (g < rows) { p.PartialOutput[outLo + 40] = r20 * invLo; p.PartialOutput[outLo + 41] = r21 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 40] = r22 * invHi; p.PartialOutput[outHi + 41] = r23 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o24;", out float r24);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o25;", out float r25);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o26;", out float r26);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o27;", out float r27);
+            if (g < rows) { p.PartialOutput[outLo + 48] = r24 * invLo; p.PartialOutput[outLo + 49] = r25 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 48] = r26 * invHi; p.PartialOutput[outHi + 49] = r27 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o28;", out float r28);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o29;", out float r29);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o30;", out float r30);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o31;", out float r31);
+            if (g < rows) { p.PartialOutput[outLo + 56] = r28 * invLo; p.PartialOutput[outLo + 57] = r29 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 56] = r30 * invHi; p.PartialOutput[outHi + 57] = r31 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o32;", out float r32);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o33;", out float r33);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o34;", out float r34);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o35;", out float r35);
+            if (g < rows) { p.PartialOutput[outLo + 64] = r32 * invLo; p.PartialOutput[outLo + 65] = r33 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 64] = r34 * invHi; p.PartialOutput[outHi + 65] = r35 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o36;", out float r36);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o37;", out float r37);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o38;", out float r38);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o39;", out float r39);
+            if (g < rows) { p.PartialOutput[outLo + 72] = r36 * invLo; p.PartialOutput[outLo + 73] = r37 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 72] = r38 * invHi; p.PartialOutput[outHi + 73] = r39 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o40;", out float r40);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o41;", out float r41);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o42;", out float r42);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o43;", out float r43);
+            if (g < rows) { p.PartialOutput[outLo + 80] = r40 * invLo; p.PartialOutput[outLo + 81] = r41 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 80] = r42 * invHi; p.PartialOutput[outHi + 81] = r43 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o44;", out float r44);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o45;", out float r45);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o46;", out float r46);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o47;", out float r47);
+            if (g < rows) { p.PartialOutput[outLo + 88] = r44 * invLo; p.PartialOutput[outLo + 89] = r45 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 88] = r46 * invHi; p.PartialOutput[outHi + 89] = r47 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o48;", out float r48);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o49;", out float r49);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o50;", out float r50);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o51;", out float r51);
+            if (g < rows) { p.PartialOutput[outLo + 96] = r48 * invLo; p.PartialOutput[outLo + 97] = r49 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 96] = r50 * invHi; p.PartialOutput[outHi + 97] = r51 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o52;", out float r52);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o53;", out float r53);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o54;", out float r54);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o55;", out float r55);
+            if (g < rows) { p.PartialOutput[outLo + 104] = r52 * invLo; p.PartialOutput[outLo + 105] = r53 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 104] = r54 * invHi; p.PartialOutput[outHi + 105] = r55 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o56;", out float r56);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o57;", out float r57);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o58;", out float r58);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o59;", out float r59);
+            if (g < rows) { p.PartialOutput[outLo + 112] = r56 * invLo; p.PartialOutput[outLo + 113] = r57 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 112] = r58 * invHi; p.PartialOutput[outHi + 113] = r59 * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o60;", out float r60);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o61;", out float r61);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o62;", out float r62);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o63;", out float r63);
+            if (g < rows) { p.PartialOutput[outLo + 120] = r60 * invLo; p.PartialOutput[outLo + 121] = r61 * invLo; }
+            if (g + 8 < rows) { p.PartialOutput[outHi + 120] = r62 * invHi; p.PartialOutput[outHi + 121] = r63 * invHi; }
+            if (warp == 0 && t == 0)
+            {
+                if (g < rows)
+                    p.PartialLse[(long)item * TcRows + g] = sumLo > 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                if (g + 8 < rows)
+                    p.PartialLse[(long)item * TcRows + g + 8] = sumHi > 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            }
+        }
+
+        /// <summary>One warp per query row: merges the row block's items weighted by exp(lse_item − lse).</summary>
+        public static void TensorCoreCombineKernel(global::MlaGen.Kernels.TensorCoreCombineParams p)
+        {
+            int lane = global::ILGPU.Group.IdxX;
+            int block = global::ILGPU.Grid.IdxX / TcRows;
+            int r = global::ILGPU.Grid.IdxX - block * TcRows;
+            if (r >= p.BlockRows[block])
+                return;
+            int first = p.BlockFirstItem[block];
+            int count = p.BlockItems[block];
+            float maxLse = float.NegativeInfinity;
+            for (int i = 0; i < count; i++)
+                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + i) * TcRows + r]);
+            float total = 0f;
+            if (maxLse > float.NegativeInfinity)
+                for (int i = 0; i < count; i++)
+                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + i) * TcRows + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
+            float lse = total > 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            float o0 = 0f;
+            float o1 = 0f;
+            float o2 = 0f;
+            float o3 = 0f;
+            float o4 = 0f;
+            float o5 = 0f;
+            float o6 = 0f;
+            float o7 = 0f;
+            float o8 = 0f;
+            float o9 = 0f;
+            float o10 = 0f;
+            float o11 = 0f;
+            float o12 = 0f;
+            float o13 = 0f;
+            float o14 = 0f;
+            float o15 = 0f;
+            for (int i = 0; i < count; i++)
+            {
+                float partLse = p.PartialLse[(long)(first + i) * TcRows + r];
+                if (partLse == float.NegativeInfinity)
+                    continue;
+                float share = global::MlaGen.Kernels.KernelMath.Exp2((partLse - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part = ((long)(first + i) * TcRows + r) * LatentRank;
+                o0 += share * p.PartialOutput[part + lane + 0];
+                o1 += share * p.PartialOutput[part + lane + 32];
+                o2 += share * p.PartialOutput[part + lane + 64];
+                o3 += share * p.PartialOutput[part + lane + 96];
+                o4 += share * p.PartialOutput[part + lane + 128];
+                o5 += share * p.PartialOutput[part + lane + 160];
+                o6 += share * p.PartialOutput[part + lane + 192];
+                o7 += share * p.PartialOutput[part + lane + 224];
+                o8 += share * p.PartialOutput[part + lane + 256];
+                o9 += share * p.PartialOutput[part + lane + 288];
+                o10 += share * p.PartialOutput[part + lane + 320];
+                o11 += share * p.PartialOutput[part + lane + 352];
+                o12 += share * p.PartialOutput[part + lane + 384];
+                o13 += share * p.PartialOutput[part + lane + 416];
+                o14 += share * p.PartialOutput[part + lane + 448];
+                o15 += share * p.PartialOutput[part + lane + 480];
+            }
+            long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;
+            p.LatentOutput[output + lane + 0] = o0;
+            p.LatentOutput[output + lane + 32] = o1;
+            p.LatentOutput[output + lane + 64] = o2;
+            p.LatentOutput[output + lane + 96] = o3;
+            p.LatentOutput[output + lane + 128] = o4;
+            p.LatentOutput[output + lane + 160] = o5;
+            p.LatentOutput[output + lane + 192] = o6;
+            p.LatentOutput[output + lane + 224] = o7;
+            p.LatentOutput[output + lane + 256] = o8;
+            p.LatentOutput[output + lane + 288] = o9;
+            p.LatentOutput[output + lane + 320] = o10;
+            p.LatentOutput[output + lane + 352] = o11;
+            p.LatentOutput[output + lane + 384] = o12;
+            p.LatentOutput[output + lane + 416] = o13;
+            p.LatentOutput[output + lane + 448] = o14;
+            p.LatentOutput[output + lane + 480] = o15;
+            if (lane == 0)
+                p.Lse[p.BlockFirstRow[block] + r] = lse;
+        }
+
         /// <summary>The kernels above, compiled for one accelerator in one path.</summary>
         internal sealed class Set : global::MlaGen.Kernels.MlaKernelSet
         {
@@ -1302,6 +1780,8 @@ partial class DeepSeekV3Attention
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ProjectionParams> _outputProjection;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ProjectionParams> _queryLatentProjection;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.RmsNormParams> _queryLatentNorm;
+            private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.TensorCoreAttentionParams>? _tensorCoreAttention;
+            private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.TensorCoreCombineParams>? _tensorCoreCombine;
 
             public Set(global::ILGPU.Runtime.Accelerator accelerator, global::MlaGen.Kernels.MlaKernelPath path)
             {
@@ -1317,6 +1797,12 @@ partial class DeepSeekV3Attention
                 _outputProjection = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ProjectionParams>(accelerator, OutputProjectionKernel);
                 _queryLatentProjection = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ProjectionParams>(accelerator, QueryLatentProjectionKernel);
                 _queryLatentNorm = _serial ? global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.RmsNormParams>(accelerator, QueryLatentNormSerialKernel) : global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.RmsNormParams>(accelerator, QueryLatentNormKernel);
+                // Inline PTX: only a CUDA accelerator can compile and run these.
+                if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)
+                {
+                    _tensorCoreAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.TensorCoreAttentionParams>(accelerator, TensorCoreAttentionKernel);
+                    _tensorCoreCombine = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.TensorCoreCombineParams>(accelerator, TensorCoreCombineKernel);
+                }
             }
 
             public override global::MlaGen.MlaSpec Spec => global::Models.DeepSeekV3Attention.Spec;
@@ -1394,6 +1880,24 @@ partial class DeepSeekV3Attention
                     return;
                 int count = p.Tokens;
                 _queryLatentNorm(stream, _serial ? new global::ILGPU.KernelConfig(Groups(count, SerialGroup), SerialGroup) : new global::ILGPU.KernelConfig(count, Lanes), p);
+            }
+            public override bool HasTensorCoreDecode => _tensorCoreAttention is not null;
+
+            public override int TensorCoreTile => TcTile;
+
+            public override void TensorCoreAttention(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.TensorCoreAttentionParams p)
+            {
+                if (_tensorCoreAttention is null)
+                    base.TensorCoreAttention(stream, p);
+                else if (p.Items > 0)
+                    _tensorCoreAttention(stream, new global::ILGPU.KernelConfig(p.Items, TcThreads), p);
+            }
+            public override void TensorCoreCombine(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.TensorCoreCombineParams p)
+            {
+                if (_tensorCoreCombine is null)
+                    base.TensorCoreCombine(stream, p);
+                else if (p.Blocks > 0)
+                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * TcRows, Lanes), p);
             }
         }
     }
