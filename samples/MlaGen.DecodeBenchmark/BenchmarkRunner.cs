@@ -70,7 +70,7 @@ internal static class BenchmarkRunner
                     {
                         task.Description = $"{shape.Key}: compiling";
                         var before = device.LoadTimes.Keys.ToHashSet(StringComparer.Ordinal);
-                        var kernels = shape.LoadKernels(device, MlaKernelPath.Auto);
+                        var kernels = shape.LoadKernels(device, options.KernelPath);
                         compile[shape.Key] = device.LoadTimes.Where(kv => !before.Contains(kv.Key)).Sum(kv => kv.Value.TotalSeconds);
                         var attention = KernelUnderTest.Create(device, kernels, options.Splits);
                         kernelName = attention.Name;
@@ -83,7 +83,7 @@ internal static class BenchmarkRunner
                             int full = shape == shapes[0] ? fullLength : 0;
                             try
                             {
-                                layer = LayerCheck.Run(device, shape, rng.Next(), full, s => Log(Markup.Escape(s)));
+                                layer = LayerCheck.Run(device, shape, options.KernelPath, rng.Next(), full, s => Log(Markup.Escape(s)));
                             }
                             catch (Exception e) when (e is not OutOfMemoryException)
                             {
@@ -124,7 +124,7 @@ internal static class BenchmarkRunner
         }
         results = results.Select(r => r with { Torch = peer.Results.GetValueOrDefault(r.Config.Id) }).ToList();
 
-        var summary = new RunSummary(device.ToString(), device.Reason, kernelName, started, total.Elapsed.TotalSeconds, commandLine,
+        var summary = new RunSummary($"{device.Selection} {device.Name}", device.Reason, kernelName, started, total.Elapsed.TotalSeconds, commandLine,
             runs, options.WarmupMs, cuda ? StreamTimer.CudaFlushBytes : 0, seed, partText, layerChecks, compile, peer, results);
         PrintTable(summary);
         Reports.WriteAll(summary, options.Out);
@@ -153,7 +153,7 @@ internal static class BenchmarkRunner
             var stats = timer.Time(launch.Enqueue, runs, warmupMs);
             var result = new ConfigResult(config, layer is null ? "ok (layer not checked)" : "ok", launch.Splits, stats, check, compileSeconds, null);
             Log(string.Create(CultureInfo.InvariantCulture,
-                $"{config.Id}: {stats.MedianMs:F4} ms (min {stats.MinMs:F4}, p90 {stats.P90Ms:F4}), {result.OurGBps:F0} GB/s, {result.OurTflops:F2} TFLOP/s, splits {launch.Splits}; check {check.OutputRelL2:E1}"));
+                $"{config.Id}: {stats.MedianMs:F4} ms (min {stats.MinMs:F4}, p90 {stats.P90Ms:F4}), {Reports.G(result.OurGBps)} GB/s, {Reports.T(result.OurTflops)} TFLOP/s, splits {launch.Splits}; check {check.OutputRelL2:E1}"));
             return result;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
@@ -188,8 +188,8 @@ internal static class BenchmarkRunner
             table.AddRow(
                 r.Config.Id, r.Splits.ToString(CultureInfo.InvariantCulture),
                 r.Ours is null ? "-" : r.Ours.MedianMs.ToString("F4", CultureInfo.InvariantCulture),
-                r.OurGBps?.ToString("F0", CultureInfo.InvariantCulture) ?? "-",
-                r.OurTflops?.ToString("F2", CultureInfo.InvariantCulture) ?? "-",
+                r.OurGBps is null ? "-" : Reports.G(r.OurGBps),
+                r.OurTflops is null ? "-" : Reports.T(r.OurTflops),
                 r.TorchMs?.ToString("F4", CultureInfo.InvariantCulture) ?? "-",
                 r.TimeRatio?.ToString("F2", CultureInfo.InvariantCulture) ?? "-",
                 r.PercentOfCopy(run.Peer.CopyGBps)?.ToString("F1", CultureInfo.InvariantCulture) ?? "-",

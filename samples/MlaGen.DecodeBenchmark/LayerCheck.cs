@@ -35,7 +35,7 @@ internal static class LayerCheck
     private const int CheckAllNewTokensUpTo = 2048;
 
     /// <param name="fullLength">When &gt; 0, one more sequence ends at exactly this length (its last token is checked).</param>
-    public static LayerCheckResult Run(MlaDevice device, BenchShape shape, int seed, int fullLength, Action<string> log)
+    public static LayerCheckResult Run(MlaDevice device, BenchShape shape, MlaKernelPath path, int seed, int fullLength, Action<string> log)
     {
         var spec = shape.Spec;
         var rng = new Random(seed);
@@ -55,7 +55,7 @@ internal static class LayerCheck
 
         MlaForwardResult step1, step2;
         ushort[][] cachedRows;
-        using (var layer = shape.CreateLayer(device, weights, MlaKernelPath.Auto))
+        using (var layer = shape.CreateLayer(device, weights, path))
         {
             int pagesPerSequence = (final.Max() + spec.PageSize - 1) / spec.PageSize;
             int numPages = final.Sum(f => (f + spec.PageSize - 1) / spec.PageSize) + n;

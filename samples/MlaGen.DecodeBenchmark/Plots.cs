@@ -94,13 +94,22 @@ internal static class Plots
 
     /// <summary>
     /// ScottPlot draws text with SkiaSharp's Linux build without fontconfig: it finds the system's fonts only where a
-    /// machine has them. With none, register a TTF found on disk (or matplotlib's, as the peer reported), else warn.
+    /// machine has them. With none, register a TTF: the one copied beside the program at build time, matplotlib's (as
+    /// the peer reported), or any found on disk; else warn.
     /// </summary>
     private static void EnsureFont(string? peerFont, Action<string> log)
     {
-        if (SKFontManager.Default.FontFamilyCount > 0)
+        // Without any font SkiaSharp still lists one family, named "", whose typeface has no glyphs.
+        var families = SKFontManager.Default.GetFontFamilies().Where(f => !string.IsNullOrWhiteSpace(f)).ToArray();
+        if (families.Length > 0)
+        {
+            string? sans = new[] { "DejaVu Sans", "Liberation Sans", "Noto Sans", "Arial", "Helvetica" }
+                .FirstOrDefault(f => families.Contains(f, StringComparer.OrdinalIgnoreCase));
+            if (sans is not null)
+                Fonts.Default = sans;
             return;
-        var candidates = new List<string>();
+        }
+        var candidates = new List<string> { Path.Combine(AppContext.BaseDirectory, "fonts", "DejaVuSans.ttf") };
         if (peerFont is not null)
             candidates.Add(peerFont);
         foreach (string dir in new[] { "/usr/share/fonts", "/usr/local/share/fonts", Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".fonts") })
@@ -110,7 +119,10 @@ internal static class Plots
         }
         foreach (string file in candidates.Where(File.Exists))
         {
-            Fonts.AddFontFile("BenchmarkSans", file);
+            // Titles and axis labels are bold: register a bold face too (the file's "-Bold" sibling, else the same file).
+            string bold = Path.Combine(Path.GetDirectoryName(file)!, Path.GetFileNameWithoutExtension(file) + "-Bold.ttf");
+            Fonts.AddFontFile("BenchmarkSans", file, bold: false, italic: false);
+            Fonts.AddFontFile("BenchmarkSans", File.Exists(bold) ? bold : file, bold: true, italic: false);
             Fonts.Default = "BenchmarkSans";
             log($"plots: no system fonts visible to SkiaSharp, using {file}");
             return;

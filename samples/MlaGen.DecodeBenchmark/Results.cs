@@ -52,6 +52,12 @@ internal static class Reports
 
     private static string F(double? value, string format) => value is double v ? v.ToString(format, Inv) : "";
 
+    /// <summary>GB/s: whole numbers, more digits for the CPU's small values.</summary>
+    internal static string G(double? value) => value is double v ? v.ToString(v >= 100 ? "F0" : v >= 1 ? "F1" : "G3", Inv) : "";
+
+    /// <summary>TFLOP/s: two decimals, more digits for small values.</summary>
+    internal static string T(double? value) => value is double v ? v.ToString(v >= 1 ? "F2" : "G3", Inv) : "";
+
     public static string Csv(RunSummary run)
     {
         var sb = new StringBuilder();
@@ -95,8 +101,8 @@ internal static class Reports
                 runs = run.Runs,
                 warmup_ms = run.WarmupMs,
                 l2_flush_bytes = run.FlushBytes,
-                method = "profiling markers (CUDA events) around Attention + Combine; all runs queued, one synchronisation; "
-                    + "a scratch buffer is overwritten before every run, outside the timed region",
+                method = "ILGPU profiling markers (CUDA events on a GPU) around the kernel's launches (Attention + Combine); all runs queued, "
+                    + "one synchronisation; on CUDA a scratch buffer is overwritten before every run, outside the timed region (L2 flush)",
             },
             formulas = new
             {
@@ -157,7 +163,8 @@ internal static class Reports
         sb.AppendLine(Inv, $"- device: {run.Device} ({run.DeviceReason})");
         sb.AppendLine(Inv, $"- kernel timed: {run.Kernel}");
         sb.AppendLine(Inv, $"- started {run.Started:yyyy-MM-dd HH:mm:ss zzz}, {run.TotalSeconds:F0} s in all{(run.Part is null ? "" : $", part {run.Part}")}; seed {run.Seed}");
-        sb.AppendLine(Inv, $"- timing: median of {run.Runs} runs after ~{run.WarmupMs} ms of warm-up; CUDA events (ILGPU profiling markers) around Attention + Combine; {run.FlushBytes >> 20} MiB overwritten before each run (L2 flush, untimed)");
+        string flush = run.FlushBytes > 0 ? $"{run.FlushBytes >> 20} MiB overwritten before each run (L2 flush, untimed)" : "no L2 flush";
+        sb.AppendLine(Inv, $"- timing: median of {run.Runs} runs after ~{run.WarmupMs} ms of warm-up; ILGPU profiling markers (CUDA events on a GPU) around the kernel's launches; {flush}");
         sb.AppendLine("- GB/s and TFLOP/s use FlashMLA's formulas: FLOP = 2·s_q·Σseqlen·H·(576+512), bytes = (Σseqlen·576 + B·s_q·H·576 + B·s_q·H·512)·2");
         string copy = run.Peer.CopyGBps is double g
             ? string.Create(Inv, $"{g:F0} GB/s ({run.Peer.CopyBytes / (double)(1L << 30):F2} GiB device-to-device copy, counting read + write)")
@@ -185,7 +192,7 @@ internal static class Reports
         {
             var o = r.Ours;
             sb.AppendLine(Inv,
-                $"| {r.Config.Id} | {r.Config.SumSeqLen} | {r.Splits} | {F(o?.MedianMs, "F4")} | {F(o?.MinMs, "F4")} / {F(o?.P90Ms, "F4")} | {F(r.OurGBps, "F0")} | {F(r.OurTflops, "F2")} | {F(r.TorchMs, "F4")} | {F(r.TorchGBps, "F0")} | {F(r.Speedup, "F2")} | {F(r.PercentOfCopy(run.Peer.CopyGBps), "F1")} | {F(r.Check?.OutputRelL2, "E1")} | {r.Status} |");
+                $"| {r.Config.Id} | {r.Config.SumSeqLen} | {r.Splits} | {F(o?.MedianMs, "F4")} | {F(o?.MinMs, "F4")} / {F(o?.P90Ms, "F4")} | {G(r.OurGBps)} | {T(r.OurTflops)} | {F(r.TorchMs, "F4")} | {G(r.TorchGBps)} | {F(r.Speedup, "F2")} | {F(r.PercentOfCopy(run.Peer.CopyGBps), "F1")} | {F(r.Check?.OutputRelL2, "E1")} | {r.Status} |");
         }
         return sb.ToString();
     }
