@@ -32,7 +32,7 @@ internal static class LayerCheck
     public const double EndToEndTolerance = 2e-2;
     public const double StageTolerance = 1e-5;
     private const int PrefillChunk = 512;
-    private const int CheckAllNewTokensUpTo = 2048;
+    private const int CheckAllNewTokensUpTo = 512;
 
     /// <param name="fullLength">When &gt; 0, one more sequence ends at exactly this length (its last token is checked).</param>
     public static LayerCheckResult Run(MlaDevice device, BenchShape shape, MlaKernelPath path, int seed, int fullLength, Action<string> log)
