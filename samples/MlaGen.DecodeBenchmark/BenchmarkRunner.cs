@@ -72,7 +72,7 @@ internal static class BenchmarkRunner
                         var before = device.LoadTimes.Keys.ToHashSet(StringComparer.Ordinal);
                         var kernels = shape.LoadKernels(device, options.KernelPath);
                         compile[shape.Key] = device.LoadTimes.Where(kv => !before.Contains(kv.Key)).Sum(kv => kv.Value.TotalSeconds);
-                        var attention = KernelUnderTest.Create(device, kernels, options.Splits);
+                        var attention = KernelUnderTest.Create(device, kernels, options.Splits, options.TensorCores);
                         kernelName = attention.Name;
                         Log($"{shape.Key}: {Markup.Escape(shape.Spec.ShapeText)}; kernels ({kernels.Path}) compiled and loaded in {compile[shape.Key]:F2} s");
 
@@ -84,7 +84,7 @@ internal static class BenchmarkRunner
                             int full = shape == shapes[0] && shape.Heads <= 16 ? fullLength : 0;
                             try
                             {
-                                layer = LayerCheck.Run(device, shape, options.KernelPath, rng.Next(), full, s => Log(Markup.Escape(s)));
+                                layer = LayerCheck.Run(device, shape, options.KernelPath, rng.Next(), full, s => Log(Markup.Escape(s)), options.TensorCores);
                             }
                             catch (Exception e) when (e is not OutOfMemoryException)
                             {
@@ -145,7 +145,7 @@ internal static class BenchmarkRunner
         {
             using var buffers = new ConfigBuffers(device.Accelerator, config, pool, seed);
             using var launch = attention.Prepare(buffers.Problem);
-            var check = AttentionCheck.Run(device.Accelerator, buffers, launch, seed);
+            var check = AttentionCheck.Run(device.Accelerator, buffers, launch, seed, attention.StageTolerance);
             if (!check.Passed)
             {
                 Log($"{config.Id}: [red]attention check FAILED[/] ({Markup.Escape(check.Detail)}): not timed");

@@ -20,6 +20,9 @@ internal interface IDecodeAttention
     /// <summary>Short name for reports, e.g. "split-KV Attention + Combine".</summary>
     string Name { get; }
 
+    /// <summary>Relative L2 bound of the attention stage fed identical inputs (1e-5 for fp32 kernels).</summary>
+    double StageTolerance => 1e-5;
+
     /// <summary>Allocates what one problem needs (split scratch, ...) and returns the launch to repeat.</summary>
     IDecodeLaunch Prepare(DecodeProblem problem);
 }
@@ -43,8 +46,11 @@ internal interface IDecodeLaunch : IDisposable
 /// </summary>
 internal static class KernelUnderTest
 {
-    public static IDecodeAttention Create(MlaDevice device, MlaKernelSet kernels, int splitsOverride) =>
-        new SplitKvAttention(device, kernels, splitsOverride);
+    /// <summary>The tensor-core kernel where the shape and device have it (unless splits are forced), else the general one.</summary>
+    public static IDecodeAttention Create(MlaDevice device, MlaKernelSet kernels, int splitsOverride, bool tensorCores = true) =>
+        tensorCores && splitsOverride == 0 && kernels.HasTensorCoreDecode
+            ? new TensorCoreDecodeAttention(device, kernels)
+            : new SplitKvAttention(device, kernels, splitsOverride);
 }
 
 /// <summary>The generated general path: <c>Attention</c> writes per-split partial outputs, <c>Combine</c> merges them.</summary>

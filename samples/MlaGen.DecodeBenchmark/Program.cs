@@ -11,7 +11,7 @@ namespace MlaGen.DecodeBenchmark;
 internal sealed record BenchOptions(
     string? Device, int[] Heads, int[] SeqLens, int[] Batches, int[] QueryLens, LengthMode[] Modes, bool Quick, int? Runs,
     double WarmupMs, int Splits, string Out, string? Part, string Python, bool NoPeer, bool NoLayerCheck, int? Seed,
-    double PeerTimeoutSeconds, MlaKernelPath KernelPath);
+    double PeerTimeoutSeconds, MlaKernelPath KernelPath, bool TensorCores);
 
 internal static class Program
 {
@@ -44,6 +44,7 @@ internal static class Program
         var noLayerCheck = new Option<bool>("--no-layer-check") { Description = "Skip the end-to-end layer check (the per-configuration attention check still runs). For development only." };
         var seed = new Option<int?>("--seed") { Description = "Seed of weights, hidden states, queries and page order (default: fresh each run, printed)." };
         var peerTimeout = new Option<double>("--peer-timeout") { Description = "Seconds the PyTorch peer may take.", DefaultValueFactory = _ => 300.0 };
+        var noTensorCores = new Option<bool>("--no-tensor-cores") { Description = "Time (and check) the general kernel even where the tensor-core kernel applies." };
         var kernelPath = new Option<MlaKernelPath>("--kernel-path")
         {
             Description = "Auto (warp kernels on CUDA, serial on the CPU), Warp or Serial: Warp on the CPU accelerator runs the GPU's kernels there (slowly).",
@@ -53,7 +54,7 @@ internal static class Program
         var root = new RootCommand(
             "Checks and times MlaGen's MLA decode attention (Attention + Combine) on a FlashMLA-style paged cache, "
             + "against a PyTorch eager peer, and writes results.csv/.json/.md and plots.");
-        foreach (var option in new Option[] { device, heads, seq, batch, sq, lengths, quick, runs, warmup, splits, output, part, python, noPeer, noLayerCheck, seed, peerTimeout, kernelPath })
+        foreach (var option in new Option[] { device, heads, seq, batch, sq, lengths, quick, runs, warmup, splits, output, part, python, noPeer, noLayerCheck, seed, peerTimeout, kernelPath, noTensorCores })
             root.Options.Add(option);
 
         root.SetAction(result =>
@@ -68,7 +69,8 @@ internal static class Program
                 result.GetValue(device), result.GetValue(heads) ?? [], result.GetValue(seq) ?? [], result.GetValue(batch) ?? [],
                 result.GetValue(sq) ?? [], modes, result.GetValue(quick), result.GetValue(runs), result.GetValue(warmup),
                 result.GetValue(splits), Path.GetFullPath(result.GetValue(output)!), result.GetValue(part), result.GetValue(python)!,
-                result.GetValue(noPeer), result.GetValue(noLayerCheck), result.GetValue(seed), result.GetValue(peerTimeout), result.GetValue(kernelPath));
+                result.GetValue(noPeer), result.GetValue(noLayerCheck), result.GetValue(seed), result.GetValue(peerTimeout), result.GetValue(kernelPath),
+                !result.GetValue(noTensorCores));
             return BenchmarkRunner.Run(options, string.Join(' ', args));
         });
         return root.Parse(args).Invoke();
