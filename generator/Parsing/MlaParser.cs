@@ -158,7 +158,8 @@ internal static class MlaParser
 
         if (pageSize < 16 || pageSize > 4096 || (pageSize & (pageSize - 1)) != 0)
             diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.InvalidPageSize, a.At("PageSize"), pageSize));
-        if (!(eps > 0) || double.IsInfinity(eps))
+        // The kernels use it as a float: 1e300 would become infinity there, and 1e-50 zero.
+        if (!((float)eps > 0) || float.IsInfinity((float)eps))
             diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.InvalidEpsilon, a.At("RmsNormEpsilon"), Text(eps)));
         if (!(theta > 1) || double.IsInfinity(theta))
             diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.InvalidRopeTheta, a.At("RopeTheta"), Text(theta)));
@@ -215,8 +216,30 @@ internal static class MlaParser
         if (diagnostics.Count > errorsBefore)
             return null;
 
-        return new MlaShapeSpec(dModel, heads, latent, rope, qLatent, nope, v, theta, ropeStyle, yarnFactor, yarnOriginal,
+        var shape = new MlaShapeSpec(dModel, heads, latent, rope, qLatent, nope, v, theta, ropeStyle, yarnFactor, yarnOriginal,
             betaFast, betaSlow, mscale, mscaleAllDim, resolvedMax, pageSize, eps);
+
+        // The constants YaRN derives are emitted as float and double literals; each must be finite, or the kernels
+        // would compute with infinities (or the generated file would not compile).
+        if (shape.YarnEnabled)
+        {
+            float scale = (float)LayoutMath.SoftmaxScale(shape);
+            if (float.IsInfinity(scale) || float.IsInfinity((float)(scale * 1.4426950408889634)))
+                Yarn("YarnMscaleAllDim", Text(mscaleAllDim), "it makes the softmax scale (nope + rope)^-0.5 · mscale(YarnFactor, YarnMscaleAllDim)² overflow single precision");
+            if (float.IsInfinity((float)LayoutMath.Mscale(yarnFactor, mscale)))
+                Yarn("YarnMscale", Text(mscale), "it makes mscale(YarnFactor, YarnMscale), the RoPE cos/sin factor, overflow single precision");
+            foreach (double frequency in LayoutMath.InverseFrequencies(shape))
+            {
+                if (double.IsNaN(frequency) || double.IsInfinity(frequency))
+                {
+                    Yarn("YarnBetaFast", Text(betaFast), "it is so small that the YaRN correction range is not finite");
+                    break;
+                }
+            }
+            if (diagnostics.Count > errorsBefore)
+                return null;
+        }
+        return shape;
     }
 
     private static void CheckCount(string tensor, long count, Location? at, List<DiagnosticInfo> diagnostics)
