@@ -26,6 +26,11 @@ internal static class MlaParser
         if (context.TargetSymbol is not INamedTypeSymbol type || context.TargetNode is not TypeDeclarationSyntax declaration)
             return new ParseResult(null, EquatableArray<DiagnosticInfo>.Empty);
         var attribute = context.Attributes.FirstOrDefault();
+        // [MlaConfig] on several partial declarations is already a compiler error (CS0579); only the declaration that
+        // holds the type's first [MlaConfig] is parsed, so the type gets one set of diagnostics and its files once
+        // (emitting them per declaration would add the same hint names twice and make the generator throw).
+        if (attribute is not null && !IsFirstOnType(type, attribute, declaration))
+            return new ParseResult(null, EquatableArray<DiagnosticInfo>.Empty);
         // A constructor that did not bind (wrong argument count or types) is already a compiler error; add nothing.
         if (attribute is null || attribute.AttributeConstructor is null || attribute.ConstructorArguments.Length != 4
             || attribute.ConstructorArguments.Any(a => a.Kind == TypedConstantKind.Error)
@@ -53,6 +58,19 @@ internal static class MlaParser
         var spec = new MlaClassSpec(ns, type.Name, keyword, containing.ToEquatableArray(), shape,
             LayoutMath.Derive(shape, whyNoTensorCore is null));
         return new ParseResult(spec, diagnostics.ToEquatableArray());
+    }
+
+    private static bool IsFirstOnType(INamedTypeSymbol type, AttributeData attribute, TypeDeclarationSyntax declaration)
+    {
+        foreach (var candidate in type.GetAttributes())
+        {
+            if (!SymbolEqualityComparer.Default.Equals(candidate.AttributeClass, attribute.AttributeClass))
+                continue;
+            var reference = candidate.ApplicationSyntaxReference;
+            return reference is null
+                || (reference.SyntaxTree == declaration.SyntaxTree && declaration.Span.Contains(reference.Span));
+        }
+        return true;
     }
 
     /// <summary>Checks the target's kind, partial-ness and genericity; returns the keyword to emit, or null after an error.</summary>
