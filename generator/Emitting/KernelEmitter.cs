@@ -52,7 +52,7 @@ internal static class KernelEmitter
         EmitValueProjection(w, s);
         EmitProjection(w, "OutputProjectionKernel", "o_proj", s.Heads * s.VHeadDim, s.DModel, "HeadOutputWidth", "DModel");
         SerialKernelEmitter.Emit(w, s);
-        EmitKernelSet(w, s, spec.FullName);
+        EmitKernelSet(w, s, Identifier.EscapeDotted(spec.FullName));
         w.Close();
     }
 

@@ -54,7 +54,8 @@ internal static class MlaParser
         var containing = new List<ContainingTypeSpec>();
         for (var t = type.ContainingType; t is not null; t = t.ContainingType)
             containing.Insert(0, new ContainingTypeSpec(KeywordOf(t), t.Name));
-        string ns = type.ContainingNamespace is { IsGlobalNamespace: false } n ? n.ToDisplayString() : "";
+        // Plain names (no '@'): they make hint names and the spec's name; the emitters escape keywords in code.
+        string ns = NamespaceName(type.ContainingNamespace);
         var spec = new MlaClassSpec(ns, type.Name, keyword, containing.ToEquatableArray(), shape,
             LayoutMath.Derive(shape, whyNoTensorCore is null));
         return new ParseResult(spec, diagnostics.ToEquatableArray());
@@ -71,6 +72,14 @@ internal static class MlaParser
                 || (reference.SyntaxTree == declaration.SyntaxTree && declaration.Span.Contains(reference.Span));
         }
         return true;
+    }
+
+    private static string NamespaceName(INamespaceSymbol? ns)
+    {
+        var parts = new List<string>();
+        for (var n = ns; n is { IsGlobalNamespace: false }; n = n.ContainingNamespace)
+            parts.Insert(0, n.Name);
+        return string.Join(".", parts);
     }
 
     /// <summary>Checks the target's kind, partial-ness and genericity; returns the keyword to emit, or null after an error.</summary>
