@@ -92,6 +92,18 @@ internal static class MlaParser
             diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.NotAClass, location, type.Name, kind));
             return null;
         }
+        // A file-local type cannot be extended from the generator's file: a 'partial class' there declares another type.
+        for (var t = type; t is not null; t = t.ContainingType)
+        {
+            if (t.IsFileLocal)
+            {
+                string kind = ReferenceEquals(t, type)
+                    ? "file-local class (generated members cannot join it from another file)"
+                    : $"class inside file-local type '{t.Name}' (generated members cannot join it from another file)";
+                diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.NotAClass, location, type.Name, kind));
+                return null;
+            }
+        }
         bool ok = true;
         if (!declaration.Modifiers.Any(SyntaxKind.PartialKeyword))
         {
