@@ -31,6 +31,10 @@ internal static class MlaParser
         // (emitting them per declaration would add the same hint names twice and make the generator throw).
         if (attribute is not null && !IsFirstOnType(type, attribute, declaration))
             return new ParseResult(null, EquatableArray<DiagnosticInfo>.Empty);
+        // Likewise when declarations of one name do not merge into one type ('partial class C' beside 'partial record C',
+        // CS0261/CS0101): the types share a full name and hint names, so only the first declared one is parsed.
+        if (!IsFirstOfItsName(type))
+            return new ParseResult(null, EquatableArray<DiagnosticInfo>.Empty);
         // A constructor that did not bind (wrong argument count or types) is already a compiler error; add nothing.
         if (attribute is null || attribute.AttributeConstructor is null || attribute.ConstructorArguments.Length != 4
             || attribute.ConstructorArguments.Any(a => a.Kind == TypedConstantKind.Error)
@@ -72,6 +76,37 @@ internal static class MlaParser
                 || (reference.SyntaxTree == declaration.SyntaxTree && declaration.Span.Contains(reference.Span));
         }
         return true;
+    }
+
+    private static bool IsFirstOfItsName(INamedTypeSymbol type)
+    {
+        if (type.ContainingSymbol is not INamespaceOrTypeSymbol container)
+            return true;
+        var mine = FirstDeclaration(type);
+        foreach (var other in container.GetTypeMembers(type.Name))
+        {
+            // File-local types may share a name by design (and never generate: MLA004).
+            if (SymbolEqualityComparer.Default.Equals(other, type) || other.Arity != type.Arity || other.IsFileLocal || type.IsFileLocal)
+                continue;
+            var theirs = FirstDeclaration(other);
+            int byFile = string.CompareOrdinal(theirs.Path, mine.Path);
+            if (byFile < 0 || (byFile == 0 && theirs.Start < mine.Start))
+                return false;
+        }
+        return true;
+    }
+
+    private static (string Path, int Start) FirstDeclaration(INamedTypeSymbol type)
+    {
+        (string Path, int Start) first = (Path: "\uffff", Start: int.MaxValue);
+        foreach (var reference in type.DeclaringSyntaxReferences)
+        {
+            var here = (reference.SyntaxTree.FilePath, reference.Span.Start);
+            int byFile = string.CompareOrdinal(here.FilePath, first.Path);
+            if (byFile < 0 || (byFile == 0 && here.Start < first.Start))
+                first = here;
+        }
+        return first;
     }
 
     private static string NamespaceName(INamespaceSymbol? ns)
