@@ -627,6 +627,10 @@ internal static class MlaRulesOracle
 /// <summary>CsCheck generators of fuzz cases.</summary>
 internal static class FuzzCases
 {
+    // Known gaps, left out on purpose (reported, not fixed here): a class named like a generated member (Spec, Heads,
+    // DModel, PageSize, RopeStyle, LoadKernels, CreateLayer, MlaKernels, ...) gets CS0542 in the generated code, and one
+    // named 'var' breaks the generated 'var resolved = ...'. Both need a new diagnostic or an emitter change that
+    // rewrites the snapshots.
     private static readonly string[] Names = { "C", "Attention", "MlaLayerConfig", "Ätt", "@class", "Set", "_x1" };
 
     // Edge values every integer argument is tried with.
