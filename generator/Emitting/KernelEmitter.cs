@@ -54,7 +54,7 @@ internal static class KernelEmitter
         SerialKernelEmitter.Emit(w, s);
         if (spec.Layout.TensorCoreDecode)
             TensorCoreEmitter.Emit(w, s);
-        EmitKernelSet(w, s, spec.FullName, spec.Layout.TensorCoreDecode);
+        EmitKernelSet(w, s, Identifier.EscapeDotted(spec.FullName), spec.Layout.TensorCoreDecode);
         w.Close();
     }
 

@@ -53,12 +53,12 @@ internal static class MlaEmitter
         w.Line();
         if (spec.Namespace.Length > 0)
         {
-            w.Line($"namespace {spec.Namespace};");
+            w.Line($"namespace {Identifier.EscapeDotted(spec.Namespace)};");
             w.Line();
         }
         foreach (var outer in spec.ContainingTypes)
-            w.Open($"partial {outer.Keyword} {outer.Name}");
-        w.Open($"partial {spec.TypeKeyword} {spec.ClassName}");
+            w.Open($"partial {outer.Keyword} {Identifier.Escape(outer.Name)}");
+        w.Open($"partial {spec.TypeKeyword} {Identifier.Escape(spec.ClassName)}");
         body(w, spec);
         w.Close();
         for (int i = 0; i < spec.ContainingTypes.Count; i++)

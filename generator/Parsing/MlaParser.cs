@@ -26,6 +26,15 @@ internal static class MlaParser
         if (context.TargetSymbol is not INamedTypeSymbol type || context.TargetNode is not TypeDeclarationSyntax declaration)
             return new ParseResult(null, EquatableArray<DiagnosticInfo>.Empty);
         var attribute = context.Attributes.FirstOrDefault();
+        // [MlaConfig] on several partial declarations is already a compiler error (CS0579); only the declaration that
+        // holds the type's first [MlaConfig] is parsed, so the type gets one set of diagnostics and its files once
+        // (emitting them per declaration would add the same hint names twice and make the generator throw).
+        if (attribute is not null && !IsFirstOnType(type, attribute, declaration))
+            return new ParseResult(null, EquatableArray<DiagnosticInfo>.Empty);
+        // Likewise when declarations of one name do not merge into one type ('partial class C' beside 'partial record C',
+        // CS0261/CS0101): the types share a full name and hint names, so only the first declared one is parsed.
+        if (!IsFirstOfItsName(type))
+            return new ParseResult(null, EquatableArray<DiagnosticInfo>.Empty);
         // A constructor that did not bind (wrong argument count or types) is already a compiler error; add nothing.
         if (attribute is null || attribute.AttributeConstructor is null || attribute.ConstructorArguments.Length != 4
             || attribute.ConstructorArguments.Any(a => a.Kind == TypedConstantKind.Error)
@@ -49,10 +58,63 @@ internal static class MlaParser
         var containing = new List<ContainingTypeSpec>();
         for (var t = type.ContainingType; t is not null; t = t.ContainingType)
             containing.Insert(0, new ContainingTypeSpec(KeywordOf(t), t.Name));
-        string ns = type.ContainingNamespace is { IsGlobalNamespace: false } n ? n.ToDisplayString() : "";
+        // Plain names (no '@'): they make hint names and the spec's name; the emitters escape keywords in code.
+        string ns = NamespaceName(type.ContainingNamespace);
         var spec = new MlaClassSpec(ns, type.Name, keyword, containing.ToEquatableArray(), shape,
             LayoutMath.Derive(shape, whyNoTensorCore is null));
         return new ParseResult(spec, diagnostics.ToEquatableArray());
+    }
+
+    private static bool IsFirstOnType(INamedTypeSymbol type, AttributeData attribute, TypeDeclarationSyntax declaration)
+    {
+        foreach (var candidate in type.GetAttributes())
+        {
+            if (!SymbolEqualityComparer.Default.Equals(candidate.AttributeClass, attribute.AttributeClass))
+                continue;
+            var reference = candidate.ApplicationSyntaxReference;
+            return reference is null
+                || (reference.SyntaxTree == declaration.SyntaxTree && declaration.Span.Contains(reference.Span));
+        }
+        return true;
+    }
+
+    private static bool IsFirstOfItsName(INamedTypeSymbol type)
+    {
+        if (type.ContainingSymbol is not INamespaceOrTypeSymbol container)
+            return true;
+        var mine = FirstDeclaration(type);
+        foreach (var other in container.GetTypeMembers(type.Name))
+        {
+            // File-local types may share a name by design (and never generate: MLA004).
+            if (SymbolEqualityComparer.Default.Equals(other, type) || other.Arity != type.Arity || other.IsFileLocal || type.IsFileLocal)
+                continue;
+            var theirs = FirstDeclaration(other);
+            int byFile = string.CompareOrdinal(theirs.Path, mine.Path);
+            if (byFile < 0 || (byFile == 0 && theirs.Start < mine.Start))
+                return false;
+        }
+        return true;
+    }
+
+    private static (string Path, int Start) FirstDeclaration(INamedTypeSymbol type)
+    {
+        (string Path, int Start) first = (Path: "\uffff", Start: int.MaxValue);
+        foreach (var reference in type.DeclaringSyntaxReferences)
+        {
+            var here = (reference.SyntaxTree.FilePath, reference.Span.Start);
+            int byFile = string.CompareOrdinal(here.FilePath, first.Path);
+            if (byFile < 0 || (byFile == 0 && here.Start < first.Start))
+                first = here;
+        }
+        return first;
+    }
+
+    private static string NamespaceName(INamespaceSymbol? ns)
+    {
+        var parts = new List<string>();
+        for (var n = ns; n is { IsGlobalNamespace: false }; n = n.ContainingNamespace)
+            parts.Insert(0, n.Name);
+        return string.Join(".", parts);
     }
 
     /// <summary>Checks the target's kind, partial-ness and genericity; returns the keyword to emit, or null after an error.</summary>
@@ -64,6 +126,18 @@ internal static class MlaParser
             string kind = type.IsRecord ? "record struct" : type.TypeKind.ToString().ToLowerInvariant();
             diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.NotAClass, location, type.Name, kind));
             return null;
+        }
+        // A file-local type cannot be extended from the generator's file: a 'partial class' there declares another type.
+        for (var t = type; t is not null; t = t.ContainingType)
+        {
+            if (t.IsFileLocal)
+            {
+                string kind = ReferenceEquals(t, type)
+                    ? "file-local class (generated members cannot join it from another file)"
+                    : $"class inside file-local type '{t.Name}' (generated members cannot join it from another file)";
+                diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.NotAClass, location, type.Name, kind));
+                return null;
+            }
         }
         bool ok = true;
         if (!declaration.Modifiers.Any(SyntaxKind.PartialKeyword))
@@ -158,7 +232,8 @@ internal static class MlaParser
 
         if (pageSize < 16 || pageSize > 4096 || (pageSize & (pageSize - 1)) != 0)
             diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.InvalidPageSize, a.At("PageSize"), pageSize));
-        if (!(eps > 0) || double.IsInfinity(eps))
+        // The kernels use it as a float: 1e300 would become infinity there, and 1e-50 zero.
+        if (!((float)eps > 0) || float.IsInfinity((float)eps))
             diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.InvalidEpsilon, a.At("RmsNormEpsilon"), Text(eps)));
         if (!(theta > 1) || double.IsInfinity(theta))
             diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.InvalidRopeTheta, a.At("RopeTheta"), Text(theta)));
@@ -215,8 +290,30 @@ internal static class MlaParser
         if (diagnostics.Count > errorsBefore)
             return null;
 
-        return new MlaShapeSpec(dModel, heads, latent, rope, qLatent, nope, v, theta, ropeStyle, yarnFactor, yarnOriginal,
+        var shape = new MlaShapeSpec(dModel, heads, latent, rope, qLatent, nope, v, theta, ropeStyle, yarnFactor, yarnOriginal,
             betaFast, betaSlow, mscale, mscaleAllDim, resolvedMax, pageSize, eps);
+
+        // The constants YaRN derives are emitted as float and double literals; each must be finite, or the kernels
+        // would compute with infinities (or the generated file would not compile).
+        if (shape.YarnEnabled)
+        {
+            float scale = (float)LayoutMath.SoftmaxScale(shape);
+            if (float.IsInfinity(scale) || float.IsInfinity((float)(scale * 1.4426950408889634)))
+                Yarn("YarnMscaleAllDim", Text(mscaleAllDim), "it makes the softmax scale (nope + rope)^-0.5 · mscale(YarnFactor, YarnMscaleAllDim)² overflow single precision");
+            if (float.IsInfinity((float)LayoutMath.Mscale(yarnFactor, mscale)))
+                Yarn("YarnMscale", Text(mscale), "it makes mscale(YarnFactor, YarnMscale), the RoPE cos/sin factor, overflow single precision");
+            foreach (double frequency in LayoutMath.InverseFrequencies(shape))
+            {
+                if (double.IsNaN(frequency) || double.IsInfinity(frequency))
+                {
+                    Yarn("YarnBetaFast", Text(betaFast), "it is so small that the YaRN correction range is not finite");
+                    break;
+                }
+            }
+            if (diagnostics.Count > errorsBefore)
+                return null;
+        }
+        return shape;
     }
 
     private static void CheckCount(string tensor, long count, Location? at, List<DiagnosticInfo> diagnostics)

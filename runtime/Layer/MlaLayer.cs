@@ -91,7 +91,8 @@ public sealed class MlaLayer : IDisposable
             if (!cache.Spec.IsSameShape(Spec))
                 throw new ArgumentException($"The cache holds {cache.Spec.ShapeText}, but this layer is {Spec.ShapeText}.", nameof(cache));
             if (!ReferenceEquals(cache.Device, Device))
-                throw new ArgumentException("The cache lives on another device than this layer.", nameof(cache));
+                throw new ArgumentException(
+                    $"The cache lives on another MlaDevice instance ({cache.Device}) than this layer; expected this layer's device ({Device}).", nameof(cache));
             if (newTokens.Length != sequences.Length)
                 throw new ArgumentException(
                     $"newTokens has {newTokens.Length} entries, expected one per sequence ({sequences.Length}).", nameof(newTokens));
@@ -107,6 +108,7 @@ public sealed class MlaLayer : IDisposable
             if (total * Spec.DModel != hidden.Length)
                 throw new ArgumentException(
                     $"hidden has {hidden.Length} values, expected {total} tokens × dModel {Spec.DModel} = {total * Spec.DModel}.", nameof(hidden));
+            ValidateSequences(cache, sequences, newTokens);
             int tokens = checked((int)total);
 
             // Positions continue each sequence; Reserve validates ids, capacity and MaxPositions before changing anything.
@@ -239,6 +241,40 @@ public sealed class MlaLayer : IDisposable
     private ArrayView<ushort> W(string name) => _weights[name].View;
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>
+    /// What Reserve checks about the ids, phrased for this method's arguments (Reserve names its own, 'ids'), and this
+    /// layer's MaxPositions: a cache of the same shape made for another spec may allow positions beyond this layer's.
+    /// </summary>
+    private void ValidateSequences(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens)
+    {
+        for (int i = 0; i < sequences.Length; i++)
+        {
+            var id = sequences[i];
+            int length;
+            try
+            {
+                length = cache.GetLength(id);
+            }
+            catch (KeyNotFoundException e)
+            {
+                // The cache says why: freed, stale (slot reused), never created, or a slot it does not have.
+                throw new ArgumentException($"sequences[{i}] is {id}, expected a live sequence of this cache; {e.Message}", nameof(sequences), e);
+            }
+            for (int j = 0; j < i; j++)
+            {
+                if (sequences[j] == id)
+                    throw new ArgumentException($"sequences[{i}] repeats sequences[{j}] ({id}); expected each sequence at most once per call.", nameof(sequences));
+            }
+            long end = (long)length + newTokens[i];
+            if (end > Spec.MaxPositions)
+            {
+                throw new ArgumentOutOfRangeException(nameof(newTokens), newTokens[i],
+                    $"sequences[{i}] ({id}) holds {length} tokens; newTokens[{i}] = {newTokens[i]} would reach position {end - 1}, "
+                    + $"expected positions 0..{Spec.MaxPositions - 1} (this layer's MaxPositions is {Spec.MaxPositions}).");
+            }
+        }
+    }
 
     public void Dispose()
     {
