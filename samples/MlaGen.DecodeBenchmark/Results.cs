@@ -37,7 +37,8 @@ internal sealed record ConfigResult(
 internal sealed record RunSummary(
     string Device, string DeviceReason, string Kernel, DateTimeOffset Started, double TotalSeconds, string CommandLine,
     int Runs, double WarmupMs, long FlushBytes, int Seed, string? Part, IReadOnlyList<LayerCheckResult> LayerChecks,
-    IReadOnlyDictionary<string, double> CompileSeconds, PeerReport Peer, IReadOnlyList<ConfigResult> Configs);
+    IReadOnlyDictionary<string, double> CompileSeconds, PeerReport Peer, IReadOnlyList<ConfigResult> Configs,
+    IReadOnlyDictionary<string, double> PhaseSeconds);
 
 internal static class Reports
 {
@@ -94,6 +95,7 @@ internal static class Reports
             kernel = run.Kernel,
             started = run.Started.ToString("o", Inv),
             total_seconds = run.TotalSeconds,
+            phase_seconds = run.PhaseSeconds,
             command_line = run.CommandLine,
             part = run.Part,
             timing = new
@@ -162,7 +164,7 @@ internal static class Reports
         sb.AppendLine("# MLA decode attention benchmark").AppendLine();
         sb.AppendLine(Inv, $"- device: {run.Device} ({run.DeviceReason})");
         sb.AppendLine(Inv, $"- kernel timed: {run.Kernel}");
-        sb.AppendLine(Inv, $"- started {run.Started:yyyy-MM-dd HH:mm:ss zzz}, {run.TotalSeconds:F0} s in all{(run.Part is null ? "" : $", part {run.Part}")}; seed {run.Seed}");
+        sb.AppendLine(Inv, $"- started {run.Started:yyyy-MM-dd HH:mm:ss zzz}, {run.TotalSeconds:F0} s in all ({string.Join(", ", run.PhaseSeconds.Select(p => string.Create(Inv, $"{p.Key} {p.Value:F0} s")))}){(run.Part is null ? "" : $", part {run.Part}")}; seed {run.Seed}");
         string flush = run.FlushBytes > 0 ? $"{run.FlushBytes >> 20} MiB overwritten before each run (L2 flush, untimed)" : "no L2 flush";
         sb.AppendLine(Inv, $"- timing: median of {run.Runs} runs after ~{run.WarmupMs} ms of warm-up; ILGPU profiling markers (CUDA events on a GPU) around the kernel's launches; {flush}");
         sb.AppendLine("- GB/s and TFLOP/s use FlashMLA's formulas: FLOP = 2·s_q·Σseqlen·H·(576+512), bytes = (Σseqlen·576 + B·s_q·H·576 + B·s_q·H·512)·2");
