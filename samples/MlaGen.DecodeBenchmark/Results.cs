@@ -194,7 +194,7 @@ internal static class Reports
         {
             var o = r.Ours;
             sb.AppendLine(Inv,
-                $"| {r.Config.Id} | {r.Config.SumSeqLen} | {r.Splits} | {F(o?.MedianMs, "F4")} | {F(o?.MinMs, "F4")} / {F(o?.P90Ms, "F4")} | {G(r.OurGBps)} | {T(r.OurTflops)} | {F(r.TorchMs, "F4")} | {G(r.TorchGBps)} | {F(r.Speedup, "F2")} | {F(r.PercentOfCopy(run.Peer.CopyGBps), "F1")} | {F(r.Check?.OutputRelL2, "E1")} | {r.Status} |");
+                $"| {r.Config.Id} | {r.Config.SumSeqLen} | {r.Splits} | {F(o?.MedianMs, "F4")} | {F(o?.MinMs, "F4")} / {F(o?.P90Ms, "F4")} | {G(r.OurGBps)} | {T(r.OurTflops)} | {F(r.TorchMs, "F4")} | {G(r.TorchGBps)} | {F(r.Speedup, "F2")} | {F(r.PercentOfCopy(run.Peer.CopyGBps), "F1")} | {F(r.Check?.OutputRelL2, "E1")} | {r.Status}{(r.Torch?.Error is string e ? $"; torch failed: {e.Replace('|', '/')}" : "")} |");
         }
         return sb.ToString();
     }
