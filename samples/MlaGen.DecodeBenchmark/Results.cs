@@ -73,11 +73,11 @@ internal static class Reports
                 c.Id, c.Shape.Key, c.Heads.ToString(Inv), c.Batch.ToString(Inv), c.SeqLen.ToString(Inv), c.QueryLen.ToString(Inv),
                 c.Mode == LengthMode.Fixed ? "fixed" : "variable", c.SumSeqLen.ToString(Inv), c.MaxSeqLen.ToString(Inv),
                 r.Splits.ToString(Inv), Quote(r.Status), (r.Ours?.Runs ?? 0).ToString(Inv),
-                F(r.Ours?.MedianMs, "G6"), F(r.Ours?.MinMs, "G6"), F(r.Ours?.P90Ms, "G6"), F(r.OurGBps, "F1"), F(r.OurTflops, "F3"),
+                F(r.Ours?.MedianMs, "G6"), F(r.Ours?.MinMs, "G6"), F(r.Ours?.P90Ms, "G6"), F(r.OurGBps, "G6"), F(r.OurTflops, "G6"),
                 F(r.CompileSeconds, "F3"), F(r.Check?.OutputRelL2, "E3"), F(r.Check?.LseRelL2, "E3"),
-                F(r.TorchMs, "G6"), F(r.Torch?.MsMin, "G6"), F(r.Torch?.MsP90, "G6"), F(r.TorchGBps, "F1"), F(r.TorchTflops, "F3"),
-                F(r.Torch?.CheckRelErr, "E3"), F(r.Speedup, "F3"), F(r.TimeRatio, "F3"), F(r.PercentOfCopy(run.Peer.CopyGBps), "F1"),
-                F(run.Peer.CopyGBps, "F1"),
+                F(r.TorchMs, "G6"), F(r.Torch?.MsMin, "G6"), F(r.Torch?.MsP90, "G6"), F(r.TorchGBps, "G6"), F(r.TorchTflops, "G6"),
+                F(r.Torch?.CheckRelErr, "E3"), F(r.Speedup, "G6"), F(r.TimeRatio, "G6"), F(r.PercentOfCopy(run.Peer.CopyGBps), "G6"),
+                F(run.Peer.CopyGBps, "G6"),
             };
             sb.AppendLine(string.Join(",", cells));
         }
