@@ -43,7 +43,7 @@ internal static class BenchmarkRunner
             partText = options.Part;
         }
         var shapes = grid.Select(c => c.Shape).Distinct().OrderBy(s => s.Heads).ToList();
-        string kernelName = "(none)";
+        var kernelNames = new List<string>();
 
         Log($"[bold]MlaGen decode benchmark[/] on {Markup.Escape(device.ToString())}");
         Log($"{grid.Count} configuration(s) of {shapes.Count} shape(s){(partText is null ? "" : $", part {partText}")}; {runs} timed runs each; seed {seed}; output {Markup.Escape(options.Out)}");
@@ -76,7 +76,8 @@ internal static class BenchmarkRunner
                         var kernels = shape.LoadKernels(device, options.KernelPath);
                         compile[shape.Key] = device.LoadTimes.Where(kv => !before.Contains(kv.Key)).Sum(kv => kv.Value.TotalSeconds);
                         var attention = KernelUnderTest.Create(device, kernels, options.Splits, options.TensorCores);
-                        kernelName = attention.Name;
+                        if (!kernelNames.Contains(attention.Name))
+                            kernelNames.Add(attention.Name);
                         Log($"{shape.Key}: {Markup.Escape(shape.Spec.ShapeText)}; kernels ({kernels.Path}) compiled and loaded in {compile[shape.Key]:F2} s");
                         phases["compile"] += phase.Elapsed.TotalSeconds;
                         phase.Restart();
@@ -135,7 +136,7 @@ internal static class BenchmarkRunner
         phases["peer"] = phase.Elapsed.TotalSeconds;
         results = results.Select(r => r with { Torch = peer.Results.GetValueOrDefault(r.Config.Id) }).ToList();
 
-        var summary = new RunSummary($"{device.Selection} {device.Name}", device.Reason, kernelName, started, total.Elapsed.TotalSeconds, commandLine,
+        var summary = new RunSummary($"{device.Selection} {device.Name}", device.Reason, kernelNames.Count == 0 ? "(none)" : string.Join("; ", kernelNames), started, total.Elapsed.TotalSeconds, commandLine,
             runs, options.WarmupMs, cuda ? StreamTimer.CudaFlushBytes : 0, seed, partText, layerChecks, compile, peer, results, phases);
         PrintTable(summary);
         Reports.WriteAll(summary, options.Out);
@@ -151,7 +152,7 @@ internal static class BenchmarkRunner
         LayerCheckResult? layer, int runs, double warmupMs, int seed, double compileSeconds)
     {
         if (layer is { Passed: false })
-            return new ConfigResult(config, "refused: layer check failed", 0, null, null, compileSeconds, null);
+            return new ConfigResult(config, attention.Name, "refused: layer check failed", 0, null, null, compileSeconds, null);
         try
         {
             using var buffers = new ConfigBuffers(device.Accelerator, config, pool, seed);
@@ -160,10 +161,10 @@ internal static class BenchmarkRunner
             if (!check.Passed)
             {
                 Log($"{config.Id}: [red]attention check FAILED[/] ({Markup.Escape(check.Detail)}): not timed");
-                return new ConfigResult(config, "refused: attention check failed", launch.Splits, null, check, compileSeconds, null);
+                return new ConfigResult(config, attention.Name, "refused: attention check failed", launch.Splits, null, check, compileSeconds, null);
             }
             var stats = timer.Time(launch.Enqueue, runs, warmupMs);
-            var result = new ConfigResult(config, layer is null ? "ok (layer not checked)" : "ok", launch.Splits, stats, check, compileSeconds, null);
+            var result = new ConfigResult(config, attention.Name, layer is null ? "ok (layer not checked)" : "ok", launch.Splits, stats, check, compileSeconds, null);
             Log(string.Create(CultureInfo.InvariantCulture,
                 $"{config.Id}: {stats.MedianMs:F4} ms (min {stats.MinMs:F4}, p90 {stats.P90Ms:F4}), {Reports.G(result.OurGBps)} GB/s, {Reports.T(result.OurTflops)} TFLOP/s, splits {launch.Splits}; check {check.OutputRelL2:E1}"));
             return result;
@@ -171,7 +172,7 @@ internal static class BenchmarkRunner
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             Log($"{config.Id}: [red]error[/] {Markup.Escape(e.GetType().Name + ": " + e.Message)}");
-            return new ConfigResult(config, $"error: {e.GetType().Name}: {e.Message}", 0, null, null, compileSeconds, null);
+            return new ConfigResult(config, attention.Name, $"error: {e.GetType().Name}: {e.Message}", 0, null, null, compileSeconds, null);
         }
     }
 
