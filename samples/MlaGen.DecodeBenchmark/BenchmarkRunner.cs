@@ -43,7 +43,7 @@ internal static class BenchmarkRunner
             partText = options.Part;
         }
         var shapes = grid.Select(c => c.Shape).Distinct().OrderBy(s => s.Heads).ToList();
-        string kernelName = "(none)";
+        var kernelNames = new List<string>();
 
         Log($"[bold]MlaGen decode benchmark[/] on {Markup.Escape(device.ToString())}");
         Log($"{grid.Count} configuration(s) of {shapes.Count} shape(s){(partText is null ? "" : $", part {partText}")}; {runs} timed runs each; seed {seed}; output {Markup.Escape(options.Out)}");
@@ -57,6 +57,8 @@ internal static class BenchmarkRunner
         // The shape with the fewest heads (if ≤ 16) also gets one decode at the full (longest) length of the grid.
         int fullLength = grid.Count == 0 ? 0 : grid.Max(c => c.SeqLen);
         bool failed = false;
+        var phases = new Dictionary<string, double>(StringComparer.Ordinal) { ["compile"] = 0, ["layer_checks"] = 0, ["configs"] = 0, ["peer"] = 0 };
+        var phase = Stopwatch.StartNew();
 
         using (var timer = new StreamTimer(accelerator, cuda ? StreamTimer.CudaFlushBytes : 0))
         {
@@ -69,12 +71,16 @@ internal static class BenchmarkRunner
                     foreach (var shape in shapes)
                     {
                         task.Description = $"{shape.Key}: compiling";
+                        phase.Restart();
                         var before = device.LoadTimes.Keys.ToHashSet(StringComparer.Ordinal);
                         var kernels = shape.LoadKernels(device, options.KernelPath);
                         compile[shape.Key] = device.LoadTimes.Where(kv => !before.Contains(kv.Key)).Sum(kv => kv.Value.TotalSeconds);
                         var attention = KernelUnderTest.Create(device, kernels, options.Splits, options.TensorCores);
-                        kernelName = attention.Name;
+                        if (!kernelNames.Contains(attention.Name))
+                            kernelNames.Add(attention.Name);
                         Log($"{shape.Key}: {Markup.Escape(shape.Spec.ShapeText)}; kernels ({kernels.Path}) compiled and loaded in {compile[shape.Key]:F2} s");
+                        phases["compile"] += phase.Elapsed.TotalSeconds;
+                        phase.Restart();
 
                         LayerCheckResult? layer = null;
                         if (!options.NoLayerCheck)
@@ -96,6 +102,8 @@ internal static class BenchmarkRunner
                             failed |= !layer.Passed;
                         }
                         task.Increment(1);
+                        phases["layer_checks"] += phase.Elapsed.TotalSeconds;
+                        phase.Restart();
 
                         foreach (var config in grid.Where(c => c.Shape == shape))
                         {
@@ -104,6 +112,7 @@ internal static class BenchmarkRunner
                             failed |= !results[^1].Timed;
                             task.Increment(1);
                         }
+                        phases["configs"] += phase.Elapsed.TotalSeconds;
                     }
                     task.Description = "done";
                 });
@@ -113,6 +122,7 @@ internal static class BenchmarkRunner
 
         // The peer runs after our timing, with our buffers freed, so the two never share the GPU.
         PeerReport peer;
+        phase.Restart();
         if (options.NoPeer)
             peer = PeerReport.NotRun("not run (--no-peer)");
         else
@@ -123,13 +133,15 @@ internal static class BenchmarkRunner
             if (!peer.Ran || peer.Status != "ok")
                 Log($"[yellow]PyTorch peer: {Markup.Escape(peer.Status)}[/]; reporting ours only{(peer.Ran ? " where the peer has no result" : "")}.");
         }
+        phases["peer"] = phase.Elapsed.TotalSeconds;
         results = results.Select(r => r with { Torch = peer.Results.GetValueOrDefault(r.Config.Id) }).ToList();
 
-        var summary = new RunSummary($"{device.Selection} {device.Name}", device.Reason, kernelName, started, total.Elapsed.TotalSeconds, commandLine,
-            runs, options.WarmupMs, cuda ? StreamTimer.CudaFlushBytes : 0, seed, partText, layerChecks, compile, peer, results);
+        var summary = new RunSummary($"{device.Selection} {device.Name}", device.Reason, kernelNames.Count == 0 ? "(none)" : string.Join("; ", kernelNames), started, total.Elapsed.TotalSeconds, commandLine,
+            runs, options.WarmupMs, cuda ? StreamTimer.CudaFlushBytes : 0, seed, partText, layerChecks, compile, peer, results, phases);
         PrintTable(summary);
         Reports.WriteAll(summary, options.Out);
         var plots = Plots.Write(summary, options.Out, s => Log(Markup.Escape(s)));
+        Log(string.Create(CultureInfo.InvariantCulture, $"time: {string.Join(", ", phases.Select(p => $"{p.Key} {p.Value:F1} s"))}"));
         Log($"wrote results.csv, results.json, results.md{string.Concat(plots.Select(p => ", " + Path.GetFileName(p)))} to {Markup.Escape(options.Out)} in {total.Elapsed.TotalSeconds:F0} s");
         if (failed)
             Log("[red]some checks failed or configurations errored: those were not timed (exit code 1)[/]");
@@ -140,7 +152,7 @@ internal static class BenchmarkRunner
         LayerCheckResult? layer, int runs, double warmupMs, int seed, double compileSeconds)
     {
         if (layer is { Passed: false })
-            return new ConfigResult(config, "refused: layer check failed", 0, null, null, compileSeconds, null);
+            return new ConfigResult(config, attention.Name, "refused: layer check failed", 0, null, null, compileSeconds, null);
         try
         {
             using var buffers = new ConfigBuffers(device.Accelerator, config, pool, seed);
@@ -149,10 +161,10 @@ internal static class BenchmarkRunner
             if (!check.Passed)
             {
                 Log($"{config.Id}: [red]attention check FAILED[/] ({Markup.Escape(check.Detail)}): not timed");
-                return new ConfigResult(config, "refused: attention check failed", launch.Splits, null, check, compileSeconds, null);
+                return new ConfigResult(config, attention.Name, "refused: attention check failed", launch.Splits, null, check, compileSeconds, null);
             }
             var stats = timer.Time(launch.Enqueue, runs, warmupMs);
-            var result = new ConfigResult(config, layer is null ? "ok (layer not checked)" : "ok", launch.Splits, stats, check, compileSeconds, null);
+            var result = new ConfigResult(config, attention.Name, layer is null ? "ok (layer not checked)" : "ok", launch.Splits, stats, check, compileSeconds, null);
             Log(string.Create(CultureInfo.InvariantCulture,
                 $"{config.Id}: {stats.MedianMs:F4} ms (min {stats.MinMs:F4}, p90 {stats.P90Ms:F4}), {Reports.G(result.OurGBps)} GB/s, {Reports.T(result.OurTflops)} TFLOP/s, splits {launch.Splits}; check {check.OutputRelL2:E1}"));
             return result;
@@ -160,7 +172,7 @@ internal static class BenchmarkRunner
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             Log($"{config.Id}: [red]error[/] {Markup.Escape(e.GetType().Name + ": " + e.Message)}");
-            return new ConfigResult(config, $"error: {e.GetType().Name}: {e.Message}", 0, null, null, compileSeconds, null);
+            return new ConfigResult(config, attention.Name, $"error: {e.GetType().Name}: {e.Message}", 0, null, null, compileSeconds, null);
         }
     }
 

@@ -59,6 +59,9 @@ internal sealed class SplitKvAttention : IDecodeAttention
     /// <summary>Same bound as MlaLayer's.</summary>
     public const int MaxSplits = 64;
 
+    /// <summary>Largest split scratch (partial outputs and LSE) a launch may allocate.</summary>
+    public const long MaxPartialBytes = 4L << 30;
+
     private readonly MlaDevice _device;
     private readonly MlaKernelSet _kernels;
     private readonly int _splitsOverride;
@@ -80,8 +83,14 @@ internal sealed class SplitKvAttention : IDecodeAttention
         int latent = _kernels.Spec.LatentRank;
         int rows = problem.Tokens * heads;
         int splits = _splitsOverride > 0 ? _splitsOverride : ChooseSplits(_device, rows, problem.MaxVisible);
-        // Partial outputs are splits · rows · latent fp32: bounded because splits · rows ≤ 32 warps per SM + rows
-        // (≈ 9 MB + rows · 2 KB on an H100) unless --splits forces more.
+        // Partial outputs are splits · rows · (latent + 1) fp32. The automatic choice keeps splits · rows ≤ 32 warps per
+        // SM + rows (≈ 9 MB + rows · 2 KB on an H100); a forced count must stay under MaxPartialBytes.
+        long perSplit = (long)rows * (latent + 1) * sizeof(float);
+        if (perSplit * splits > MaxPartialBytes)
+        {
+            throw new ArgumentOutOfRangeException(nameof(problem), splits,
+                $"{splits} splits of {rows} rows need {perSplit * splits / 1e9:F1} GB of partial outputs, more than {MaxPartialBytes / 1e9:F1} GB; use fewer splits.");
+        }
         var partialOut = _device.Accelerator.Allocate1D<float>((long)splits * rows * latent);
         var partialLse = _device.Accelerator.Allocate1D<float>((long)splits * rows);
         return new Launch(_kernels, problem, splits, partialOut, partialLse);

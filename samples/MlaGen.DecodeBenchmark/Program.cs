@@ -52,7 +52,7 @@ internal static class Program
         };
 
         var root = new RootCommand(
-            "Checks and times MlaGen's MLA decode attention (Attention + Combine) on a FlashMLA-style paged cache, "
+            "Checks and times MlaGen's MLA decode attention (split-KV kernel + combine) on a FlashMLA-style paged cache, "
             + "against a PyTorch eager peer, and writes results.csv/.json/.md and plots.");
         foreach (var option in new Option[] { device, heads, seq, batch, sq, lengths, quick, runs, warmup, splits, output, part, python, noPeer, noLayerCheck, seed, peerTimeout, kernelPath, noTensorCores })
             root.Options.Add(option);
