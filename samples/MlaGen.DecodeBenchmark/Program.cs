@@ -44,6 +44,7 @@ internal static class Program
         var noLayerCheck = new Option<bool>("--no-layer-check") { Description = "Skip the end-to-end layer check (the per-configuration attention check still runs). For development only." };
         var seed = new Option<int?>("--seed") { Description = "Seed of weights, hidden states, queries and page order (default: fresh each run, printed)." };
         var peerTimeout = new Option<double>("--peer-timeout") { Description = "Seconds the PyTorch peer may take.", DefaultValueFactory = _ => 300.0 };
+        var soak = new Option<int>("--soak") { Description = "Instead of the grid: this many decode steps with sequences joining and leaving (reliability soak; 10000 on a GPU)." };
         var noTensorCores = new Option<bool>("--no-tensor-cores") { Description = "Time (and check) the general kernel even where the tensor-core kernel applies." };
         var kernelPath = new Option<MlaKernelPath>("--kernel-path")
         {
@@ -54,7 +55,7 @@ internal static class Program
         var root = new RootCommand(
             "Checks and times MlaGen's MLA decode attention (split-KV kernel + combine) on a FlashMLA-style paged cache, "
             + "against a PyTorch eager peer, and writes results.csv/.json/.md and plots.");
-        foreach (var option in new Option[] { device, heads, seq, batch, sq, lengths, quick, runs, warmup, splits, output, part, python, noPeer, noLayerCheck, seed, peerTimeout, kernelPath, noTensorCores })
+        foreach (var option in new Option[] { device, heads, seq, batch, sq, lengths, quick, runs, warmup, splits, output, part, python, noPeer, noLayerCheck, seed, peerTimeout, kernelPath, noTensorCores, soak })
             root.Options.Add(option);
 
         root.SetAction(result =>
@@ -65,6 +66,13 @@ internal static class Program
                 "variable" => new[] { LengthMode.Variable },
                 _ => Array.Empty<LengthMode>(),
             };
+            if (result.GetValue(soak) > 0)
+            {
+                using var soakDevice = MlaGen.Devices.MlaDevice.Create(result.GetValue(device));
+                var shape = BenchShape.ForHeads(soakDevice.IsCuda ? 16 : 4);
+                return Soak.Run(soakDevice, shape, result.GetValue(soak), result.GetValue(seed) ?? Random.Shared.Next(),
+                    Path.GetFullPath(result.GetValue(output)!));
+            }
             var options = new BenchOptions(
                 result.GetValue(device), result.GetValue(heads) ?? [], result.GetValue(seq) ?? [], result.GetValue(batch) ?? [],
                 result.GetValue(sq) ?? [], modes, result.GetValue(quick), result.GetValue(runs), result.GetValue(warmup),
