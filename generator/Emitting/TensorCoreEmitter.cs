@@ -45,13 +45,14 @@ internal static class TensorCoreEmitter
 
     private static void EmitAttention(SourceWriter w, MlaShapeSpec s, int nTiles, int prefetch)
     {
+        int kPerWarp = (s.CacheRowValues / 16 + 3) / 4;
+        int tileBytes = 16 * (s.CacheRowValues / 2 + 4) * 4;
+        const string Asm = "global::ILGPU.Runtime.Cuda.CudaAsm.Emit";
         w.Line("/// <summary>Tensor-core split-KV decode attention: one CTA of 4 warps per work item (see TensorCoreEmitter).</summary>");
         w.Open($"public static void TensorCoreAttentionKernel({K}.TensorCoreAttentionParams p)");
-        w.Line("// Named PTX registers first, before any branch: ILGPU pastes inline PTX unbraced, so they live for the whole kernel.");
-        w.Line("global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\".reg .f32 s<8>;\"); // QKᵀ accumulators: 2 n-tiles × 4");
-        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\".reg .f32 o<{nTiles * 4}>;\"); // P·V accumulators: {nTiles} n-tiles × 4");
-        w.Line("var qs = global::ILGPU.SharedMemory.Allocate<uint>(TcRows * TcStride);");
-        w.Line("var ks = global::ILGPU.SharedMemory.Allocate<uint>(TcTile * TcStride);");
+        w.Line("// Named PTX registers and the two K tiles first, before any branch: ILGPU pastes inline PTX unbraced, so they");
+        w.Line("// live for the whole kernel; the tiles are declared here so cp.async and ldmatrix can name them.");
+        w.Line($"{Asm}(\".reg .f32 s<8>; .reg .f32 o<{nTiles * 4}>; .shared .align 16 .b8 mla_tiles[{2 * tileBytes}];\");");
         w.Line("var partial = global::ILGPU.SharedMemory.Allocate<float>(TcWarps * 256);");
         w.Line("int tid = global::ILGPU.Group.IdxX;");
         w.Line("int warp = tid >> 5;");
@@ -69,50 +70,50 @@ internal static class TensorCoreEmitter
         w.Line("int visibleLo = g < rows ? p.Cache.TokenPosition[(firstRow + g) / Heads] + 1 : 0;");
         w.Line("int visibleHi = g + 8 < rows ? p.Cache.TokenPosition[(firstRow + g + 8) / Heads] + 1 : 0;");
         w.Line();
-        w.Line("// Q: the block's absorbed queries, rounded to bf16 pairs, into shared memory (missing rows are zero).");
-        w.Open("for (int i = tid; i < TcRows * TcRowWords; i += TcThreads)");
-        w.Line("int r = i / TcRowWords;");
-        w.Line("int word = i - r * TcRowWords;");
-        w.Line("uint value = 0;");
-        w.Open("if (r < rows)");
-        w.Line("long q = (long)(firstRow + r) * CacheRowValues + 2 * word;");
-        w.Line($"value = {K}.KernelMath.PackBf16(p.AbsorbedQuery[q], p.AbsorbedQuery[q + 1]);");
-        w.Close();
-        w.Line("qs[r * TcStride + word] = value;");
-        w.Close();
+        w.Line($"// Q as bf16 mma A fragments in registers: this warp's {kPerWarp} k-steps of the [c_kv | k_pe] reduction.");
+        w.Line($"int kBase = warp * {kPerWarp};");
+        w.Line("long qLo = (long)(firstRow + g) * CacheRowValues + 2 * t;");
+        w.Line("long qHi = qLo + 8L * CacheRowValues;");
+        for (int i = 0; i < kPerWarp; i++)
+        {
+            string k = $"(kBase + {i})";
+            string lo = $"g < rows && {k} < TcKSteps";
+            string hi = $"g + 8 < rows && {k} < TcKSteps";
+            w.Line($"uint q{i}a = {lo} ? {K}.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * {k}], p.AbsorbedQuery[qLo + 16 * {k} + 1]) : 0u;");
+            w.Line($"uint q{i}b = {hi} ? {K}.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * {k}], p.AbsorbedQuery[qHi + 16 * {k} + 1]) : 0u;");
+            w.Line($"uint q{i}c = {lo} ? {K}.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * {k} + 8], p.AbsorbedQuery[qLo + 16 * {k} + 9]) : 0u;");
+            w.Line($"uint q{i}d = {hi} ? {K}.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * {k} + 8], p.AbsorbedQuery[qHi + 16 * {k} + 9]) : 0u;");
+        }
         w.Line();
-        w.Line($"var pages = p.Cache.Pages.Cast<{K}.Bf16x8>();");
-        w.Line("// Next tile, prefetched into registers while the current one is computed.");
-        for (int i = 0; i < prefetch; i++)
-            w.Line($"{K}.Bf16x8 f{i} = default;");
-        EmitPrefetch(w, prefetch, "begin", "First");
-        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{Repeat(nTiles * 4, i => $"mov.f32 o{i}, 0f00000000;")}\");");
+        w.Line("// ldmatrix row addresses (bytes into a tile): lane l names row l % 8 of 8x8 matrix l / 8.");
+        w.Line("int matrix = lane >> 3;");
+        w.Line("long kRow = (long)(((lane & 7) + (matrix >> 1) * 8) * TcStride * 4 + (matrix & 1) * 16); // K: tokens x dims");
+        w.Line("long vRow = (long)(((lane & 7) + (matrix & 1) * 8) * TcStride * 4 + (warp * TcColsPerWarp + (matrix >> 1) * 8) * 2); // V: tokens x columns");
+        w.Line();
+        w.Line($"{Asm}(\"{Repeat(nTiles * 4, i => $"mov.f32 o{i}, 0f00000000;")}\");");
+        EmitCopy(w, prefetch, "begin", "0", tileBytes);
         w.Line("float maxLo = float.NegativeInfinity, maxHi = float.NegativeInfinity, sumLo = 0f, sumHi = 0f;");
-        w.Line("bool odd = (g & 1) != 0; // V column parity: the high or the low bf16 of each word");
-        w.Line("int vWord = (warp * TcColsPerWarp + g) / 2;");
-        w.Line("int kBegin = warp * TcKSteps / TcWarps;");
-        w.Line("int kEnd = (warp + 1) * TcKSteps / TcWarps;");
+        w.Line("long buffer = 0;");
         w.Open("for (int tile = begin; tile < end; tile += TcTile)");
-        w.Line("global::ILGPU.Group.Barrier(); // everyone is done reading the previous tile");
-        EmitStoreTile(w, prefetch);
-        w.Line("global::ILGPU.Group.Barrier();");
+        w.Line($"{Asm}(\"cp.async.wait_group 0;\");");
+        w.Line("global::ILGPU.Group.Barrier(); // this tile has landed for everyone, and nobody still reads the other buffer");
         w.Line("if (tile + TcTile < end)");
         w.Open();
-        EmitPrefetch(w, prefetch, "tile + TcTile", "Next");
+        EmitCopy(w, prefetch, "tile + TcTile", $"{tileBytes} - buffer", tileBytes);
         w.Close();
         w.Line();
-        w.Line("// S = Q·Kᵀ over this warp's share of the reduction.");
-        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{Repeat(8, i => $"mov.f32 s{i}, 0f00000000;")}\");");
-        w.Open("for (int k = kBegin; k < kEnd; k++)");
-        w.Line("int qa = g * TcStride + 8 * k + t;");
-        w.Line("uint a0 = qs[qa], a1 = qs[qa + 8 * TcStride], a2 = qs[qa + 4], a3 = qs[qa + 8 * TcStride + 4];");
-        w.Line("uint b0 = ks[qa], b1 = ks[qa + 4], b2 = ks[qa + 8 * TcStride], b3 = ks[qa + 8 * TcStride + 4];");
-        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{Mma} {{s0,s1,s2,s3}}, {{%0,%1,%2,%3}}, {{%4,%5}}, {{s0,s1,s2,s3}};\", a0, a1, a2, a3, b0, b1);");
-        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{Mma} {{s4,s5,s6,s7}}, {{%0,%1,%2,%3}}, {{%4,%5}}, {{s4,s5,s6,s7}};\", a0, a1, a2, a3, b2, b3);");
-        w.Close();
+        w.Line("// S = Q·Kᵀ over this warp's share of the reduction: ldmatrix.x4 gives both n-tiles' B fragments.");
+        w.Line($"{Asm}(\"{Repeat(8, i => $"mov.f32 s{i}, 0f00000000;")}\");");
+        for (int i = 0; i < kPerWarp; i++)
+        {
+            w.Line($"if (kBase + {i} < TcKSteps)");
+            w.Line($"    {Asm}(\"{{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{b0,b1,b2,b3}}, [a]; " +
+                $"{Mma} {{s0,s1,s2,s3}}, {{%1,%2,%3,%4}}, {{b0,b1}}, {{s0,s1,s2,s3}}; {Mma} {{s4,s5,s6,s7}}, {{%1,%2,%3,%4}}, {{b2,b3}}, {{s4,s5,s6,s7}}; }}\", " +
+                $"buffer + kRow + (kBase + {i}) * 32L, q{i}a, q{i}b, q{i}c, q{i}d);");
+        }
         for (int i = 0; i < 8; i++)
         {
-            w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"mov.f32 %0, s{i};\", out float x{i});");
+            w.Line($"{Asm}(\"mov.f32 %0, s{i};\", out float x{i});");
             w.Line($"partial[warp * 256 + {i * 32} + lane] = x{i};");
         }
         w.Line("global::ILGPU.Group.Barrier();");
@@ -131,20 +132,20 @@ internal static class TensorCoreEmitter
         for (int nt = 0; nt < nTiles; nt++)
             for (int c = 0; c < 4; c++)
                 rescale.Append($"mul.f32 o{4 * nt + c}, o{4 * nt + c}, %{(c < 2 ? 0 : 1)}; ");
-        w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{rescale.ToString().TrimEnd()}\", rescaleLo, rescaleHi);");
+        w.Line($"{Asm}(\"{rescale.ToString().TrimEnd()}\", rescaleLo, rescaleHi);");
         w.Line("// P as the A operand (the S accumulator layout is the m16k16 A layout).");
         w.Line($"uint pa0 = {K}.KernelMath.PackBf16(s0, s1), pa1 = {K}.KernelMath.PackBf16(s2, s3);");
         w.Line($"uint pa2 = {K}.KernelMath.PackBf16(s4, s5), pa3 = {K}.KernelMath.PackBf16(s6, s7);");
-        w.Line("// O += P·V: V[token][column] is the tile itself; columns pair up in words, so gather two tokens' halves.");
-        w.Line("int v = 2 * t * TcStride + vWord;");
-        for (int nt = 0; nt < nTiles; nt++)
+        w.Line("// O += P·V: V is the tile itself; ldmatrix.trans gives two n-tiles' B fragments at a time.");
+        for (int np = 0; np < nTiles / 2; np++)
         {
-            w.Line($"uint v{nt}a = ks[v + {4 * nt}], v{nt}b = ks[v + TcStride + {4 * nt}], v{nt}c = ks[v + 8 * TcStride + {4 * nt}], v{nt}d = ks[v + 9 * TcStride + {4 * nt}];");
-            w.Line($"uint vb{nt}0 = odd ? (v{nt}a >> 16) | (v{nt}b & 0xFFFF0000u) : (v{nt}a & 0xFFFFu) | (v{nt}b << 16);");
-            w.Line($"uint vb{nt}1 = odd ? (v{nt}c >> 16) | (v{nt}d & 0xFFFF0000u) : (v{nt}c & 0xFFFFu) | (v{nt}d << 16);");
-            int o = 4 * nt;
-            w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{Mma} {{o{o},o{o + 1},o{o + 2},o{o + 3}}}, {{%0,%1,%2,%3}}, {{%4,%5}}, {{o{o},o{o + 1},o{o + 2},o{o + 3}}};\", pa0, pa1, pa2, pa3, vb{nt}0, vb{nt}1);");
+            int a = 8 * np, b = 8 * np + 4;
+            w.Line($"{Asm}(\"{{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{b0,b1,b2,b3}}, [a]; " +
+                $"{Mma} {{o{a},o{a + 1},o{a + 2},o{a + 3}}}, {{%1,%2,%3,%4}}, {{b0,b1}}, {{o{a},o{a + 1},o{a + 2},o{a + 3}}}; " +
+                $"{Mma} {{o{b},o{b + 1},o{b + 2},o{b + 3}}}, {{%1,%2,%3,%4}}, {{b2,b3}}, {{o{b},o{b + 1},o{b + 2},o{b + 3}}}; }}\", " +
+                $"buffer + vRow + {np * 32}L, pa0, pa1, pa2, pa3);");
         }
+        w.Line($"buffer = {tileBytes} - buffer;");
         w.Close();
         w.Line();
         w.Line("// Normalise and write this item's partial output and log-sum-exp.");
@@ -156,7 +157,7 @@ internal static class TensorCoreEmitter
         {
             int o = 4 * nt;
             for (int c = 0; c < 4; c++)
-                w.Line($"global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"mov.f32 %0, o{o + c};\", out float r{o + c});");
+                w.Line($"{Asm}(\"mov.f32 %0, o{o + c};\", out float r{o + c});");
             w.Line($"if (g < rows) {{ p.PartialOutput[outLo + {8 * nt}] = r{o} * invLo; p.PartialOutput[outLo + {8 * nt + 1}] = r{o + 1} * invLo; }}");
             w.Line($"if (g + 8 < rows) {{ p.PartialOutput[outHi + {8 * nt}] = r{o + 2} * invHi; p.PartialOutput[outHi + {8 * nt + 1}] = r{o + 3} * invHi; }}");
         }
@@ -168,6 +169,29 @@ internal static class TensorCoreEmitter
         w.Close();
         w.Close();
         w.Line();
+    }
+
+    /// <summary>cp.async of one tile into a buffer: 16-byte chunks; rows past <c>end</c> are zero-filled (source size 0).</summary>
+    private static void EmitCopy(SourceWriter w, int prefetch, string start, string bufferBytes, int tileBytes)
+    {
+        w.Line("{");
+        w.Line($"    long pageRow = (long)p.Cache.BlockTable[blockRow + (({start}) >> PageShift)] * PageSize + (({start}) & PageMask);");
+        w.Line($"    int valid = end - ({start});");
+        w.Line($"    long into = {bufferBytes};");
+        for (int i = 0; i < prefetch; i++)
+        {
+            string chunk = $"tid + {i * 128}";
+            w.Line($"    if ({chunk} < TcTileChunks)");
+            w.Line("    {");
+            w.Line($"        int row = ({chunk}) / TcChunksPerRow;");
+            w.Line($"        int column = ({chunk}) - row * TcChunksPerRow;");
+            w.Line("        bool inside = row < valid;");
+            w.Line("        long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);");
+            w.Line("        global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }\", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);");
+            w.Line("    }");
+        }
+        w.Line("    global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"cp.async.commit_group;\");");
+        w.Line("}");
     }
 
     /// <summary>Online softmax for the 4 scores of one row a lane holds; the quad (4 lanes) shares the row.</summary>
@@ -187,31 +211,6 @@ internal static class TensorCoreEmitter
         w.Line($"tileSum{row} += global::ILGPU.Warp.ShuffleXor(tileSum{row}, 2);");
         w.Line($"{l} = {l} * rescale{row} + tileSum{row};");
         w.Line($"{m} = newMax{row};");
-    }
-
-    /// <summary>Issues the global loads of a tile: 16-byte chunks, rows past <c>end</c> left zero.</summary>
-    private static void EmitPrefetch(SourceWriter w, int prefetch, string start, string name)
-    {
-        string pageRow = "pageRow" + name, valid = "valid" + name;
-        w.Line($"long {pageRow} = (long)p.Cache.BlockTable[blockRow + (({start}) >> PageShift)] * PageSize + (({start}) & PageMask);");
-        w.Line($"int {valid} = end - ({start});");
-        for (int i = 0; i < prefetch; i++)
-        {
-            string chunk = $"tid + {i * 128}";
-            w.Line($"f{i} = {chunk} < TcTileChunks && ({chunk}) / TcChunksPerRow < {valid} ? pages[({pageRow} + ({chunk}) / TcChunksPerRow) * TcChunksPerRow + ({chunk}) % TcChunksPerRow] : default;");
-        }
-    }
-
-    private static void EmitStoreTile(SourceWriter w, int prefetch)
-    {
-        for (int i = 0; i < prefetch; i++)
-        {
-            string chunk = $"tid + {i * 128}";
-            w.Open($"if ({chunk} < TcTileChunks)");
-            w.Line($"int at = ({chunk}) / TcChunksPerRow * TcStride + ({chunk}) % TcChunksPerRow * 4;");
-            w.Line($"ks[at] = f{i}.A; ks[at + 1] = f{i}.B; ks[at + 2] = f{i}.C; ks[at + 3] = f{i}.D;");
-            w.Close();
-        }
     }
 
     private static void EmitCombine(SourceWriter w, MlaShapeSpec s)

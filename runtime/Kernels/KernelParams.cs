@@ -97,6 +97,8 @@ public struct TensorCoreAttentionParams
 {
     public ArrayView<float> AbsorbedQuery;
     public CacheAddressing Cache;
+    /// <summary>Device address of <c>Cache.Pages[0]</c>: cp.async needs a raw global address.</summary>
+    public long PagesAddress;
     /// <summary>Per item: its row block, and the cached token range [begin, end) it covers (multiples of the tile).</summary>
     public ArrayView<int> ItemBlock;
     public ArrayView<int> ItemBegin;

@@ -58,6 +58,7 @@ public sealed class AttentionLaunch
             {
                 AbsorbedQuery = AbsorbedQuery,
                 Cache = addressing,
+                PagesAddress = cache.PagesView.LoadEffectiveAddressAsPtr().ToInt64(),
                 ItemBlock = Upload(scratch.ItemBlock, plan.ItemBlock),
                 ItemBegin = Upload(scratch.ItemBegin, plan.ItemBegin),
                 ItemEnd = Upload(scratch.ItemEnd, plan.ItemEnd),

@@ -83,6 +83,7 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
             {
                 AbsorbedQuery = problem.AbsorbedQuery,
                 Cache = problem.Cache,
+                PagesAddress = problem.Cache.Pages.LoadEffectiveAddressAsPtr().ToInt64(),
                 ItemBlock = Ints(plan.ItemBlock),
                 ItemBegin = Ints(plan.ItemBegin),
                 ItemEnd = Ints(plan.ItemEnd),

@@ -37,9 +37,13 @@ public class TensorCorePtxTests
         var ptx = CompileToPtx(typeof(SmallQLoraAttention.MlaKernels).GetMethod(nameof(SmallQLoraAttention.MlaKernels.TensorCoreAttentionKernel))!);
         int mma = Regex.Matches(ptx, @"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32").Count;
         _output.WriteLine($"{ptx.Length} chars, {mma} mma");
-        // latent 64 → 2 n-tiles per warp for P·V, plus 2 for Q·Kᵀ.
-        Assert.Equal(2 + SmallQLoraAttention.LatentRank / 32, mma);
+        // Q·Kᵀ: 2 n-tiles per k-step of this warp's share (ceil(80 / 16 / 4) = 2 steps); P·V: latent / 32 n-tiles per warp.
+        int kPerWarp = (SmallQLoraAttention.CacheRowValues / 16 + 3) / 4;
+        Assert.Equal(2 * kPerWarp + SmallQLoraAttention.LatentRank / 32, mma);
         Assert.Contains(".reg .f32 s<8>;", ptx);
+        Assert.Contains("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16", ptx);
+        Assert.Contains("cp.async.cg.shared.global", ptx);
+        Assert.Contains(".shared .align 16 .b8 mla_tiles[", ptx);
         // Reading a named register back into C# goes through a 4-byte .local slot per value (ILGPU's `out` operands);
         // nothing else may: 8 score reads per tile and 4 per P·V n-tile in the epilogue.
         int slots = Regex.Matches(ptx, @"\.local \.align 4 \.b8 __local_depot\d+\[4\];").Count;

@@ -615,11 +615,9 @@ partial class SmallQLoraAttention
         /// <summary>Tensor-core split-KV decode attention: one CTA of 4 warps per work item (see TensorCoreEmitter).</summary>
         public static void TensorCoreAttentionKernel(global::MlaGen.Kernels.TensorCoreAttentionParams p)
         {
-            // Named PTX registers first, before any branch: ILGPU pastes inline PTX unbraced, so they live for the whole kernel.
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 s<8>;"); // QKᵀ accumulators: 2 n-tiles × 4
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 o<8>;"); // P·V accumulators: 2 n-tiles × 4
-            var qs = global::ILGPU.SharedMemory.Allocate<uint>(TcRows * TcStride);
-            var ks = global::ILGPU.SharedMemory.Allocate<uint>(TcTile * TcStride);
+            // Named PTX registers and the two K tiles first, before any branch: ILGPU pastes inline PTX unbraced, so they
+            // live for the whole kernel; the tiles are declared here so cp.async and ldmatrix can name them.
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 s<8>; .reg .f32 o<8>; .shared .align 16 .b8 mla_tiles[5632];");
             var partial = global::ILGPU.SharedMemory.Allocate<float>(TcWarps * 256);
             int tid = global::ILGPU.Group.IdxX;
             int warp = tid >> 5;
@@ -637,66 +635,85 @@ partial class SmallQLoraAttention
             int visibleLo = g < rows ? p.Cache.TokenPosition[(firstRow + g) / Heads] + 1 : 0;
             int visibleHi = g + 8 < rows ? p.Cache.TokenPosition[(firstRow + g + 8) / Heads] + 1 : 0;
 
-            // Q: the block's absorbed queries, rounded to bf16 pairs, into shared memory (missing rows are zero).
-            for (int i = tid; i < TcRows * TcRowWords; i += TcThreads)
-            {
-                int r = i / TcRowWords;
-                int word = i - r * TcRowWords;
-                uint value = 0;
-                if (r < rows)
-                {
-                    long q = (long)(firstRow + r) * CacheRowValues + 2 * word;
-                    value = global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[q], p.AbsorbedQuery[q + 1]);
-                }
-                qs[r * TcStride + word] = value;
-            }
+            // Q as bf16 mma A fragments in registers: this warp's 2 k-steps of the [c_kv | k_pe] reduction.
+            int kBase = warp * 2;
+            long qLo = (long)(firstRow + g) * CacheRowValues + 2 * t;
+            long qHi = qLo + 8L * CacheRowValues;
+            uint q0a = g < rows && (kBase + 0) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 0)], p.AbsorbedQuery[qLo + 16 * (kBase + 0) + 1]) : 0u;
+            uint q0b = g + 8 < rows && (kBase + 0) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 0)], p.AbsorbedQuery[qHi + 16 * (kBase + 0) + 1]) : 0u;
+            uint q0c = g < rows && (kBase + 0) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 0) + 8], p.AbsorbedQuery[qLo + 16 * (kBase + 0) + 9]) : 0u;
+            uint q0d = g + 8 < rows && (kBase + 0) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 0) + 8], p.AbsorbedQuery[qHi + 16 * (kBase + 0) + 9]) : 0u;
+            uint q1a = g < rows && (kBase + 1) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 1)], p.AbsorbedQuery[qLo + 16 * (kBase + 1) + 1]) : 0u;
+            uint q1b = g + 8 < rows && (kBase + 1) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 1)], p.AbsorbedQuery[qHi + 16 * (kBase + 1) + 1]) : 0u;
+            uint q1c = g < rows && (kBase + 1) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 1) + 8], p.AbsorbedQuery[qLo + 16 * (kBase + 1) + 9]) : 0u;
+            uint q1d = g + 8 < rows && (kBase + 1) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 1) + 8], p.AbsorbedQuery[qHi + 16 * (kBase + 1) + 9]) : 0u;
 
-            var pages = p.Cache.Pages.Cast<global::MlaGen.Kernels.Bf16x8>();
-            // Next tile, prefetched into registers while the current one is computed.
-            global::MlaGen.Kernels.Bf16x8 f0 = default;
-            global::MlaGen.Kernels.Bf16x8 f1 = default;
-            long pageRowFirst = (long)p.Cache.BlockTable[blockRow + ((begin) >> PageShift)] * PageSize + ((begin) & PageMask);
-            int validFirst = end - (begin);
-            f0 = tid + 0 < TcTileChunks && (tid + 0) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 0) / TcChunksPerRow) * TcChunksPerRow + (tid + 0) % TcChunksPerRow] : default;
-            f1 = tid + 128 < TcTileChunks && (tid + 128) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 128) / TcChunksPerRow) * TcChunksPerRow + (tid + 128) % TcChunksPerRow] : default;
+            // ldmatrix row addresses (bytes into a tile): lane l names row l % 8 of 8x8 matrix l / 8.
+            int matrix = lane >> 3;
+            long kRow = (long)(((lane & 7) + (matrix >> 1) * 8) * TcStride * 4 + (matrix & 1) * 16); // K: tokens x dims
+            long vRow = (long)(((lane & 7) + (matrix & 1) * 8) * TcStride * 4 + (warp * TcColsPerWarp + (matrix >> 1) * 8) * 2); // V: tokens x columns
+
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 o0, 0f00000000; mov.f32 o1, 0f00000000; mov.f32 o2, 0f00000000; mov.f32 o3, 0f00000000; mov.f32 o4, 0f00000000; mov.f32 o5, 0f00000000; mov.f32 o6, 0f00000000; mov.f32 o7, 0f00000000;");
-            float maxLo = float.NegativeInfinity, maxHi = float.NegativeInfinity, sumLo = 0f, sumHi = 0f;
-            bool odd = (g & 1) != 0; // V column parity: the high or the low bf16 of each word
-            int vWord = (warp * TcColsPerWarp + g) / 2;
-            int kBegin = warp * TcKSteps / TcWarps;
-            int kEnd = (warp + 1) * TcKSteps / TcWarps;
-            for (int tile = begin; tile < end; tile += TcTile)
             {
-                global::ILGPU.Group.Barrier(); // everyone is done reading the previous tile
+                long pageRow = (long)p.Cache.BlockTable[blockRow + ((begin) >> PageShift)] * PageSize + ((begin) & PageMask);
+                int valid = end - (begin);
+                long into = 0;
                 if (tid + 0 < TcTileChunks)
                 {
-                    int at = (tid + 0) / TcChunksPerRow * TcStride + (tid + 0) % TcChunksPerRow * 4;
-                    ks[at] = f0.A; ks[at + 1] = f0.B; ks[at + 2] = f0.C; ks[at + 3] = f0.D;
+                    int row = (tid + 0) / TcChunksPerRow;
+                    int column = (tid + 0) - row * TcChunksPerRow;
+                    bool inside = row < valid;
+                    long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
                 }
                 if (tid + 128 < TcTileChunks)
                 {
-                    int at = (tid + 128) / TcChunksPerRow * TcStride + (tid + 128) % TcChunksPerRow * 4;
-                    ks[at] = f1.A; ks[at + 1] = f1.B; ks[at + 2] = f1.C; ks[at + 3] = f1.D;
+                    int row = (tid + 128) / TcChunksPerRow;
+                    int column = (tid + 128) - row * TcChunksPerRow;
+                    bool inside = row < valid;
+                    long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
                 }
-                global::ILGPU.Group.Barrier();
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+            }
+            float maxLo = float.NegativeInfinity, maxHi = float.NegativeInfinity, sumLo = 0f, sumHi = 0f;
+            long buffer = 0;
+            for (int tile = begin; tile < end; tile += TcTile)
+            {
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 0;");
+                global::ILGPU.Group.Barrier(); // this tile has landed for everyone, and nobody still reads the other buffer
                 if (tile + TcTile < end)
                 {
-                    long pageRowNext = (long)p.Cache.BlockTable[blockRow + ((tile + TcTile) >> PageShift)] * PageSize + ((tile + TcTile) & PageMask);
-                    int validNext = end - (tile + TcTile);
-                    f0 = tid + 0 < TcTileChunks && (tid + 0) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 0) / TcChunksPerRow) * TcChunksPerRow + (tid + 0) % TcChunksPerRow] : default;
-                    f1 = tid + 128 < TcTileChunks && (tid + 128) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 128) / TcChunksPerRow) * TcChunksPerRow + (tid + 128) % TcChunksPerRow] : default;
+                    {
+                        long pageRow = (long)p.Cache.BlockTable[blockRow + ((tile + TcTile) >> PageShift)] * PageSize + ((tile + TcTile) & PageMask);
+                        int valid = end - (tile + TcTile);
+                        long into = 2816 - buffer;
+                        if (tid + 0 < TcTileChunks)
+                        {
+                            int row = (tid + 0) / TcChunksPerRow;
+                            int column = (tid + 0) - row * TcChunksPerRow;
+                            bool inside = row < valid;
+                            long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        if (tid + 128 < TcTileChunks)
+                        {
+                            int row = (tid + 128) / TcChunksPerRow;
+                            int column = (tid + 128) - row * TcChunksPerRow;
+                            bool inside = row < valid;
+                            long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+                    }
                 }
 
-                // S = Q·Kᵀ over this warp's share of the reduction.
+                // S = Q·Kᵀ over this warp's share of the reduction: ldmatrix.x4 gives both n-tiles' B fragments.
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 s0, 0f00000000; mov.f32 s1, 0f00000000; mov.f32 s2, 0f00000000; mov.f32 s3, 0f00000000; mov.f32 s4, 0f00000000; mov.f32 s5, 0f00000000; mov.f32 s6, 0f00000000; mov.f32 s7, 0f00000000;");
-                for (int k = kBegin; k < kEnd; k++)
-                {
-                    int qa = g * TcStride + 8 * k + t;
-                    uint a0 = qs[qa], a1 = qs[qa + 8 * TcStride], a2 = qs[qa + 4], a3 = qs[qa + 8 * TcStride + 4];
-                    uint b0 = ks[qa], b1 = ks[qa + 4], b2 = ks[qa + 8 * TcStride], b3 = ks[qa + 8 * TcStride + 4];
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%0,%1,%2,%3}, {%4,%5}, {s0,s1,s2,s3};", a0, a1, a2, a3, b0, b1);
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%0,%1,%2,%3}, {%4,%5}, {s4,s5,s6,s7};", a0, a1, a2, a3, b2, b3);
-                }
+                if (kBase + 0 < TcKSteps)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%1,%2,%3,%4}, {b0,b1}, {s0,s1,s2,s3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%1,%2,%3,%4}, {b2,b3}, {s4,s5,s6,s7}; }", buffer + kRow + (kBase + 0) * 32L, q0a, q0b, q0c, q0d);
+                if (kBase + 1 < TcKSteps)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%1,%2,%3,%4}, {b0,b1}, {s0,s1,s2,s3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%1,%2,%3,%4}, {b2,b3}, {s4,s5,s6,s7}; }", buffer + kRow + (kBase + 1) * 32L, q1a, q1b, q1c, q1d);
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s0;", out float x0);
                 partial[warp * 256 + 0 + lane] = x0;
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s1;", out float x1);
@@ -765,16 +782,9 @@ partial class SmallQLoraAttention
                 // P as the A operand (the S accumulator layout is the m16k16 A layout).
                 uint pa0 = global::MlaGen.Kernels.KernelMath.PackBf16(s0, s1), pa1 = global::MlaGen.Kernels.KernelMath.PackBf16(s2, s3);
                 uint pa2 = global::MlaGen.Kernels.KernelMath.PackBf16(s4, s5), pa3 = global::MlaGen.Kernels.KernelMath.PackBf16(s6, s7);
-                // O += P·V: V[token][column] is the tile itself; columns pair up in words, so gather two tokens' halves.
-                int v = 2 * t * TcStride + vWord;
-                uint v0a = ks[v + 0], v0b = ks[v + TcStride + 0], v0c = ks[v + 8 * TcStride + 0], v0d = ks[v + 9 * TcStride + 0];
-                uint vb00 = odd ? (v0a >> 16) | (v0b & 0xFFFF0000u) : (v0a & 0xFFFFu) | (v0b << 16);
-                uint vb01 = odd ? (v0c >> 16) | (v0d & 0xFFFF0000u) : (v0c & 0xFFFFu) | (v0d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o0,o1,o2,o3}, {%0,%1,%2,%3}, {%4,%5}, {o0,o1,o2,o3};", pa0, pa1, pa2, pa3, vb00, vb01);
-                uint v1a = ks[v + 4], v1b = ks[v + TcStride + 4], v1c = ks[v + 8 * TcStride + 4], v1d = ks[v + 9 * TcStride + 4];
-                uint vb10 = odd ? (v1a >> 16) | (v1b & 0xFFFF0000u) : (v1a & 0xFFFFu) | (v1b << 16);
-                uint vb11 = odd ? (v1c >> 16) | (v1d & 0xFFFF0000u) : (v1c & 0xFFFFu) | (v1d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o4,o5,o6,o7}, {%0,%1,%2,%3}, {%4,%5}, {o4,o5,o6,o7};", pa0, pa1, pa2, pa3, vb10, vb11);
+                // O += P·V: V is the tile itself; ldmatrix.trans gives two n-tiles' B fragments at a time.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o0,o1,o2,o3}, {%1,%2,%3,%4}, {b0,b1}, {o0,o1,o2,o3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o4,o5,o6,o7}, {%1,%2,%3,%4}, {b2,b3}, {o4,o5,o6,o7}; }", buffer + vRow + 0L, pa0, pa1, pa2, pa3);
+                buffer = 2816 - buffer;
             }
 
             // Normalise and write this item's partial output and log-sum-exp.

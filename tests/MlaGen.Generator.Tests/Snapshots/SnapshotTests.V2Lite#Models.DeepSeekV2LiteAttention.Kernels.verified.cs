@@ -1248,11 +1248,9 @@ partial class DeepSeekV2LiteAttention
         /// <summary>Tensor-core split-KV decode attention: one CTA of 4 warps per work item (see TensorCoreEmitter).</summary>
         public static void TensorCoreAttentionKernel(global::MlaGen.Kernels.TensorCoreAttentionParams p)
         {
-            // Named PTX registers first, before any branch: ILGPU pastes inline PTX unbraced, so they live for the whole kernel.
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 s<8>;"); // QKᵀ accumulators: 2 n-tiles × 4
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 o<64>;"); // P·V accumulators: 16 n-tiles × 4
-            var qs = global::ILGPU.SharedMemory.Allocate<uint>(TcRows * TcStride);
-            var ks = global::ILGPU.SharedMemory.Allocate<uint>(TcTile * TcStride);
+            // Named PTX registers and the two K tiles first, before any branch: ILGPU pastes inline PTX unbraced, so they
+            // live for the whole kernel; the tiles are declared here so cp.async and ldmatrix can name them.
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 s<8>; .reg .f32 o<64>; .shared .align 16 .b8 mla_tiles[37376];");
             var partial = global::ILGPU.SharedMemory.Allocate<float>(TcWarps * 256);
             int tid = global::ILGPU.Group.IdxX;
             int warp = tid >> 5;
@@ -1270,122 +1268,239 @@ partial class DeepSeekV2LiteAttention
             int visibleLo = g < rows ? p.Cache.TokenPosition[(firstRow + g) / Heads] + 1 : 0;
             int visibleHi = g + 8 < rows ? p.Cache.TokenPosition[(firstRow + g + 8) / Heads] + 1 : 0;
 
-            // Q: the block's absorbed queries, rounded to bf16 pairs, into shared memory (missing rows are zero).
-            for (int i = tid; i < TcRows * TcRowWords; i += TcThreads)
-            {
-                int r = i / TcRowWords;
-                int word = i - r * TcRowWords;
-                uint value = 0;
-                if (r < rows)
-                {
-                    long q = (long)(firstRow + r) * CacheRowValues + 2 * word;
-                    value = global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[q], p.AbsorbedQuery[q + 1]);
-                }
-                qs[r * TcStride + word] = value;
-            }
+            // Q as bf16 mma A fragments in registers: this warp's 9 k-steps of the [c_kv | k_pe] reduction.
+            int kBase = warp * 9;
+            long qLo = (long)(firstRow + g) * CacheRowValues + 2 * t;
+            long qHi = qLo + 8L * CacheRowValues;
+            uint q0a = g < rows && (kBase + 0) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 0)], p.AbsorbedQuery[qLo + 16 * (kBase + 0) + 1]) : 0u;
+            uint q0b = g + 8 < rows && (kBase + 0) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 0)], p.AbsorbedQuery[qHi + 16 * (kBase + 0) + 1]) : 0u;
+            uint q0c = g < rows && (kBase + 0) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 0) + 8], p.AbsorbedQuery[qLo + 16 * (kBase + 0) + 9]) : 0u;
+            uint q0d = g + 8 < rows && (kBase + 0) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 0) + 8], p.AbsorbedQuery[qHi + 16 * (kBase + 0) + 9]) : 0u;
+            uint q1a = g < rows && (kBase + 1) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 1)], p.AbsorbedQuery[qLo + 16 * (kBase + 1) + 1]) : 0u;
+            uint q1b = g + 8 < rows && (kBase + 1) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 1)], p.AbsorbedQuery[qHi + 16 * (kBase + 1) + 1]) : 0u;
+            uint q1c = g < rows && (kBase + 1) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 1) + 8], p.AbsorbedQuery[qLo + 16 * (kBase + 1) + 9]) : 0u;
+            uint q1d = g + 8 < rows && (kBase + 1) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 1) + 8], p.AbsorbedQuery[qHi + 16 * (kBase + 1) + 9]) : 0u;
+            uint q2a = g < rows && (kBase + 2) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 2)], p.AbsorbedQuery[qLo + 16 * (kBase + 2) + 1]) : 0u;
+            uint q2b = g + 8 < rows && (kBase + 2) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 2)], p.AbsorbedQuery[qHi + 16 * (kBase + 2) + 1]) : 0u;
+            uint q2c = g < rows && (kBase + 2) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 2) + 8], p.AbsorbedQuery[qLo + 16 * (kBase + 2) + 9]) : 0u;
+            uint q2d = g + 8 < rows && (kBase + 2) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 2) + 8], p.AbsorbedQuery[qHi + 16 * (kBase + 2) + 9]) : 0u;
+            uint q3a = g < rows && (kBase + 3) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 3)], p.AbsorbedQuery[qLo + 16 * (kBase + 3) + 1]) : 0u;
+            uint q3b = g + 8 < rows && (kBase + 3) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 3)], p.AbsorbedQuery[qHi + 16 * (kBase + 3) + 1]) : 0u;
+            uint q3c = g < rows && (kBase + 3) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 3) + 8], p.AbsorbedQuery[qLo + 16 * (kBase + 3) + 9]) : 0u;
+            uint q3d = g + 8 < rows && (kBase + 3) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 3) + 8], p.AbsorbedQuery[qHi + 16 * (kBase + 3) + 9]) : 0u;
+            uint q4a = g < rows && (kBase + 4) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 4)], p.AbsorbedQuery[qLo + 16 * (kBase + 4) + 1]) : 0u;
+            uint q4b = g + 8 < rows && (kBase + 4) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 4)], p.AbsorbedQuery[qHi + 16 * (kBase + 4) + 1]) : 0u;
+            uint q4c = g < rows && (kBase + 4) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 4) + 8], p.AbsorbedQuery[qLo + 16 * (kBase + 4) + 9]) : 0u;
+            uint q4d = g + 8 < rows && (kBase + 4) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 4) + 8], p.AbsorbedQuery[qHi + 16 * (kBase + 4) + 9]) : 0u;
+            uint q5a = g < rows && (kBase + 5) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 5)], p.AbsorbedQuery[qLo + 16 * (kBase + 5) + 1]) : 0u;
+            uint q5b = g + 8 < rows && (kBase + 5) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 5)], p.AbsorbedQuery[qHi + 16 * (kBase + 5) + 1]) : 0u;
+            uint q5c = g < rows && (kBase + 5) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 5) + 8], p.AbsorbedQuery[qLo + 16 * (kBase + 5) + 9]) : 0u;
+            uint q5d = g + 8 < rows && (kBase + 5) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 5) + 8], p.AbsorbedQuery[qHi + 16 * (kBase + 5) + 9]) : 0u;
+            uint q6a = g < rows && (kBase + 6) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 6)], p.AbsorbedQuery[qLo + 16 * (kBase + 6) + 1]) : 0u;
+            uint q6b = g + 8 < rows && (kBase + 6) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 6)], p.AbsorbedQuery[qHi + 16 * (kBase + 6) + 1]) : 0u;
+            uint q6c = g < rows && (kBase + 6) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 6) + 8], p.AbsorbedQuery[qLo + 16 * (kBase + 6) + 9]) : 0u;
+            uint q6d = g + 8 < rows && (kBase + 6) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 6) + 8], p.AbsorbedQuery[qHi + 16 * (kBase + 6) + 9]) : 0u;
+            uint q7a = g < rows && (kBase + 7) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 7)], p.AbsorbedQuery[qLo + 16 * (kBase + 7) + 1]) : 0u;
+            uint q7b = g + 8 < rows && (kBase + 7) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 7)], p.AbsorbedQuery[qHi + 16 * (kBase + 7) + 1]) : 0u;
+            uint q7c = g < rows && (kBase + 7) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 7) + 8], p.AbsorbedQuery[qLo + 16 * (kBase + 7) + 9]) : 0u;
+            uint q7d = g + 8 < rows && (kBase + 7) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 7) + 8], p.AbsorbedQuery[qHi + 16 * (kBase + 7) + 9]) : 0u;
+            uint q8a = g < rows && (kBase + 8) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 8)], p.AbsorbedQuery[qLo + 16 * (kBase + 8) + 1]) : 0u;
+            uint q8b = g + 8 < rows && (kBase + 8) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 8)], p.AbsorbedQuery[qHi + 16 * (kBase + 8) + 1]) : 0u;
+            uint q8c = g < rows && (kBase + 8) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qLo + 16 * (kBase + 8) + 8], p.AbsorbedQuery[qLo + 16 * (kBase + 8) + 9]) : 0u;
+            uint q8d = g + 8 < rows && (kBase + 8) < TcKSteps ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[qHi + 16 * (kBase + 8) + 8], p.AbsorbedQuery[qHi + 16 * (kBase + 8) + 9]) : 0u;
 
-            var pages = p.Cache.Pages.Cast<global::MlaGen.Kernels.Bf16x8>();
-            // Next tile, prefetched into registers while the current one is computed.
-            global::MlaGen.Kernels.Bf16x8 f0 = default;
-            global::MlaGen.Kernels.Bf16x8 f1 = default;
-            global::MlaGen.Kernels.Bf16x8 f2 = default;
-            global::MlaGen.Kernels.Bf16x8 f3 = default;
-            global::MlaGen.Kernels.Bf16x8 f4 = default;
-            global::MlaGen.Kernels.Bf16x8 f5 = default;
-            global::MlaGen.Kernels.Bf16x8 f6 = default;
-            global::MlaGen.Kernels.Bf16x8 f7 = default;
-            global::MlaGen.Kernels.Bf16x8 f8 = default;
-            long pageRowFirst = (long)p.Cache.BlockTable[blockRow + ((begin) >> PageShift)] * PageSize + ((begin) & PageMask);
-            int validFirst = end - (begin);
-            f0 = tid + 0 < TcTileChunks && (tid + 0) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 0) / TcChunksPerRow) * TcChunksPerRow + (tid + 0) % TcChunksPerRow] : default;
-            f1 = tid + 128 < TcTileChunks && (tid + 128) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 128) / TcChunksPerRow) * TcChunksPerRow + (tid + 128) % TcChunksPerRow] : default;
-            f2 = tid + 256 < TcTileChunks && (tid + 256) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 256) / TcChunksPerRow) * TcChunksPerRow + (tid + 256) % TcChunksPerRow] : default;
-            f3 = tid + 384 < TcTileChunks && (tid + 384) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 384) / TcChunksPerRow) * TcChunksPerRow + (tid + 384) % TcChunksPerRow] : default;
-            f4 = tid + 512 < TcTileChunks && (tid + 512) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 512) / TcChunksPerRow) * TcChunksPerRow + (tid + 512) % TcChunksPerRow] : default;
-            f5 = tid + 640 < TcTileChunks && (tid + 640) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 640) / TcChunksPerRow) * TcChunksPerRow + (tid + 640) % TcChunksPerRow] : default;
-            f6 = tid + 768 < TcTileChunks && (tid + 768) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 768) / TcChunksPerRow) * TcChunksPerRow + (tid + 768) % TcChunksPerRow] : default;
-            f7 = tid + 896 < TcTileChunks && (tid + 896) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 896) / TcChunksPerRow) * TcChunksPerRow + (tid + 896) % TcChunksPerRow] : default;
-            f8 = tid + 1024 < TcTileChunks && (tid + 1024) / TcChunksPerRow < validFirst ? pages[(pageRowFirst + (tid + 1024) / TcChunksPerRow) * TcChunksPerRow + (tid + 1024) % TcChunksPerRow] : default;
+            // ldmatrix row addresses (bytes into a tile): lane l names row l % 8 of 8x8 matrix l / 8.
+            int matrix = lane >> 3;
+            long kRow = (long)(((lane & 7) + (matrix >> 1) * 8) * TcStride * 4 + (matrix & 1) * 16); // K: tokens x dims
+            long vRow = (long)(((lane & 7) + (matrix & 1) * 8) * TcStride * 4 + (warp * TcColsPerWarp + (matrix >> 1) * 8) * 2); // V: tokens x columns
+
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 o0, 0f00000000; mov.f32 o1, 0f00000000; mov.f32 o2, 0f00000000; mov.f32 o3, 0f00000000; mov.f32 o4, 0f00000000; mov.f32 o5, 0f00000000; mov.f32 o6, 0f00000000; mov.f32 o7, 0f00000000; mov.f32 o8, 0f00000000; mov.f32 o9, 0f00000000; mov.f32 o10, 0f00000000; mov.f32 o11, 0f00000000; mov.f32 o12, 0f00000000; mov.f32 o13, 0f00000000; mov.f32 o14, 0f00000000; mov.f32 o15, 0f00000000; mov.f32 o16, 0f00000000; mov.f32 o17, 0f00000000; mov.f32 o18, 0f00000000; mov.f32 o19, 0f00000000; mov.f32 o20, 0f00000000; mov.f32 o21, 0f00000000; mov.f32 o22, 0f00000000; mov.f32 o23, 0f00000000; mov.f32 o24, 0f00000000; mov.f32 o25, 0f00000000; mov.f32 o26, 0f00000000; mov.f32 o27, 0f00000000; mov.f32 o28, 0f00000000; mov.f32 o29, 0f00000000; mov.f32 o30, 0f00000000; mov.f32 o31, 0f00000000; mov.f32 o32, 0f00000000; mov.f32 o33, 0f00000000; mov.f32 o34, 0f00000000; mov.f32 o35, 0f00000000; mov.f32 o36, 0f00000000; mov.f32 o37, 0f00000000; mov.f32 o38, 0f00000000; mov.f32 o39, 0f00000000; mov.f32 o40, 0f00000000; mov.f32 o41, 0f00000000; mov.f32 o42, 0f00000000; mov.f32 o43, 0f00000000; mov.f32 o44, 0f00000000; mov.f32 o45, 0f00000000; mov.f32 o46, 0f00000000; mov.f32 o47, 0f00000000; mov.f32 o48, 0f00000000; mov.f32 o49, 0f00000000; mov.f32 o50, 0f00000000; mov.f32 o51, 0f00000000; mov.f32 o52, 0f00000000; mov.f32 o53, 0f00000000; mov.f32 o54, 0f00000000; mov.f32 o55, 0f00000000; mov.f32 o56, 0f00000000; mov.f32 o57, 0f00000000; mov.f32 o58, 0f00000000; mov.f32 o59, 0f00000000; mov.f32 o60, 0f00000000; mov.f32 o61, 0f00000000; mov.f32 o62, 0f00000000; mov.f32 o63, 0f00000000;");
-            float maxLo = float.NegativeInfinity, maxHi = float.NegativeInfinity, sumLo = 0f, sumHi = 0f;
-            bool odd = (g & 1) != 0; // V column parity: the high or the low bf16 of each word
-            int vWord = (warp * TcColsPerWarp + g) / 2;
-            int kBegin = warp * TcKSteps / TcWarps;
-            int kEnd = (warp + 1) * TcKSteps / TcWarps;
-            for (int tile = begin; tile < end; tile += TcTile)
             {
-                global::ILGPU.Group.Barrier(); // everyone is done reading the previous tile
+                long pageRow = (long)p.Cache.BlockTable[blockRow + ((begin) >> PageShift)] * PageSize + ((begin) & PageMask);
+                int valid = end - (begin);
+                long into = 0;
                 if (tid + 0 < TcTileChunks)
                 {
-                    int at = (tid + 0) / TcChunksPerRow * TcStride + (tid + 0) % TcChunksPerRow * 4;
-                    ks[at] = f0.A; ks[at + 1] = f0.B; ks[at + 2] = f0.C; ks[at + 3] = f0.D;
+                    int row = (tid + 0) / TcChunksPerRow;
+                    int column = (tid + 0) - row * TcChunksPerRow;
+                    bool inside = row < valid;
+                    long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
                 }
                 if (tid + 128 < TcTileChunks)
                 {
-                    int at = (tid + 128) / TcChunksPerRow * TcStride + (tid + 128) % TcChunksPerRow * 4;
-                    ks[at] = f1.A; ks[at + 1] = f1.B; ks[at + 2] = f1.C; ks[at + 3] = f1.D;
+                    int row = (tid + 128) / TcChunksPerRow;
+                    int column = (tid + 128) - row * TcChunksPerRow;
+                    bool inside = row < valid;
+                    long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
                 }
                 if (tid + 256 < TcTileChunks)
                 {
-                    int at = (tid + 256) / TcChunksPerRow * TcStride + (tid + 256) % TcChunksPerRow * 4;
-                    ks[at] = f2.A; ks[at + 1] = f2.B; ks[at + 2] = f2.C; ks[at + 3] = f2.D;
+                    int row = (tid + 256) / TcChunksPerRow;
+                    int column = (tid + 256) - row * TcChunksPerRow;
+                    bool inside = row < valid;
+                    long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
                 }
                 if (tid + 384 < TcTileChunks)
                 {
-                    int at = (tid + 384) / TcChunksPerRow * TcStride + (tid + 384) % TcChunksPerRow * 4;
-                    ks[at] = f3.A; ks[at + 1] = f3.B; ks[at + 2] = f3.C; ks[at + 3] = f3.D;
+                    int row = (tid + 384) / TcChunksPerRow;
+                    int column = (tid + 384) - row * TcChunksPerRow;
+                    bool inside = row < valid;
+                    long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
                 }
                 if (tid + 512 < TcTileChunks)
                 {
-                    int at = (tid + 512) / TcChunksPerRow * TcStride + (tid + 512) % TcChunksPerRow * 4;
-                    ks[at] = f4.A; ks[at + 1] = f4.B; ks[at + 2] = f4.C; ks[at + 3] = f4.D;
+                    int row = (tid + 512) / TcChunksPerRow;
+                    int column = (tid + 512) - row * TcChunksPerRow;
+                    bool inside = row < valid;
+                    long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
                 }
                 if (tid + 640 < TcTileChunks)
                 {
-                    int at = (tid + 640) / TcChunksPerRow * TcStride + (tid + 640) % TcChunksPerRow * 4;
-                    ks[at] = f5.A; ks[at + 1] = f5.B; ks[at + 2] = f5.C; ks[at + 3] = f5.D;
+                    int row = (tid + 640) / TcChunksPerRow;
+                    int column = (tid + 640) - row * TcChunksPerRow;
+                    bool inside = row < valid;
+                    long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
                 }
                 if (tid + 768 < TcTileChunks)
                 {
-                    int at = (tid + 768) / TcChunksPerRow * TcStride + (tid + 768) % TcChunksPerRow * 4;
-                    ks[at] = f6.A; ks[at + 1] = f6.B; ks[at + 2] = f6.C; ks[at + 3] = f6.D;
+                    int row = (tid + 768) / TcChunksPerRow;
+                    int column = (tid + 768) - row * TcChunksPerRow;
+                    bool inside = row < valid;
+                    long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
                 }
                 if (tid + 896 < TcTileChunks)
                 {
-                    int at = (tid + 896) / TcChunksPerRow * TcStride + (tid + 896) % TcChunksPerRow * 4;
-                    ks[at] = f7.A; ks[at + 1] = f7.B; ks[at + 2] = f7.C; ks[at + 3] = f7.D;
+                    int row = (tid + 896) / TcChunksPerRow;
+                    int column = (tid + 896) - row * TcChunksPerRow;
+                    bool inside = row < valid;
+                    long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
                 }
                 if (tid + 1024 < TcTileChunks)
                 {
-                    int at = (tid + 1024) / TcChunksPerRow * TcStride + (tid + 1024) % TcChunksPerRow * 4;
-                    ks[at] = f8.A; ks[at + 1] = f8.B; ks[at + 2] = f8.C; ks[at + 3] = f8.D;
+                    int row = (tid + 1024) / TcChunksPerRow;
+                    int column = (tid + 1024) - row * TcChunksPerRow;
+                    bool inside = row < valid;
+                    long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
                 }
-                global::ILGPU.Group.Barrier();
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+            }
+            float maxLo = float.NegativeInfinity, maxHi = float.NegativeInfinity, sumLo = 0f, sumHi = 0f;
+            long buffer = 0;
+            for (int tile = begin; tile < end; tile += TcTile)
+            {
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 0;");
+                global::ILGPU.Group.Barrier(); // this tile has landed for everyone, and nobody still reads the other buffer
                 if (tile + TcTile < end)
                 {
-                    long pageRowNext = (long)p.Cache.BlockTable[blockRow + ((tile + TcTile) >> PageShift)] * PageSize + ((tile + TcTile) & PageMask);
-                    int validNext = end - (tile + TcTile);
-                    f0 = tid + 0 < TcTileChunks && (tid + 0) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 0) / TcChunksPerRow) * TcChunksPerRow + (tid + 0) % TcChunksPerRow] : default;
-                    f1 = tid + 128 < TcTileChunks && (tid + 128) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 128) / TcChunksPerRow) * TcChunksPerRow + (tid + 128) % TcChunksPerRow] : default;
-                    f2 = tid + 256 < TcTileChunks && (tid + 256) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 256) / TcChunksPerRow) * TcChunksPerRow + (tid + 256) % TcChunksPerRow] : default;
-                    f3 = tid + 384 < TcTileChunks && (tid + 384) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 384) / TcChunksPerRow) * TcChunksPerRow + (tid + 384) % TcChunksPerRow] : default;
-                    f4 = tid + 512 < TcTileChunks && (tid + 512) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 512) / TcChunksPerRow) * TcChunksPerRow + (tid + 512) % TcChunksPerRow] : default;
-                    f5 = tid + 640 < TcTileChunks && (tid + 640) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 640) / TcChunksPerRow) * TcChunksPerRow + (tid + 640) % TcChunksPerRow] : default;
-                    f6 = tid + 768 < TcTileChunks && (tid + 768) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 768) / TcChunksPerRow) * TcChunksPerRow + (tid + 768) % TcChunksPerRow] : default;
-                    f7 = tid + 896 < TcTileChunks && (tid + 896) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 896) / TcChunksPerRow) * TcChunksPerRow + (tid + 896) % TcChunksPerRow] : default;
-                    f8 = tid + 1024 < TcTileChunks && (tid + 1024) / TcChunksPerRow < validNext ? pages[(pageRowNext + (tid + 1024) / TcChunksPerRow) * TcChunksPerRow + (tid + 1024) % TcChunksPerRow] : default;
+                    {
+                        long pageRow = (long)p.Cache.BlockTable[blockRow + ((tile + TcTile) >> PageShift)] * PageSize + ((tile + TcTile) & PageMask);
+                        int valid = end - (tile + TcTile);
+                        long into = 18688 - buffer;
+                        if (tid + 0 < TcTileChunks)
+                        {
+                            int row = (tid + 0) / TcChunksPerRow;
+                            int column = (tid + 0) - row * TcChunksPerRow;
+                            bool inside = row < valid;
+                            long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        if (tid + 128 < TcTileChunks)
+                        {
+                            int row = (tid + 128) / TcChunksPerRow;
+                            int column = (tid + 128) - row * TcChunksPerRow;
+                            bool inside = row < valid;
+                            long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        if (tid + 256 < TcTileChunks)
+                        {
+                            int row = (tid + 256) / TcChunksPerRow;
+                            int column = (tid + 256) - row * TcChunksPerRow;
+                            bool inside = row < valid;
+                            long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        if (tid + 384 < TcTileChunks)
+                        {
+                            int row = (tid + 384) / TcChunksPerRow;
+                            int column = (tid + 384) - row * TcChunksPerRow;
+                            bool inside = row < valid;
+                            long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        if (tid + 512 < TcTileChunks)
+                        {
+                            int row = (tid + 512) / TcChunksPerRow;
+                            int column = (tid + 512) - row * TcChunksPerRow;
+                            bool inside = row < valid;
+                            long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        if (tid + 640 < TcTileChunks)
+                        {
+                            int row = (tid + 640) / TcChunksPerRow;
+                            int column = (tid + 640) - row * TcChunksPerRow;
+                            bool inside = row < valid;
+                            long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        if (tid + 768 < TcTileChunks)
+                        {
+                            int row = (tid + 768) / TcChunksPerRow;
+                            int column = (tid + 768) - row * TcChunksPerRow;
+                            bool inside = row < valid;
+                            long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        if (tid + 896 < TcTileChunks)
+                        {
+                            int row = (tid + 896) / TcChunksPerRow;
+                            int column = (tid + 896) - row * TcChunksPerRow;
+                            bool inside = row < valid;
+                            long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        if (tid + 1024 < TcTileChunks)
+                        {
+                            int row = (tid + 1024) / TcChunksPerRow;
+                            int column = (tid + 1024) - row * TcChunksPerRow;
+                            bool inside = row < valid;
+                            long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+                    }
                 }
 
-                // S = Q·Kᵀ over this warp's share of the reduction.
+                // S = Q·Kᵀ over this warp's share of the reduction: ldmatrix.x4 gives both n-tiles' B fragments.
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 s0, 0f00000000; mov.f32 s1, 0f00000000; mov.f32 s2, 0f00000000; mov.f32 s3, 0f00000000; mov.f32 s4, 0f00000000; mov.f32 s5, 0f00000000; mov.f32 s6, 0f00000000; mov.f32 s7, 0f00000000;");
-                for (int k = kBegin; k < kEnd; k++)
-                {
-                    int qa = g * TcStride + 8 * k + t;
-                    uint a0 = qs[qa], a1 = qs[qa + 8 * TcStride], a2 = qs[qa + 4], a3 = qs[qa + 8 * TcStride + 4];
-                    uint b0 = ks[qa], b1 = ks[qa + 4], b2 = ks[qa + 8 * TcStride], b3 = ks[qa + 8 * TcStride + 4];
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%0,%1,%2,%3}, {%4,%5}, {s0,s1,s2,s3};", a0, a1, a2, a3, b0, b1);
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%0,%1,%2,%3}, {%4,%5}, {s4,s5,s6,s7};", a0, a1, a2, a3, b2, b3);
-                }
+                if (kBase + 0 < TcKSteps)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%1,%2,%3,%4}, {b0,b1}, {s0,s1,s2,s3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%1,%2,%3,%4}, {b2,b3}, {s4,s5,s6,s7}; }", buffer + kRow + (kBase + 0) * 32L, q0a, q0b, q0c, q0d);
+                if (kBase + 1 < TcKSteps)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%1,%2,%3,%4}, {b0,b1}, {s0,s1,s2,s3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%1,%2,%3,%4}, {b2,b3}, {s4,s5,s6,s7}; }", buffer + kRow + (kBase + 1) * 32L, q1a, q1b, q1c, q1d);
+                if (kBase + 2 < TcKSteps)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%1,%2,%3,%4}, {b0,b1}, {s0,s1,s2,s3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%1,%2,%3,%4}, {b2,b3}, {s4,s5,s6,s7}; }", buffer + kRow + (kBase + 2) * 32L, q2a, q2b, q2c, q2d);
+                if (kBase + 3 < TcKSteps)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%1,%2,%3,%4}, {b0,b1}, {s0,s1,s2,s3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%1,%2,%3,%4}, {b2,b3}, {s4,s5,s6,s7}; }", buffer + kRow + (kBase + 3) * 32L, q3a, q3b, q3c, q3d);
+                if (kBase + 4 < TcKSteps)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%1,%2,%3,%4}, {b0,b1}, {s0,s1,s2,s3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%1,%2,%3,%4}, {b2,b3}, {s4,s5,s6,s7}; }", buffer + kRow + (kBase + 4) * 32L, q4a, q4b, q4c, q4d);
+                if (kBase + 5 < TcKSteps)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%1,%2,%3,%4}, {b0,b1}, {s0,s1,s2,s3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%1,%2,%3,%4}, {b2,b3}, {s4,s5,s6,s7}; }", buffer + kRow + (kBase + 5) * 32L, q5a, q5b, q5c, q5d);
+                if (kBase + 6 < TcKSteps)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%1,%2,%3,%4}, {b0,b1}, {s0,s1,s2,s3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%1,%2,%3,%4}, {b2,b3}, {s4,s5,s6,s7}; }", buffer + kRow + (kBase + 6) * 32L, q6a, q6b, q6c, q6d);
+                if (kBase + 7 < TcKSteps)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%1,%2,%3,%4}, {b0,b1}, {s0,s1,s2,s3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%1,%2,%3,%4}, {b2,b3}, {s4,s5,s6,s7}; }", buffer + kRow + (kBase + 7) * 32L, q7a, q7b, q7c, q7d);
+                if (kBase + 8 < TcKSteps)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s0,s1,s2,s3}, {%1,%2,%3,%4}, {b0,b1}, {s0,s1,s2,s3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {s4,s5,s6,s7}, {%1,%2,%3,%4}, {b2,b3}, {s4,s5,s6,s7}; }", buffer + kRow + (kBase + 8) * 32L, q8a, q8b, q8c, q8d);
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s0;", out float x0);
                 partial[warp * 256 + 0 + lane] = x0;
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, s1;", out float x1);
@@ -1454,72 +1569,16 @@ partial class DeepSeekV2LiteAttention
                 // P as the A operand (the S accumulator layout is the m16k16 A layout).
                 uint pa0 = global::MlaGen.Kernels.KernelMath.PackBf16(s0, s1), pa1 = global::MlaGen.Kernels.KernelMath.PackBf16(s2, s3);
                 uint pa2 = global::MlaGen.Kernels.KernelMath.PackBf16(s4, s5), pa3 = global::MlaGen.Kernels.KernelMath.PackBf16(s6, s7);
-                // O += P·V: V[token][column] is the tile itself; columns pair up in words, so gather two tokens' halves.
-                int v = 2 * t * TcStride + vWord;
-                uint v0a = ks[v + 0], v0b = ks[v + TcStride + 0], v0c = ks[v + 8 * TcStride + 0], v0d = ks[v + 9 * TcStride + 0];
-                uint vb00 = odd ? (v0a >> 16) | (v0b & 0xFFFF0000u) : (v0a & 0xFFFFu) | (v0b << 16);
-                uint vb01 = odd ? (v0c >> 16) | (v0d & 0xFFFF0000u) : (v0c & 0xFFFFu) | (v0d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o0,o1,o2,o3}, {%0,%1,%2,%3}, {%4,%5}, {o0,o1,o2,o3};", pa0, pa1, pa2, pa3, vb00, vb01);
-                uint v1a = ks[v + 4], v1b = ks[v + TcStride + 4], v1c = ks[v + 8 * TcStride + 4], v1d = ks[v + 9 * TcStride + 4];
-                uint vb10 = odd ? (v1a >> 16) | (v1b & 0xFFFF0000u) : (v1a & 0xFFFFu) | (v1b << 16);
-                uint vb11 = odd ? (v1c >> 16) | (v1d & 0xFFFF0000u) : (v1c & 0xFFFFu) | (v1d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o4,o5,o6,o7}, {%0,%1,%2,%3}, {%4,%5}, {o4,o5,o6,o7};", pa0, pa1, pa2, pa3, vb10, vb11);
-                uint v2a = ks[v + 8], v2b = ks[v + TcStride + 8], v2c = ks[v + 8 * TcStride + 8], v2d = ks[v + 9 * TcStride + 8];
-                uint vb20 = odd ? (v2a >> 16) | (v2b & 0xFFFF0000u) : (v2a & 0xFFFFu) | (v2b << 16);
-                uint vb21 = odd ? (v2c >> 16) | (v2d & 0xFFFF0000u) : (v2c & 0xFFFFu) | (v2d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o8,o9,o10,o11}, {%0,%1,%2,%3}, {%4,%5}, {o8,o9,o10,o11};", pa0, pa1, pa2, pa3, vb20, vb21);
-                uint v3a = ks[v + 12], v3b = ks[v + TcStride + 12], v3c = ks[v + 8 * TcStride + 12], v3d = ks[v + 9 * TcStride + 12];
-                uint vb30 = odd ? (v3a >> 16) | (v3b & 0xFFFF0000u) : (v3a & 0xFFFFu) | (v3b << 16);
-                uint vb31 = odd ? (v3c >> 16) | (v3d & 0xFFFF0000u) : (v3c & 0xFFFFu) | (v3d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o12,o13,o14,o15}, {%0,%1,%2,%3}, {%4,%5}, {o12,o13,o14,o15};", pa0, pa1, pa2, pa3, vb30, vb31);
-                uint v4a = ks[v + 16], v4b = ks[v + TcStride + 16], v4c = ks[v + 8 * TcStride + 16], v4d = ks[v + 9 * TcStride + 16];
-                uint vb40 = odd ? (v4a >> 16) | (v4b & 0xFFFF0000u) : (v4a & 0xFFFFu) | (v4b << 16);
-                uint vb41 = odd ? (v4c >> 16) | (v4d & 0xFFFF0000u) : (v4c & 0xFFFFu) | (v4d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o16,o17,o18,o19}, {%0,%1,%2,%3}, {%4,%5}, {o16,o17,o18,o19};", pa0, pa1, pa2, pa3, vb40, vb41);
-                uint v5a = ks[v + 20], v5b = ks[v + TcStride + 20], v5c = ks[v + 8 * TcStride + 20], v5d = ks[v + 9 * TcStride + 20];
-                uint vb50 = odd ? (v5a >> 16) | (v5b & 0xFFFF0000u) : (v5a & 0xFFFFu) | (v5b << 16);
-                uint vb51 = odd ? (v5c >> 16) | (v5d & 0xFFFF0000u) : (v5c & 0xFFFFu) | (v5d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o20,o21,o22,o23}, {%0,%1,%2,%3}, {%4,%5}, {o20,o21,o22,o23};", pa0, pa1, pa2, pa3, vb50, vb51);
-                uint v6a = ks[v + 24], v6b = ks[v + TcStride + 24], v6c = ks[v + 8 * TcStride + 24], v6d = ks[v + 9 * TcStride + 24];
-                uint vb60 = odd ? (v6a >> 16) | (v6b & 0xFFFF0000u) : (v6a & 0xFFFFu) | (v6b << 16);
-                uint vb61 = odd ? (v6c >> 16) | (v6d & 0xFFFF0000u) : (v6c & 0xFFFFu) | (v6d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o24,o25,o26,o27}, {%0,%1,%2,%3}, {%4,%5}, {o24,o25,o26,o27};", pa0, pa1, pa2, pa3, vb60, vb61);
-                uint v7a = ks[v + 28], v7b = ks[v + TcStride + 28], v7c = ks[v + 8 * TcStride + 28], v7d = ks[v + 9 * TcStride + 28];
-                uint vb70 = odd ? (v7a >> 16) | (v7b & 0xFFFF0000u) : (v7a & 0xFFFFu) | (v7b << 16);
-                uint vb71 = odd ? (v7c >> 16) | (v7d & 0xFFFF0000u) : (v7c & 0xFFFFu) | (v7d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o28,o29,o30,o31}, {%0,%1,%2,%3}, {%4,%5}, {o28,o29,o30,o31};", pa0, pa1, pa2, pa3, vb70, vb71);
-                uint v8a = ks[v + 32], v8b = ks[v + TcStride + 32], v8c = ks[v + 8 * TcStride + 32], v8d = ks[v + 9 * TcStride + 32];
-                uint vb80 = odd ? (v8a >> 16) | (v8b & 0xFFFF0000u) : (v8a & 0xFFFFu) | (v8b << 16);
-                uint vb81 = odd ? (v8c >> 16) | (v8d & 0xFFFF0000u) : (v8c & 0xFFFFu) | (v8d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o32,o33,o34,o35}, {%0,%1,%2,%3}, {%4,%5}, {o32,o33,o34,o35};", pa0, pa1, pa2, pa3, vb80, vb81);
-                uint v9a = ks[v + 36], v9b = ks[v + TcStride + 36], v9c = ks[v + 8 * TcStride + 36], v9d = ks[v + 9 * TcStride + 36];
-                uint vb90 = odd ? (v9a >> 16) | (v9b & 0xFFFF0000u) : (v9a & 0xFFFFu) | (v9b << 16);
-                uint vb91 = odd ? (v9c >> 16) | (v9d & 0xFFFF0000u) : (v9c & 0xFFFFu) | (v9d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o36,o37,o38,o39}, {%0,%1,%2,%3}, {%4,%5}, {o36,o37,o38,o39};", pa0, pa1, pa2, pa3, vb90, vb91);
-                uint v10a = ks[v + 40], v10b = ks[v + TcStride + 40], v10c = ks[v + 8 * TcStride + 40], v10d = ks[v + 9 * TcStride + 40];
-                uint vb100 = odd ? (v10a >> 16) | (v10b & 0xFFFF0000u) : (v10a & 0xFFFFu) | (v10b << 16);
-                uint vb101 = odd ? (v10c >> 16) | (v10d & 0xFFFF0000u) : (v10c & 0xFFFFu) | (v10d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o40,o41,o42,o43}, {%0,%1,%2,%3}, {%4,%5}, {o40,o41,o42,o43};", pa0, pa1, pa2, pa3, vb100, vb101);
-                uint v11a = ks[v + 44], v11b = ks[v + TcStride + 44], v11c = ks[v + 8 * TcStride + 44], v11d = ks[v + 9 * TcStride + 44];
-                uint vb110 = odd ? (v11a >> 16) | (v11b & 0xFFFF0000u) : (v11a & 0xFFFFu) | (v11b << 16);
-                uint vb111 = odd ? (v11c >> 16) | (v11d & 0xFFFF0000u) : (v11c & 0xFFFFu) | (v11d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o44,o45,o46,o47}, {%0,%1,%2,%3}, {%4,%5}, {o44,o45,o46,o47};", pa0, pa1, pa2, pa3, vb110, vb111);
-                uint v12a = ks[v + 48], v12b = ks[v + TcStride + 48], v12c = ks[v + 8 * TcStride + 48], v12d = ks[v + 9 * TcStride + 48];
-                uint vb120 = odd ? (v12a >> 16) | (v12b & 0xFFFF0000u) : (v12a & 0xFFFFu) | (v12b << 16);
-                uint vb121 = odd ? (v12c >> 16) | (v12d & 0xFFFF0000u) : (v12c & 0xFFFFu) | (v12d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o48,o49,o50,o51}, {%0,%1,%2,%3}, {%4,%5}, {o48,o49,o50,o51};", pa0, pa1, pa2, pa3, vb120, vb121);
-                uint v13a = ks[v + 52], v13b = ks[v + TcStride + 52], v13c = ks[v + 8 * TcStride + 52], v13d = ks[v + 9 * TcStride + 52];
-                uint vb130 = odd ? (v13a >> 16) | (v13b & 0xFFFF0000u) : (v13a & 0xFFFFu) | (v13b << 16);
-                uint vb131 = odd ? (v13c >> 16) | (v13d & 0xFFFF0000u) : (v13c & 0xFFFFu) | (v13d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o52,o53,o54,o55}, {%0,%1,%2,%3}, {%4,%5}, {o52,o53,o54,o55};", pa0, pa1, pa2, pa3, vb130, vb131);
-                uint v14a = ks[v + 56], v14b = ks[v + TcStride + 56], v14c = ks[v + 8 * TcStride + 56], v14d = ks[v + 9 * TcStride + 56];
-                uint vb140 = odd ? (v14a >> 16) | (v14b & 0xFFFF0000u) : (v14a & 0xFFFFu) | (v14b << 16);
-                uint vb141 = odd ? (v14c >> 16) | (v14d & 0xFFFF0000u) : (v14c & 0xFFFFu) | (v14d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o56,o57,o58,o59}, {%0,%1,%2,%3}, {%4,%5}, {o56,o57,o58,o59};", pa0, pa1, pa2, pa3, vb140, vb141);
-                uint v15a = ks[v + 60], v15b = ks[v + TcStride + 60], v15c = ks[v + 8 * TcStride + 60], v15d = ks[v + 9 * TcStride + 60];
-                uint vb150 = odd ? (v15a >> 16) | (v15b & 0xFFFF0000u) : (v15a & 0xFFFFu) | (v15b << 16);
-                uint vb151 = odd ? (v15c >> 16) | (v15d & 0xFFFF0000u) : (v15c & 0xFFFFu) | (v15d << 16);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o60,o61,o62,o63}, {%0,%1,%2,%3}, {%4,%5}, {o60,o61,o62,o63};", pa0, pa1, pa2, pa3, vb150, vb151);
+                // O += P·V: V is the tile itself; ldmatrix.trans gives two n-tiles' B fragments at a time.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o0,o1,o2,o3}, {%1,%2,%3,%4}, {b0,b1}, {o0,o1,o2,o3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o4,o5,o6,o7}, {%1,%2,%3,%4}, {b2,b3}, {o4,o5,o6,o7}; }", buffer + vRow + 0L, pa0, pa1, pa2, pa3);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o8,o9,o10,o11}, {%1,%2,%3,%4}, {b0,b1}, {o8,o9,o10,o11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o12,o13,o14,o15}, {%1,%2,%3,%4}, {b2,b3}, {o12,o13,o14,o15}; }", buffer + vRow + 32L, pa0, pa1, pa2, pa3);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o16,o17,o18,o19}, {%1,%2,%3,%4}, {b0,b1}, {o16,o17,o18,o19}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o20,o21,o22,o23}, {%1,%2,%3,%4}, {b2,b3}, {o20,o21,o22,o23}; }", buffer + vRow + 64L, pa0, pa1, pa2, pa3);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o24,o25,o26,o27}, {%1,%2,%3,%4}, {b0,b1}, {o24,o25,o26,o27}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o28,o29,o30,o31}, {%1,%2,%3,%4}, {b2,b3}, {o28,o29,o30,o31}; }", buffer + vRow + 96L, pa0, pa1, pa2, pa3);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o32,o33,o34,o35}, {%1,%2,%3,%4}, {b0,b1}, {o32,o33,o34,o35}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o36,o37,o38,o39}, {%1,%2,%3,%4}, {b2,b3}, {o36,o37,o38,o39}; }", buffer + vRow + 128L, pa0, pa1, pa2, pa3);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o40,o41,o42,o43}, {%1,%2,%3,%4}, {b0,b1}, {o40,o41,o42,o43}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o44,o45,o46,o47}, {%1,%2,%3,%4}, {b2,b3}, {o44,o45,o46,o47}; }", buffer + vRow + 160L, pa0, pa1, pa2, pa3);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o48,o49,o50,o51}, {%1,%2,%3,%4}, {b0,b1}, {o48,o49,o50,o51}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o52,o53,o54,o55}, {%1,%2,%3,%4}, {b2,b3}, {o52,o53,o54,o55}; }", buffer + vRow + 192L, pa0, pa1, pa2, pa3);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, mla_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o56,o57,o58,o59}, {%1,%2,%3,%4}, {b0,b1}, {o56,o57,o58,o59}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {o60,o61,o62,o63}, {%1,%2,%3,%4}, {b2,b3}, {o60,o61,o62,o63}; }", buffer + vRow + 224L, pa0, pa1, pa2, pa3);
+                buffer = 18688 - buffer;
             }
 
             // Normalise and write this item's partial output and log-sum-exp.
