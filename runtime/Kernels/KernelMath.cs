@@ -70,12 +70,3 @@ public static class KernelMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Rsqrt(float x) => XMath.Rsqrt(x);
 }
-
-/// <summary>Eight BF16 values (16 bytes): the unit of vector loads from the latent cache.</summary>
-public struct Bf16x8
-{
-    public uint A;
-    public uint B;
-    public uint C;
-    public uint D;
-}
