@@ -95,17 +95,7 @@ internal static class KernelEmitter
         w.Line($"int token = index / {outName};");
         w.Line($"long x = (long)token * {inName};");
         w.Line($"long wRow = (long)(index - token * {outName}) * {inName};");
-        w.Line("float sum0 = 0f, sum1 = 0f;");
-        int body = inDim / 8 * 8;
-        if (body > 0)
-        {
-            w.Open($"for (int k = 0; k < {Int(body)}; k += 8)");
-            for (int j = 0; j < 8; j++)
-                w.Line($"sum{j & 1} += p.Input[x + k + {j}] * {K}.KernelMath.Bf16ToFloat(p.Weight[wRow + k + {j}]);");
-            w.Close();
-        }
-        for (int k = body; k < inDim; k++)
-            w.Line($"sum{k & 1} += p.Input[x + {k}] * {K}.KernelMath.Bf16ToFloat(p.Weight[wRow + {k}]);");
+        EmitUnrolledDot(w, inDim, k => $"p.Input[x + {k}]", k => $"p.Weight[wRow + {k}]");
         w.Line("p.Output[index] = sum0 + sum1;");
         w.Close();
         w.Line();
@@ -285,14 +275,7 @@ internal static class KernelEmitter
         w.Line("int lane = global::ILGPU.Group.IdxX;");
         w.Line("int row = global::ILGPU.Grid.IdxX;");
         w.Line("int rows = p.Tokens * Heads;");
-        w.Line("float maxLse = float.NegativeInfinity;");
-        w.Line("for (int split = 0; split < p.Splits; split++)");
-        w.Line("    maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);");
-        w.Line("float total = 0f;");
-        w.Line("if (maxLse > float.NegativeInfinity)");
-        w.Line("    for (int split = 0; split < p.Splits; split++)");
-        w.Line($"        total += {K}.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * {K}.KernelMath.Log2E);");
-        w.Line($"float lse = total > 0f ? maxLse + {K}.KernelMath.Log2(total) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        EmitMergedLse(w, "p.Splits", "(long)split * rows + row");
         foreach (var (c, _) in latent)
             w.Line($"float o{c} = 0f;");
         w.Open("for (int split = 0; split < p.Splits; split++)");
@@ -316,6 +299,38 @@ internal static class KernelEmitter
         w.Line();
     }
 
+    /// <summary>
+    /// <c>lse</c> = log Σ exp(lse_split) over the splits, max-subtracted; −∞ when no split saw a token.
+    /// <paramref name="lseIndex"/> indexes <c>p.PartialLse</c> in terms of the loop variable <c>split</c>.
+    /// </summary>
+    internal static void EmitMergedLse(SourceWriter w, string splits, string lseIndex)
+    {
+        w.Line("float maxLse = float.NegativeInfinity;");
+        w.Line($"for (int split = 0; split < {splits}; split++)");
+        w.Line($"    maxLse = global::System.Math.Max(maxLse, p.PartialLse[{lseIndex}]);");
+        w.Line("float total = 0f;");
+        w.Line("if (maxLse > float.NegativeInfinity)");
+        w.Line($"    for (int split = 0; split < {splits}; split++)");
+        w.Line($"        total += {K}.KernelMath.Exp2((p.PartialLse[{lseIndex}] - maxLse) * {K}.KernelMath.Log2E);");
+        w.Line($"float lse = total > 0f ? maxLse + {K}.KernelMath.Log2(total) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+    }
+
+    /// <summary>Σ_k input(k)·bf16(weight(k)) into two accumulators: unrolled by 8 with a constant trip count, remainder unrolled.</summary>
+    private static void EmitUnrolledDot(SourceWriter w, int length, Func<string, string> input, Func<string, string> weight)
+    {
+        w.Line("float sum0 = 0f, sum1 = 0f;");
+        int body = length / 8 * 8;
+        if (body > 0)
+        {
+            w.Open($"for (int k = 0; k < {Int(body)}; k += 8)");
+            for (int j = 0; j < 8; j++)
+                w.Line($"sum{j & 1} += {input($"k + {j}")} * {K}.KernelMath.Bf16ToFloat({weight($"k + {j}")});");
+            w.Close();
+        }
+        for (int k = body; k < length; k++)
+            w.Line($"sum{k & 1} += {input(Int(k))} * {K}.KernelMath.Bf16ToFloat({weight(Int(k))});");
+    }
+
     private static void EmitValueProjection(SourceWriter w, MlaShapeSpec s)
     {
         w.Line("/// <summary>o = W_UV·o_lat per head: one thread per (token, head, v); the latent is unrolled by 8.</summary>");
@@ -327,17 +342,7 @@ internal static class KernelEmitter
         w.Line("int v = index - row * VHeadDim;");
         w.Line("long latent = (long)row * LatentRank;");
         w.Line("long weight = ((long)(row % Heads) * KvUpRowsPerHead + NopeHeadDim + v) * LatentRank;");
-        w.Line("float sum0 = 0f, sum1 = 0f;");
-        int body = s.LatentRank / 8 * 8;
-        if (body > 0)
-        {
-            w.Open($"for (int k = 0; k < {Int(body)}; k += 8)");
-            for (int j = 0; j < 8; j++)
-                w.Line($"sum{j & 1} += p.LatentOutput[latent + k + {j}] * {K}.KernelMath.Bf16ToFloat(p.KvUp[weight + k + {j}]);");
-            w.Close();
-        }
-        for (int k = body; k < s.LatentRank; k++)
-            w.Line($"sum{k & 1} += p.LatentOutput[latent + {k}] * {K}.KernelMath.Bf16ToFloat(p.KvUp[weight + {k}]);");
+        EmitUnrolledDot(w, s.LatentRank, k => $"p.LatentOutput[latent + {k}]", k => $"p.KvUp[weight + {k}]");
         w.Line("p.HeadOutput[index] = sum0 + sum1;");
         w.Close();
         w.Line();

@@ -132,14 +132,7 @@ internal static class SerialKernelEmitter
         Header(w, "Merges the splits, one thread per (token, head).", "CombineSerialKernel", "CombineParams", "p.Tokens * Heads");
         w.Line("int row = index;");
         w.Line("int rows = p.Tokens * Heads;");
-        w.Line("float maxLse = float.NegativeInfinity;");
-        w.Line("for (int split = 0; split < p.Splits; split++)");
-        w.Line("    maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);");
-        w.Line("float total = 0f;");
-        w.Line("if (maxLse > float.NegativeInfinity)");
-        w.Line("    for (int split = 0; split < p.Splits; split++)");
-        w.Line($"        total += {K}.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * {K}.KernelMath.Log2E);");
-        w.Line($"float lse = total > 0f ? maxLse + {K}.KernelMath.Log2(total) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        EmitMergedLse(w, "p.Splits", "(long)split * rows + row");
         w.Line("long output = (long)row * LatentRank;");
         w.Line("for (int c = 0; c < LatentRank; c++)");
         w.Line("    p.LatentOutput[output + c] = 0f;");

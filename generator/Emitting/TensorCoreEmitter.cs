@@ -227,22 +227,15 @@ internal static class TensorCoreEmitter
         w.Line("    return;");
         w.Line("int first = p.BlockFirstItem[block];");
         w.Line("int count = p.BlockItems[block];");
-        w.Line("float maxLse = float.NegativeInfinity;");
-        w.Line("for (int i = 0; i < count; i++)");
-        w.Line("    maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + i) * TcRows + r]);");
-        w.Line("float total = 0f;");
-        w.Line("if (maxLse > float.NegativeInfinity)");
-        w.Line("    for (int i = 0; i < count; i++)");
-        w.Line($"        total += {K}.KernelMath.Exp2((p.PartialLse[(long)(first + i) * TcRows + r] - maxLse) * {K}.KernelMath.Log2E);");
-        w.Line($"float lse = total > 0f ? maxLse + {K}.KernelMath.Log2(total) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        EmitMergedLse(w, "count", "(long)(first + split) * TcRows + r");
         foreach (var (c, _) in chunks)
             w.Line($"float o{c} = 0f;");
-        w.Open("for (int i = 0; i < count; i++)");
-        w.Line("float partLse = p.PartialLse[(long)(first + i) * TcRows + r];");
+        w.Open("for (int split = 0; split < count; split++)");
+        w.Line("float partLse = p.PartialLse[(long)(first + split) * TcRows + r];");
         w.Line("if (partLse == float.NegativeInfinity)");
         w.Line("    continue;");
         w.Line($"float share = {K}.KernelMath.Exp2((partLse - lse) * {K}.KernelMath.Log2E);");
-        w.Line("long part = ((long)(first + i) * TcRows + r) * LatentRank;");
+        w.Line("long part = ((long)(first + split) * TcRows + r) * LatentRank;");
         foreach (var (c, guard) in chunks)
             w.Line(guard is null
                 ? $"o{c} += share * p.PartialOutput[part + lane + {c * 32}];"

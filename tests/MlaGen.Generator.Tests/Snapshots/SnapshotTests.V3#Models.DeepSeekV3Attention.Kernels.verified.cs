@@ -1757,12 +1757,12 @@ partial class DeepSeekV3Attention
             int first = p.BlockFirstItem[block];
             int count = p.BlockItems[block];
             float maxLse = float.NegativeInfinity;
-            for (int i = 0; i < count; i++)
-                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + i) * TcRows + r]);
+            for (int split = 0; split < count; split++)
+                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + split) * TcRows + r]);
             float total = 0f;
             if (maxLse > float.NegativeInfinity)
-                for (int i = 0; i < count; i++)
-                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + i) * TcRows + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                for (int split = 0; split < count; split++)
+                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + split) * TcRows + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
             float lse = total > 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
@@ -1780,13 +1780,13 @@ partial class DeepSeekV3Attention
             float o13 = 0f;
             float o14 = 0f;
             float o15 = 0f;
-            for (int i = 0; i < count; i++)
+            for (int split = 0; split < count; split++)
             {
-                float partLse = p.PartialLse[(long)(first + i) * TcRows + r];
+                float partLse = p.PartialLse[(long)(first + split) * TcRows + r];
                 if (partLse == float.NegativeInfinity)
                     continue;
                 float share = global::MlaGen.Kernels.KernelMath.Exp2((partLse - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part = ((long)(first + i) * TcRows + r) * LatentRank;
+                long part = ((long)(first + split) * TcRows + r) * LatentRank;
                 o0 += share * p.PartialOutput[part + lane + 0];
                 o1 += share * p.PartialOutput[part + lane + 32];
                 o2 += share * p.PartialOutput[part + lane + 64];
