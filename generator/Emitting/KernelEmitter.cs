@@ -254,7 +254,7 @@ internal static class KernelEmitter
         foreach (var (c, _) in latent)
             w.Line($"o{c} = o{c} * rescale + weight * c{c};");
         w.Close();
-        w.Line("float normalise = runningSum > 0f ? 1f / runningSum : 0f;");
+        w.Line("float normalise = runningSum != 0f ? 1f / runningSum : 0f;");
         w.Line("long output = ((long)split * p.Tokens * Heads + row) * LatentRank;");
         foreach (var (c, guard) in latent)
         {
@@ -262,7 +262,7 @@ internal static class KernelEmitter
             w.Line(guard is null ? store : $"if ({guard}) {store}");
         }
         w.Line("if (lane == 0)");
-        w.Line($"    p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum > 0f ? (runningMax + {K}.KernelMath.Log2(runningSum)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Line($"    p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum != 0f ? (runningMax + {K}.KernelMath.Log2(runningSum)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
         w.Close();
         w.Line();
     }
@@ -309,10 +309,10 @@ internal static class KernelEmitter
         w.Line($"for (int split = 0; split < {splits}; split++)");
         w.Line($"    maxLse = global::System.Math.Max(maxLse, p.PartialLse[{lseIndex}]);");
         w.Line("float total = 0f;");
-        w.Line("if (maxLse > float.NegativeInfinity)");
+        w.Line("if (maxLse != float.NegativeInfinity)");
         w.Line($"    for (int split = 0; split < {splits}; split++)");
         w.Line($"        total += {K}.KernelMath.Exp2((p.PartialLse[{lseIndex}] - maxLse) * {K}.KernelMath.Log2E);");
-        w.Line($"float lse = total > 0f ? maxLse + {K}.KernelMath.Log2(total) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Line($"float lse = total != 0f ? maxLse + {K}.KernelMath.Log2(total) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
     }
 
     /// <summary>Σ_k input(k)·bf16(weight(k)) into two accumulators: unrolled by 8 with a constant trip count, remainder unrolled.</summary>

@@ -119,10 +119,10 @@ internal static class SerialKernelEmitter
         w.Line("for (int c = 0; c < LatentRank; c++)");
         w.Line($"    p.PartialOutput[output + c] = p.PartialOutput[output + c] * rescale + weight * {K}.KernelMath.Bf16ToFloat(p.Cache.Pages[cached + c]);");
         w.Close();
-        w.Line("float normalise = runningSum > 0f ? 1f / runningSum : 0f;");
+        w.Line("float normalise = runningSum != 0f ? 1f / runningSum : 0f;");
         w.Line("for (int c = 0; c < LatentRank; c++)");
         w.Line("    p.PartialOutput[output + c] *= normalise;");
-        w.Line($"p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum > 0f ? (runningMax + {K}.KernelMath.Log2(runningSum)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Line($"p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum != 0f ? (runningMax + {K}.KernelMath.Log2(runningSum)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
         w.Close();
         w.Line();
     }

@@ -149,8 +149,8 @@ internal static class TensorCoreEmitter
         w.Close();
         w.Line();
         w.Line("// Normalise and write this item's partial output and log-sum-exp.");
-        w.Line("float invLo = sumLo > 0f ? 1f / sumLo : 0f;");
-        w.Line("float invHi = sumHi > 0f ? 1f / sumHi : 0f;");
+        w.Line("float invLo = sumLo != 0f ? 1f / sumLo : 0f;");
+        w.Line("float invHi = sumHi != 0f ? 1f / sumHi : 0f;");
         w.Line("long outLo = ((long)item * TcRows + g) * LatentRank + warp * TcColsPerWarp + 2 * t;");
         w.Line("long outHi = outLo + 8L * LatentRank;");
         for (int nt = 0; nt < nTiles; nt++)
@@ -163,9 +163,9 @@ internal static class TensorCoreEmitter
         }
         w.Open("if (warp == 0 && t == 0)");
         w.Line("if (g < rows)");
-        w.Line($"    p.PartialLse[(long)item * TcRows + g] = sumLo > 0f ? (maxLo + {K}.KernelMath.Log2(sumLo)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Line($"    p.PartialLse[(long)item * TcRows + g] = sumLo != 0f ? (maxLo + {K}.KernelMath.Log2(sumLo)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
         w.Line("if (g + 8 < rows)");
-        w.Line($"    p.PartialLse[(long)item * TcRows + g + 8] = sumHi > 0f ? (maxHi + {K}.KernelMath.Log2(sumHi)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Line($"    p.PartialLse[(long)item * TcRows + g + 8] = sumHi != 0f ? (maxHi + {K}.KernelMath.Log2(sumHi)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
         w.Close();
         w.Close();
         w.Line();

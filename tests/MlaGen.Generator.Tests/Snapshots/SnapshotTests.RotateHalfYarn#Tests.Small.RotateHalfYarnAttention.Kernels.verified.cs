@@ -259,12 +259,12 @@ partial class RotateHalfYarnAttention
                 o0 = o0 * rescale + weight * c0;
                 o1 = o1 * rescale + weight * c1;
             }
-            float normalise = runningSum > 0f ? 1f / runningSum : 0f;
+            float normalise = runningSum != 0f ? 1f / runningSum : 0f;
             long output = ((long)split * p.Tokens * Heads + row) * LatentRank;
             p.PartialOutput[output + lane + 0] = o0 * normalise;
             if (lane < 8) p.PartialOutput[output + lane + 32] = o1 * normalise;
             if (lane == 0)
-                p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum > 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum != 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
         }
 
         /// <summary>One warp per (token, head): merges the splits' outputs weighted by exp(lse_split − lse).</summary>
@@ -277,10 +277,10 @@ partial class RotateHalfYarnAttention
             for (int split = 0; split < p.Splits; split++)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);
             float total = 0f;
-            if (maxLse > float.NegativeInfinity)
+            if (maxLse != float.NegativeInfinity)
                 for (int split = 0; split < p.Splits; split++)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            float lse = total > 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
             for (int split = 0; split < p.Splits; split++)
@@ -507,10 +507,10 @@ partial class RotateHalfYarnAttention
                 for (int c = 0; c < LatentRank; c++)
                     p.PartialOutput[output + c] = p.PartialOutput[output + c] * rescale + weight * global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.Cache.Pages[cached + c]);
             }
-            float normalise = runningSum > 0f ? 1f / runningSum : 0f;
+            float normalise = runningSum != 0f ? 1f / runningSum : 0f;
             for (int c = 0; c < LatentRank; c++)
                 p.PartialOutput[output + c] *= normalise;
-            p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum > 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum != 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
         }
 
         /// <summary>Merges the splits, one thread per (token, head).</summary>
@@ -525,10 +525,10 @@ partial class RotateHalfYarnAttention
             for (int split = 0; split < p.Splits; split++)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);
             float total = 0f;
-            if (maxLse > float.NegativeInfinity)
+            if (maxLse != float.NegativeInfinity)
                 for (int split = 0; split < p.Splits; split++)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            float lse = total > 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             long output = (long)row * LatentRank;
             for (int c = 0; c < LatentRank; c++)
                 p.LatentOutput[output + c] = 0f;

@@ -299,12 +299,12 @@ partial class SmallQLoraAttention
                 o0 = o0 * rescale + weight * c0;
                 o1 = o1 * rescale + weight * c1;
             }
-            float normalise = runningSum > 0f ? 1f / runningSum : 0f;
+            float normalise = runningSum != 0f ? 1f / runningSum : 0f;
             long output = ((long)split * p.Tokens * Heads + row) * LatentRank;
             p.PartialOutput[output + lane + 0] = o0 * normalise;
             p.PartialOutput[output + lane + 32] = o1 * normalise;
             if (lane == 0)
-                p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum > 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum != 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
         }
 
         /// <summary>One warp per (token, head): merges the splits' outputs weighted by exp(lse_split − lse).</summary>
@@ -317,10 +317,10 @@ partial class SmallQLoraAttention
             for (int split = 0; split < p.Splits; split++)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);
             float total = 0f;
-            if (maxLse > float.NegativeInfinity)
+            if (maxLse != float.NegativeInfinity)
                 for (int split = 0; split < p.Splits; split++)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            float lse = total > 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
             for (int split = 0; split < p.Splits; split++)
@@ -562,10 +562,10 @@ partial class SmallQLoraAttention
                 for (int c = 0; c < LatentRank; c++)
                     p.PartialOutput[output + c] = p.PartialOutput[output + c] * rescale + weight * global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.Cache.Pages[cached + c]);
             }
-            float normalise = runningSum > 0f ? 1f / runningSum : 0f;
+            float normalise = runningSum != 0f ? 1f / runningSum : 0f;
             for (int c = 0; c < LatentRank; c++)
                 p.PartialOutput[output + c] *= normalise;
-            p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum > 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum != 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
         }
 
         /// <summary>Merges the splits, one thread per (token, head).</summary>
@@ -580,10 +580,10 @@ partial class SmallQLoraAttention
             for (int split = 0; split < p.Splits; split++)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);
             float total = 0f;
-            if (maxLse > float.NegativeInfinity)
+            if (maxLse != float.NegativeInfinity)
                 for (int split = 0; split < p.Splits; split++)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            float lse = total > 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             long output = (long)row * LatentRank;
             for (int c = 0; c < LatentRank; c++)
                 p.LatentOutput[output + c] = 0f;
@@ -788,8 +788,8 @@ partial class SmallQLoraAttention
             }
 
             // Normalise and write this item's partial output and log-sum-exp.
-            float invLo = sumLo > 0f ? 1f / sumLo : 0f;
-            float invHi = sumHi > 0f ? 1f / sumHi : 0f;
+            float invLo = sumLo != 0f ? 1f / sumLo : 0f;
+            float invHi = sumHi != 0f ? 1f / sumHi : 0f;
             long outLo = ((long)item * TcRows + g) * LatentRank + warp * TcColsPerWarp + 2 * t;
             long outHi = outLo + 8L * LatentRank;
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o0;", out float r0);
@@ -807,9 +807,9 @@ partial class SmallQLoraAttention
             if (warp == 0 && t == 0)
             {
                 if (g < rows)
-                    p.PartialLse[(long)item * TcRows + g] = sumLo > 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    p.PartialLse[(long)item * TcRows + g] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
                 if (g + 8 < rows)
-                    p.PartialLse[(long)item * TcRows + g + 8] = sumHi > 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    p.PartialLse[(long)item * TcRows + g + 8] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             }
         }
 
@@ -827,10 +827,10 @@ partial class SmallQLoraAttention
             for (int split = 0; split < count; split++)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + split) * TcRows + r]);
             float total = 0f;
-            if (maxLse > float.NegativeInfinity)
+            if (maxLse != float.NegativeInfinity)
                 for (int split = 0; split < count; split++)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + split) * TcRows + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            float lse = total > 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
             for (int split = 0; split < count; split++)

@@ -651,7 +651,7 @@ partial class DeepSeekV2LiteAttention
                 o14 = o14 * rescale + weight * c14;
                 o15 = o15 * rescale + weight * c15;
             }
-            float normalise = runningSum > 0f ? 1f / runningSum : 0f;
+            float normalise = runningSum != 0f ? 1f / runningSum : 0f;
             long output = ((long)split * p.Tokens * Heads + row) * LatentRank;
             p.PartialOutput[output + lane + 0] = o0 * normalise;
             p.PartialOutput[output + lane + 32] = o1 * normalise;
@@ -670,7 +670,7 @@ partial class DeepSeekV2LiteAttention
             p.PartialOutput[output + lane + 448] = o14 * normalise;
             p.PartialOutput[output + lane + 480] = o15 * normalise;
             if (lane == 0)
-                p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum > 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum != 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
         }
 
         /// <summary>One warp per (token, head): merges the splits' outputs weighted by exp(lse_split − lse).</summary>
@@ -683,10 +683,10 @@ partial class DeepSeekV2LiteAttention
             for (int split = 0; split < p.Splits; split++)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);
             float total = 0f;
-            if (maxLse > float.NegativeInfinity)
+            if (maxLse != float.NegativeInfinity)
                 for (int split = 0; split < p.Splits; split++)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            float lse = total > 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
             float o2 = 0f;
@@ -1195,10 +1195,10 @@ partial class DeepSeekV2LiteAttention
                 for (int c = 0; c < LatentRank; c++)
                     p.PartialOutput[output + c] = p.PartialOutput[output + c] * rescale + weight * global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.Cache.Pages[cached + c]);
             }
-            float normalise = runningSum > 0f ? 1f / runningSum : 0f;
+            float normalise = runningSum != 0f ? 1f / runningSum : 0f;
             for (int c = 0; c < LatentRank; c++)
                 p.PartialOutput[output + c] *= normalise;
-            p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum > 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum != 0f ? (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
         }
 
         /// <summary>Merges the splits, one thread per (token, head).</summary>
@@ -1213,10 +1213,10 @@ partial class DeepSeekV2LiteAttention
             for (int split = 0; split < p.Splits; split++)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);
             float total = 0f;
-            if (maxLse > float.NegativeInfinity)
+            if (maxLse != float.NegativeInfinity)
                 for (int split = 0; split < p.Splits; split++)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            float lse = total > 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             long output = (long)row * LatentRank;
             for (int c = 0; c < LatentRank; c++)
                 p.LatentOutput[output + c] = 0f;
@@ -1582,8 +1582,8 @@ partial class DeepSeekV2LiteAttention
             }
 
             // Normalise and write this item's partial output and log-sum-exp.
-            float invLo = sumLo > 0f ? 1f / sumLo : 0f;
-            float invHi = sumHi > 0f ? 1f / sumHi : 0f;
+            float invLo = sumLo != 0f ? 1f / sumLo : 0f;
+            float invHi = sumHi != 0f ? 1f / sumHi : 0f;
             long outLo = ((long)item * TcRows + g) * LatentRank + warp * TcColsPerWarp + 2 * t;
             long outHi = outLo + 8L * LatentRank;
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o0;", out float r0);
@@ -1685,9 +1685,9 @@ partial class DeepSeekV2LiteAttention
             if (warp == 0 && t == 0)
             {
                 if (g < rows)
-                    p.PartialLse[(long)item * TcRows + g] = sumLo > 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    p.PartialLse[(long)item * TcRows + g] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
                 if (g + 8 < rows)
-                    p.PartialLse[(long)item * TcRows + g + 8] = sumHi > 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    p.PartialLse[(long)item * TcRows + g + 8] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             }
         }
 
@@ -1705,10 +1705,10 @@ partial class DeepSeekV2LiteAttention
             for (int split = 0; split < count; split++)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + split) * TcRows + r]);
             float total = 0f;
-            if (maxLse > float.NegativeInfinity)
+            if (maxLse != float.NegativeInfinity)
                 for (int split = 0; split < count; split++)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + split) * TcRows + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            float lse = total > 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
             float o2 = 0f;
