@@ -35,7 +35,7 @@ public sealed class AttentionLaunch
         AbsorbedQuery = scratch.Absorbed.Get((long)Rows * spec.CacheRowValues);
         LatentOutput = scratch.LatentOut.Get((long)Rows * spec.LatentRank);
         Lse = scratch.Lse.Get(Rows);
-        var addressing = new CacheAddressing
+        var addressing = Cache = new CacheAddressing
         {
             Pages = cache.PagesView,
             BlockTable = cache.BlockTableView,
@@ -126,6 +126,9 @@ public sealed class AttentionLaunch
     public ArrayView<float> LatentOutput { get; }
     public ArrayView<float> Lse { get; }
     public ArrayView<int> TokenSlot { get; }
+
+    /// <summary>The cache and this call's token slots and positions, as kernels address them.</summary>
+    public CacheAddressing Cache { get; }
     public ArrayView<int> TokenPosition { get; }
 
     /// <summary>Attention and the combine of its splits, on <paramref name="stream"/>.</summary>

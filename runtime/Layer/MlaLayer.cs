@@ -88,11 +88,7 @@ public sealed class MlaLayer : IDisposable
         lock (_gate)
         {
             ThrowIfDisposed();
-            if (!cache.Spec.IsSameShape(Spec))
-                throw new ArgumentException($"The cache holds {cache.Spec.ShapeText}, but this layer is {Spec.ShapeText}.", nameof(cache));
-            if (!ReferenceEquals(cache.Device, Device))
-                throw new ArgumentException(
-                    $"The cache lives on another MlaDevice instance ({cache.Device}) than this layer; expected this layer's device ({Device}).", nameof(cache));
+            ValidateCache(cache);
             if (newTokens.Length != sequences.Length)
                 throw new ArgumentException(
                     $"newTokens has {newTokens.Length} entries, expected one per sequence ({sequences.Length}).", nameof(newTokens));
@@ -119,7 +115,7 @@ public sealed class MlaLayer : IDisposable
             if (tokens == 0)
                 return MlaForwardResult.Empty(Spec.Heads);
             var attention = PlanAttention(cache, sequences, newTokens, starts, options);
-            return Run(cache, attention, hidden.ToArray(), options);
+            return Run(attention, hidden.ToArray(), options);
         }
     }
 
@@ -131,6 +127,7 @@ public sealed class MlaLayer : IDisposable
     public AttentionLaunch PlanAttention(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens, MlaForwardOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(cache);
+        ValidateCache(cache);
         if (newTokens.Length != sequences.Length)
             throw new ArgumentException($"newTokens has {newTokens.Length} entries, expected one per sequence ({sequences.Length}).", nameof(newTokens));
         var starts = new int[sequences.Length];
@@ -146,6 +143,16 @@ public sealed class MlaLayer : IDisposable
             ThrowIfDisposed();
             return PlanAttention(cache, sequences, newTokens, starts, options ?? MlaForwardOptions.Default);
         }
+    }
+
+    /// <summary>The cache must hold this layer's shape on this layer's device.</summary>
+    private void ValidateCache(LatentCache cache)
+    {
+        if (!cache.Spec.IsSameShape(Spec))
+            throw new ArgumentException($"The cache holds {cache.Spec.ShapeText}, but this layer is {Spec.ShapeText}.", nameof(cache));
+        if (!ReferenceEquals(cache.Device, Device))
+            throw new ArgumentException(
+                $"The cache lives on another MlaDevice instance ({cache.Device}) than this layer; expected this layer's device ({Device}).", nameof(cache));
     }
 
     private AttentionLaunch PlanAttention(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens,
@@ -176,7 +183,7 @@ public sealed class MlaLayer : IDisposable
         return new AttentionLaunch(Kernels, cache, _scratch, slots, positions, sequenceTokens.ToArray(), lastPositions.ToArray(), options);
     }
 
-    private MlaForwardResult Run(LatentCache cache, AttentionLaunch attention, float[] hidden, MlaForwardOptions options)
+    private MlaForwardResult Run(AttentionLaunch attention, float[] hidden, MlaForwardOptions options)
     {
         var stream = Device.Accelerator.DefaultStream;
         var s = Spec;
@@ -186,14 +193,7 @@ public sealed class MlaLayer : IDisposable
 
         var x = _scratch.Hidden.Get((long)tokens * s.DModel);
         x.CopyFromCPU(hidden);
-        var addressing = new CacheAddressing
-        {
-            Pages = cache.PagesView,
-            BlockTable = cache.BlockTableView,
-            BlockTableStride = cache.MaxPagesPerSequence,
-            TokenSlot = attention.TokenSlot,
-            TokenPosition = attention.TokenPosition,
-        };
+        var addressing = attention.Cache;
         var query = _scratch.Query.Get((long)tokens * heads * s.QHeadDim);
         var kvLatent = _scratch.KvLatent.Get((long)tokens * s.CacheRowValues);
         var headOut = _scratch.Heads.Get((long)tokens * heads * s.VHeadDim);
