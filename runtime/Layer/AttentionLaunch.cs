@@ -20,7 +20,7 @@ public sealed class AttentionLaunch
     private readonly TensorCoreAttentionParams _tensorCore;
     private readonly TensorCoreCombineParams _tensorCoreCombine;
 
-    internal AttentionLaunch(MlaKernelSet kernels, LatentCache cache, LayerScratch scratch, int[] slots, int[] positions,
+    internal AttentionLaunch(MlaKernelSet kernels, LatentCache cache, LayerScratch scratch, AcceleratorStream stream, int[] slots, int[] positions,
         int[] sequenceTokens, int[] lastPositions, MlaForwardOptions options)
     {
         _kernels = kernels;
@@ -29,9 +29,9 @@ public sealed class AttentionLaunch
         Tokens = slots.Length;
         Rows = Tokens * spec.Heads;
         TokenSlot = scratch.TokenSlot.Get(Tokens);
-        TokenSlot.CopyFromCPU(slots);
+        TokenSlot.CopyFromCPU(stream, slots);
         TokenPosition = scratch.TokenPosition.Get(Tokens);
-        TokenPosition.CopyFromCPU(positions);
+        TokenPosition.CopyFromCPU(stream, positions);
         AbsorbedQuery = scratch.Absorbed.Get((long)Rows * spec.CacheRowValues);
         LatentOutput = scratch.LatentOut.Get((long)Rows * spec.LatentRank);
         Lse = scratch.Lse.Get(Rows);
@@ -52,16 +52,16 @@ public sealed class AttentionLaunch
             Parts = plan.Items;
             var partialOut = scratch.PartialOut.Get((long)plan.Items * MlaKernelSet.TensorCoreRows * spec.LatentRank);
             var partialLse = scratch.PartialLse.Get((long)plan.Items * MlaKernelSet.TensorCoreRows);
-            var blockFirstRow = Upload(scratch.BlockFirstRow, plan.BlockFirstRow);
-            var blockRows = Upload(scratch.BlockRows, plan.BlockRows);
+            var blockFirstRow = Upload(stream, scratch.BlockFirstRow, plan.BlockFirstRow);
+            var blockRows = Upload(stream, scratch.BlockRows, plan.BlockRows);
             _tensorCore = new TensorCoreAttentionParams
             {
                 AbsorbedQuery = AbsorbedQuery,
                 Cache = addressing,
                 PagesAddress = cache.PagesView.LoadEffectiveAddressAsPtr().ToInt64(),
-                ItemBlock = Upload(scratch.ItemBlock, plan.ItemBlock),
-                ItemBegin = Upload(scratch.ItemBegin, plan.ItemBegin),
-                ItemEnd = Upload(scratch.ItemEnd, plan.ItemEnd),
+                ItemBlock = Upload(stream, scratch.ItemBlock, plan.ItemBlock),
+                ItemBegin = Upload(stream, scratch.ItemBegin, plan.ItemBegin),
+                ItemEnd = Upload(stream, scratch.ItemEnd, plan.ItemEnd),
                 BlockFirstRow = blockFirstRow,
                 BlockRows = blockRows,
                 PartialOutput = partialOut,
@@ -74,8 +74,8 @@ public sealed class AttentionLaunch
                 PartialLse = partialLse,
                 BlockFirstRow = blockFirstRow,
                 BlockRows = blockRows,
-                BlockFirstItem = Upload(scratch.BlockFirstItem, plan.BlockFirstItem),
-                BlockItems = Upload(scratch.BlockItems, plan.BlockItems),
+                BlockFirstItem = Upload(stream, scratch.BlockFirstItem, plan.BlockFirstItem),
+                BlockItems = Upload(stream, scratch.BlockItems, plan.BlockItems),
                 LatentOutput = LatentOutput,
                 Lse = Lse,
                 Blocks = plan.Blocks,
@@ -103,7 +103,6 @@ public sealed class AttentionLaunch
         }
         if (options.PoisonBuffers)
         {
-            var stream = accelerator.DefaultStream;
             LatentOutput.MemSet(stream, 0xFF);
             Lse.MemSet(stream, 0xFF);
             (UsesTensorCores ? _tensorCore.PartialOutput : _general.PartialOutput).MemSet(stream, 0xFF);
@@ -146,11 +145,11 @@ public sealed class AttentionLaunch
         }
     }
 
-    private static ArrayView<int> Upload(DeviceScratch<int> scratch, int[] values)
+    private static ArrayView<int> Upload(AcceleratorStream stream, DeviceScratch<int> scratch, int[] values)
     {
         var view = scratch.Get(values.Length);
         if (values.Length > 0)
-            view.SubView(0, values.Length).CopyFromCPU(values);
+            view.SubView(0, values.Length).CopyFromCPU(stream, values);
         return view;
     }
 

@@ -17,6 +17,7 @@ public sealed class MlaLayer : IDisposable
 {
     private readonly Dictionary<string, MemoryBuffer1D<ushort, Stride1D.Dense>> _weights = new(StringComparer.Ordinal);
     private readonly LayerScratch _scratch;
+    private readonly AcceleratorStream _stream;
     private readonly object _gate = new();
     private bool _disposed;
 
@@ -46,11 +47,15 @@ public sealed class MlaLayer : IDisposable
             throw;
         }
         _scratch = new LayerScratch(accelerator);
+        _stream = accelerator.CreateStream();
     }
 
     public MlaDevice Device { get; }
     public MlaSpec Spec { get; }
     public MlaKernelSet Kernels { get; }
+
+    /// <summary>This layer's own stream: two layers on one GPU run concurrently, each in order on its stream.</summary>
+    public AcceleratorStream Stream => _stream;
 
     /// <summary>A latent cache of this layer's shape on this layer's device.</summary>
     public LatentCache CreateCache(int numPages, int maxSequences, int maxPagesPerSequence)
@@ -180,19 +185,19 @@ public sealed class MlaLayer : IDisposable
                 lastPositions.Add(starts[i] + newTokens[i] - 1);
             }
         }
-        return new AttentionLaunch(Kernels, cache, _scratch, slots, positions, sequenceTokens.ToArray(), lastPositions.ToArray(), options);
+        return new AttentionLaunch(Kernels, cache, _scratch, _stream, slots, positions, sequenceTokens.ToArray(), lastPositions.ToArray(), options);
     }
 
     private MlaForwardResult Run(AttentionLaunch attention, float[] hidden, MlaForwardOptions options)
     {
-        var stream = Device.Accelerator.DefaultStream;
+        var stream = _stream;
         var s = Spec;
         int tokens = attention.Tokens;
         int heads = s.Heads;
         int rows = attention.Rows;
 
         var x = _scratch.Hidden.Get((long)tokens * s.DModel);
-        x.CopyFromCPU(hidden);
+        x.CopyFromCPU(stream, hidden);
         var addressing = attention.Cache;
         var query = _scratch.Query.Get((long)tokens * heads * s.QHeadDim);
         var kvLatent = _scratch.KvLatent.Get((long)tokens * s.CacheRowValues);
@@ -224,17 +229,18 @@ public sealed class MlaLayer : IDisposable
         stream.Synchronize();
 
         var result = new float[(long)tokens * s.DModel];
-        output.SubView(0, result.Length).CopyToCPU(result);
+        output.SubView(0, result.Length).CopyToCPU(stream, result);
         var lseHost = new float[rows];
-        attention.Lse.SubView(0, rows).CopyToCPU(lseHost);
+        attention.Lse.SubView(0, rows).CopyToCPU(stream, lseHost);
         float[]? absorbedHost = null, latentHost = null;
         if (options.CaptureIntermediates)
         {
             absorbedHost = new float[(long)rows * s.CacheRowValues];
-            attention.AbsorbedQuery.SubView(0, absorbedHost.Length).CopyToCPU(absorbedHost);
+            attention.AbsorbedQuery.SubView(0, absorbedHost.Length).CopyToCPU(stream, absorbedHost);
             latentHost = new float[(long)rows * s.LatentRank];
-            attention.LatentOutput.SubView(0, latentHost.Length).CopyToCPU(latentHost);
+            attention.LatentOutput.SubView(0, latentHost.Length).CopyToCPU(stream, latentHost);
         }
+        stream.Synchronize();
         return new MlaForwardResult(tokens, heads, result, lseHost, absorbedHost, latentHost, attention.UsesTensorCores);
     }
 
@@ -287,6 +293,7 @@ public sealed class MlaLayer : IDisposable
                 buffer.Dispose();
             _weights.Clear();
             _scratch.Dispose();
+            _stream.Dispose();
         }
     }
 }

@@ -17,7 +17,8 @@ namespace MlaGen.DecodeBenchmark;
 /// and one cache. At checkpoints a probe sequence is prefilled and decoded in the fragmented cache and checked against
 /// the float64 non-absorbed reference; at the end every sequence has left, the cache must hold nothing, and after
 /// disposing layer and cache the device's free memory must be back at its baseline. On CUDA it first decodes one
-/// 131,072-token sequence at the full shape against the float64 reference (<see cref="LongContextCheck"/>).
+/// 131,072-token sequence at the full shape against the float64 reference (<see cref="LongContextCheck"/>), and checks
+/// two layers on two threads and streams against running them in turn (<see cref="ConcurrencyCheck"/>).
 /// </summary>
 internal static class Soak
 {
@@ -35,6 +36,7 @@ internal static class Soak
 
         var spec = shape.Spec;
         var rng = new Random(seed);
+        bool concurrentOk = ConcurrencyCheck.Run(device, shape, rng.Next(), Log);
         bool longOk = !device.IsCuda || LongContextCheck.Run(device, shape, rng.Next(), Log);
         long FreeBytes() => device.Accelerator is CudaAccelerator cuda ? cuda.GetFreeMemory() : GC.GetTotalMemory(true);
         long baseline = FreeBytes();
@@ -125,7 +127,7 @@ internal static class Soak
             $"soak done: {steps} steps, {joins} joined, {leaves} left (peak {peakActive} at once, {peakPages} pages), {prefilledTokens} prefilled + {decodedTokens} decoded tokens in {clock.Elapsed.TotalSeconds:F1} s; free device memory {baseline / 1048576.0:F1} MiB before, {after / 1048576.0:F1} MiB after layer and cache were disposed ({(memoryOk ? "back at baseline" : "LEAK")}); worst probe error {worstError:E2}"));
         Directory.CreateDirectory(outDirectory);
         File.WriteAllLines(Path.Combine(outDirectory, "soak.log"), log);
-        return worstFailures == 0 && memoryOk && longOk ? 0 : 1;
+        return worstFailures == 0 && memoryOk && longOk && concurrentOk ? 0 : 1;
     }
 
     /// <summary>A fresh sequence in the fragmented cache: 64-token prompt, 4 decode steps, checked against float64.</summary>
