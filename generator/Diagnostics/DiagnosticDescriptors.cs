@@ -21,7 +21,7 @@ internal static class DiagnosticDescriptors
 
     public static readonly DiagnosticDescriptor NotAClass = Error(
         "MLA004", "[MlaConfig] applies to classes only",
-        "'{0}' is a {1}; [MlaConfig] must be placed on a partial class");
+        "'{0}' is {1}; [MlaConfig] must be placed on a partial class");
 
     public static readonly DiagnosticDescriptor DimensionNotPositive = Error(
         "MLA005", "Dimension must be positive",
@@ -63,6 +63,10 @@ internal static class DiagnosticDescriptors
         "MLA014", "Shape not covered by the tensor-core decode kernel",
         "Shape of '{0}' runs on the general kernel only, not the tensor-core decode kernel: {1}",
         Category, DiagnosticSeverity.Warning, isEnabledByDefault: true);
+
+    public static readonly DiagnosticDescriptor NameCollidesWithGeneratedMember = Error(
+        "MLA015", "Class name collides with a generated member",
+        "Class '{0}' would get a generated member of its own name ({0}); C# forbids a member named like its type (CS0542), so rename the class, e.g. '{0}Attention'");
 
     private static DiagnosticDescriptor Error(string id, string title, string message) =>
         new(id, title, message, Category, DiagnosticSeverity.Error, isEnabledByDefault: true);

@@ -21,7 +21,7 @@ internal static class KernelEmitter
         w.Line("/// <summary>Loads this shape's kernels onto <paramref name=\"device\"/> once per path; later calls return the cached set.</summary>");
         w.Open("public static global::MlaGen.Kernels.MlaKernelSet LoadKernels(global::MlaGen.Devices.MlaDevice device, global::MlaGen.Kernels.MlaKernelPath path = global::MlaGen.Kernels.MlaKernelPath.Auto)");
         w.Line("global::System.ArgumentNullException.ThrowIfNull(device);");
-        w.Line("var resolved = global::MlaGen.Kernels.MlaKernelSet.Resolve(path, device.Accelerator);");
+        w.Line("global::MlaGen.Kernels.MlaKernelPath resolved = global::MlaGen.Kernels.MlaKernelSet.Resolve(path, device.Accelerator);");
         w.Line($"return device.GetOrLoad<global::MlaGen.Kernels.MlaKernelSet>({String(spec.FullName)} + \"/\" + resolved, accelerator => new MlaKernels.Set(accelerator, resolved));");
         w.Close();
         w.Line();

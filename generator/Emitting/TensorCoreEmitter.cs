@@ -53,7 +53,7 @@ internal static class TensorCoreEmitter
         w.Line("// Named PTX registers and the two K tiles first, before any branch: ILGPU pastes inline PTX unbraced, so they");
         w.Line("// live for the whole kernel; the tiles are declared here so cp.async and ldmatrix can name them.");
         w.Line($"{Asm}(\".reg .f32 s<8>; .reg .f32 o<{nTiles * 4}>; .shared .align 16 .b8 mla_tiles[{2 * tileBytes}];\");");
-        w.Line("var partial = global::ILGPU.SharedMemory.Allocate<float>(TcWarps * 256);");
+        w.Line("global::ILGPU.ArrayView<float> partial = global::ILGPU.SharedMemory.Allocate<float>(TcWarps * 256);");
         w.Line("int tid = global::ILGPU.Group.IdxX;");
         w.Line("int warp = tid >> 5;");
         w.Line("int lane = tid & 31;");

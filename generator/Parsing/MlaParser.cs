@@ -124,7 +124,7 @@ internal static class MlaParser
         if (type.TypeKind != TypeKind.Class)
         {
             string kind = type.IsRecord ? "record struct" : type.TypeKind.ToString().ToLowerInvariant();
-            diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.NotAClass, location, type.Name, kind));
+            diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.NotAClass, location, type.Name, WithArticle(kind)));
             return null;
         }
         // A file-local type cannot be extended from the generator's file: a 'partial class' there declares another type.
@@ -133,13 +133,18 @@ internal static class MlaParser
             if (t.IsFileLocal)
             {
                 string kind = ReferenceEquals(t, type)
-                    ? "file-local class (generated members cannot join it from another file)"
-                    : $"class inside file-local type '{t.Name}' (generated members cannot join it from another file)";
+                    ? "a file-local class (generated members cannot join it from another file)"
+                    : $"a class inside file-local type '{t.Name}' (generated members cannot join it from another file)";
                 diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.NotAClass, location, type.Name, kind));
                 return null;
             }
         }
         bool ok = true;
+        if (GeneratedMembers.Names.Contains(type.Name))
+        {
+            diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.NameCollidesWithGeneratedMember, location, type.Name));
+            ok = false;
+        }
         if (!declaration.Modifiers.Any(SyntaxKind.PartialKeyword))
         {
             diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.ClassNotPartial, location, type.Name));
@@ -167,6 +172,8 @@ internal static class MlaParser
         }
         return ok ? KeywordOf(type) : null;
     }
+
+    private static string WithArticle(string noun) => ("aeiou".IndexOf(noun[0]) >= 0 ? "an " : "a ") + noun;
 
     private static string KeywordOf(INamedTypeSymbol t) => (t.IsRecord, t.TypeKind) switch
     {

@@ -30,6 +30,8 @@ public class DiagnosticTests
     [InlineData("MLA011", "[MlaConfig(64, 2, 32, 16, [|RopeTheta = 1|])] public partial class C { }", "RopeTheta is 1")]
     [InlineData("MLA012", "[MlaConfig(64, 2, 32, 16, [|MaxPositions = 100000000|])] public partial class C { }", "MaxPositions is 100000000")]
     [InlineData("MLA013", "[MlaConfig(64, 2, 32, 16, [|RopeStyle = (RopeStyle)7|])] public partial class C { }", "RopeStyle is 7")]
+    [InlineData("MLA015", "[MlaConfig(64, 2, 64, 16)] public partial class [|Spec|] { }", "Class 'Spec' would get a generated member of its own name")]
+    [InlineData("MLA015", "[MlaConfig(64, 2, 64, 16)] public partial class [|Heads|] { }", "CS0542")]
     [InlineData("MLA014", "[[|MlaConfig(64, 2, 40, 16)|]] public partial class C { }", "latentRank a multiple of 64")]
     public void ReportsDiagnosticOnTheOffendingSyntax(string id, string markedSource, string messagePart)
     {
@@ -71,6 +73,21 @@ public class DiagnosticTests
             Assert.Contains("## " + id, docs, System.StringComparison.Ordinal);
             Assert.Contains(id + " |", unshipped, System.StringComparison.Ordinal);
         }
+    }
+
+    [Fact]
+    public void GeneratedMembersListMatchesWhatTheEmittersWrite()
+    {
+        var run = GeneratorHarness.Run(Shapes.V3);
+        var type = run.Output.GetTypeByMetadataName("Models.DeepSeekV3Attention")!;
+        var generated = type.GetMembers()
+            .Where(m => !m.IsImplicitlyDeclared && m.Locations.All(l => l.SourceTree?.FilePath.EndsWith(".g.cs", System.StringComparison.Ordinal) == true))
+            .Select(m => m.Name)
+            .Concat(type.GetTypeMembers().Select(t => t.Name))
+            .Where(n => !n.StartsWith("get_", System.StringComparison.Ordinal))
+            .ToHashSet();
+        Assert.True(generated.SetEquals(MlaGen.Generator.Model.GeneratedMembers.Names),
+            "generated: " + string.Join(", ", generated.OrderBy(n => n)) + "\nlisted: " + string.Join(", ", MlaGen.Generator.Model.GeneratedMembers.Names.OrderBy(n => n)));
     }
 
     internal static string RepositoryRoot([System.Runtime.CompilerServices.CallerFilePath] string file = "") =>

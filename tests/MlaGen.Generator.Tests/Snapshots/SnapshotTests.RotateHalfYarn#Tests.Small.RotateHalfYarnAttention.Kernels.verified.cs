@@ -11,7 +11,7 @@ partial class RotateHalfYarnAttention
     public static global::MlaGen.Kernels.MlaKernelSet LoadKernels(global::MlaGen.Devices.MlaDevice device, global::MlaGen.Kernels.MlaKernelPath path = global::MlaGen.Kernels.MlaKernelPath.Auto)
     {
         global::System.ArgumentNullException.ThrowIfNull(device);
-        var resolved = global::MlaGen.Kernels.MlaKernelSet.Resolve(path, device.Accelerator);
+        global::MlaGen.Kernels.MlaKernelPath resolved = global::MlaGen.Kernels.MlaKernelSet.Resolve(path, device.Accelerator);
         return device.GetOrLoad<global::MlaGen.Kernels.MlaKernelSet>("Tests.Small.RotateHalfYarnAttention" + "/" + resolved, accelerator => new MlaKernels.Set(accelerator, resolved));
     }
 

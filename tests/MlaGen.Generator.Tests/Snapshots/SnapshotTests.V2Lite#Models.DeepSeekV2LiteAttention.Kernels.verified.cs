@@ -11,7 +11,7 @@ partial class DeepSeekV2LiteAttention
     public static global::MlaGen.Kernels.MlaKernelSet LoadKernels(global::MlaGen.Devices.MlaDevice device, global::MlaGen.Kernels.MlaKernelPath path = global::MlaGen.Kernels.MlaKernelPath.Auto)
     {
         global::System.ArgumentNullException.ThrowIfNull(device);
-        var resolved = global::MlaGen.Kernels.MlaKernelSet.Resolve(path, device.Accelerator);
+        global::MlaGen.Kernels.MlaKernelPath resolved = global::MlaGen.Kernels.MlaKernelSet.Resolve(path, device.Accelerator);
         return device.GetOrLoad<global::MlaGen.Kernels.MlaKernelSet>("Models.DeepSeekV2LiteAttention" + "/" + resolved, accelerator => new MlaKernels.Set(accelerator, resolved));
     }
 
@@ -1251,7 +1251,7 @@ partial class DeepSeekV2LiteAttention
             // Named PTX registers and the two K tiles first, before any branch: ILGPU pastes inline PTX unbraced, so they
             // live for the whole kernel; the tiles are declared here so cp.async and ldmatrix can name them.
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 s<8>; .reg .f32 o<64>; .shared .align 16 .b8 mla_tiles[37376];");
-            var partial = global::ILGPU.SharedMemory.Allocate<float>(TcWarps * 256);
+            global::ILGPU.ArrayView<float> partial = global::ILGPU.SharedMemory.Allocate<float>(TcWarps * 256);
             int tid = global::ILGPU.Group.IdxX;
             int warp = tid >> 5;
             int lane = tid & 31;
