@@ -269,34 +269,44 @@ internal static class KernelEmitter
 
     private static void EmitCombine(SourceWriter w, MlaShapeSpec s)
     {
-        var latent = new List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
         w.Line("/// <summary>One warp per (token, head): merges the splits' outputs weighted by exp(lse_split − lse).</summary>");
         w.Open($"public static void CombineKernel({K}.CombineParams p)");
         w.Line("int lane = global::ILGPU.Group.IdxX;");
         w.Line("int row = global::ILGPU.Grid.IdxX;");
         w.Line("int rows = p.Tokens * Heads;");
-        EmitMergedLse(w, "p.Splits", "(long)split * rows + row");
+        EmitWarpMerge(w, s, "p.Splits", "(long)split * rows + row", "row");
+        w.Close();
+        w.Line();
+    }
+
+    /// <summary>
+    /// One warp merges a query row's split parts (lanes over the latent) and writes the latent output and LSE.
+    /// <paramref name="partRow"/> is the part's row in the partial buffers in terms of <c>split</c>; <paramref name="outRow"/>
+    /// the query row.
+    /// </summary>
+    internal static void EmitWarpMerge(SourceWriter w, MlaShapeSpec s, string splits, string partRow, string outRow)
+    {
+        var latent = new List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
+        EmitMergedLse(w, splits, partRow);
         foreach (var (c, _) in latent)
             w.Line($"float o{c} = 0f;");
-        w.Open("for (int split = 0; split < p.Splits; split++)");
-        w.Line("float partLse = p.PartialLse[(long)split * rows + row];");
+        w.Open($"for (int split = 0; split < {splits}; split++)");
+        w.Line($"float partLse = p.PartialLse[{partRow}];");
         w.Line("if (partLse == float.NegativeInfinity)");
         w.Line("    continue;");
         w.Line($"float share = {K}.KernelMath.Exp2((partLse - lse) * {K}.KernelMath.Log2E);");
-        w.Line("long part = ((long)split * rows + row) * LatentRank;");
+        w.Line($"long part = ({partRow}) * LatentRank;");
         foreach (var (c, guard) in latent)
             w.Line($"o{c} += share * {Guarded(guard, $"p.PartialOutput[part + lane + {c * Lanes}]")};");
         w.Close();
-        w.Line("long output = (long)row * LatentRank;");
+        w.Line($"long output = (long)({outRow}) * LatentRank;");
         foreach (var (c, guard) in latent)
         {
             string store = $"p.LatentOutput[output + lane + {c * Lanes}] = o{c};";
             w.Line(guard is null ? store : $"if ({guard}) {store}");
         }
         w.Line("if (lane == 0)");
-        w.Line("    p.Lse[row] = lse;");
-        w.Close();
-        w.Line();
+        w.Line($"    p.Lse[{outRow}] = lse;");
     }
 
     /// <summary>

@@ -215,9 +215,6 @@ internal static class TensorCoreEmitter
 
     private static void EmitCombine(SourceWriter w, MlaShapeSpec s)
     {
-        var chunks = new System.Collections.Generic.List<(int Chunk, string? Guard)>();
-        for (int c = 0; c * 32 < s.LatentRank; c++)
-            chunks.Add((c, s.LatentRank - c * 32 >= 32 ? null : $"lane < {s.LatentRank - c * 32}"));
         w.Line("/// <summary>One warp per query row: merges the row block's items weighted by exp(lse_item − lse).</summary>");
         w.Open($"public static void TensorCoreCombineKernel({K}.TensorCoreCombineParams p)");
         w.Line("int lane = global::ILGPU.Group.IdxX;");
@@ -227,27 +224,7 @@ internal static class TensorCoreEmitter
         w.Line("    return;");
         w.Line("int first = p.BlockFirstItem[block];");
         w.Line("int count = p.BlockItems[block];");
-        EmitMergedLse(w, "count", "(long)(first + split) * TcRows + r");
-        foreach (var (c, _) in chunks)
-            w.Line($"float o{c} = 0f;");
-        w.Open("for (int split = 0; split < count; split++)");
-        w.Line("float partLse = p.PartialLse[(long)(first + split) * TcRows + r];");
-        w.Line("if (partLse == float.NegativeInfinity)");
-        w.Line("    continue;");
-        w.Line($"float share = {K}.KernelMath.Exp2((partLse - lse) * {K}.KernelMath.Log2E);");
-        w.Line("long part = ((long)(first + split) * TcRows + r) * LatentRank;");
-        foreach (var (c, guard) in chunks)
-            w.Line(guard is null
-                ? $"o{c} += share * p.PartialOutput[part + lane + {c * 32}];"
-                : $"o{c} += {guard} ? share * p.PartialOutput[part + lane + {c * 32}] : 0f;");
-        w.Close();
-        w.Line("long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;");
-        foreach (var (c, guard) in chunks)
-            w.Line(guard is null
-                ? $"p.LatentOutput[output + lane + {c * 32}] = o{c};"
-                : $"if ({guard}) p.LatentOutput[output + lane + {c * 32}] = o{c};");
-        w.Line("if (lane == 0)");
-        w.Line("    p.Lse[p.BlockFirstRow[block] + r] = lse;");
+        EmitWarpMerge(w, s, "count", "(long)(first + split) * TcRows + r", "p.BlockFirstRow[block] + r");
         w.Close();
         w.Line();
     }

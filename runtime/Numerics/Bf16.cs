@@ -1,24 +1,18 @@
 using System;
 using System.Runtime.CompilerServices;
+using MlaGen.Kernels;
 
 namespace MlaGen.Numerics;
 
 /// <summary>bfloat16 as raw <c>ushort</c> bits (ILGPU has no bf16 type): the upper half of an IEEE float.</summary>
 public static class Bf16
 {
-    /// <summary>Round to nearest even, as <c>cvt.rn.bf16.f32</c> does; NaN stays a quiet NaN.</summary>
+    /// <summary>Round to nearest even, as <c>cvt.rn.bf16.f32</c> does; NaN stays a quiet NaN (the kernels' own rounding).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ushort FromFloat(float value)
-    {
-        uint bits = BitConverter.SingleToUInt32Bits(value);
-        if ((bits & 0x7FFF_FFFFu) > 0x7F80_0000u)
-            return (ushort)((bits >> 16) | 0x0040u);
-        uint rounding = 0x7FFFu + ((bits >> 16) & 1u);
-        return (ushort)((bits + rounding) >> 16);
-    }
+    public static ushort FromFloat(float value) => KernelMath.FloatToBf16(value);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float ToFloat(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
+    public static float ToFloat(ushort bits) => KernelMath.Bf16ToFloat(bits);
 
     public static ushort[] FromFloats(ReadOnlySpan<float> values)
     {

@@ -358,20 +358,10 @@ public static partial class NaiveMlaReference
         ValidateRope(spec);
         foreach (var (name, shape) in MlaWeights.ExpectedTensors(spec))
         {
-            if (!weights.Tensors.TryGetValue(name, out var tensor) || !SameShape(tensor.Shape, shape))
+            if (!weights.Tensors.TryGetValue(name, out var tensor) || !MlaWeights.ShapeEquals(tensor.Shape, shape))
                 throw new ArgumentException(
                     $"Weights do not fit {spec.Name}: '{name}' should be [{string.Join(", ", shape)}].", nameof(weights));
         }
-    }
-
-    private static bool SameShape(IReadOnlyList<int> actual, int[] expected)
-    {
-        if (actual.Count != expected.Length)
-            return false;
-        for (int i = 0; i < expected.Length; i++)
-            if (actual[i] != expected[i])
-                return false;
-        return true;
     }
 
     private static void ValidateVisible(int visibleTokens, int available)

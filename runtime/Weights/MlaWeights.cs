@@ -156,7 +156,7 @@ public sealed class MlaWeights
         return Create(spec, tensors);
     }
 
-    private static bool ShapeEquals(IReadOnlyList<int> actual, int[] expected)
+    internal static bool ShapeEquals(IReadOnlyList<int> actual, int[] expected)
     {
         if (actual.Count != expected.Length)
             return false;

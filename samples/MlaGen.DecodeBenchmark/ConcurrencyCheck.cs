@@ -24,9 +24,9 @@ internal static class ConcurrencyCheck
             var ids = Enumerable.Range(0, 4).Select(_ => cache.CreateSequence()).ToArray();
             var outputs = new List<float>();
             var prompts = ids.Select(_ => rng.Next(1, 600)).ToArray();
-            outputs.AddRange(layer.Forward(cache, ids, prompts, Hidden(rng, prompts.Sum(), shape.Spec.DModel)).Output);
+            outputs.AddRange(layer.Forward(cache, ids, prompts, Soak.Hidden(rng, prompts.Sum(), shape.Spec.DModel)).Output);
             for (int step = 0; step < 200; step++)
-                outputs.AddRange(layer.Decode(cache, ids, Hidden(rng, ids.Length, shape.Spec.DModel)).Output);
+                outputs.AddRange(layer.Decode(cache, ids, Soak.Hidden(rng, ids.Length, shape.Spec.DModel)).Output);
             return outputs;
         }
 
@@ -38,11 +38,4 @@ internal static class ConcurrencyCheck
         return same;
     }
 
-    private static float[] Hidden(Random rng, int tokens, int dModel)
-    {
-        var x = new float[tokens * dModel];
-        for (int i = 0; i < x.Length; i++)
-            x[i] = (float)(rng.NextDouble() * 2 - 1);
-        return x;
-    }
 }

@@ -35,7 +35,7 @@ internal static class LongContextCheck
         for (long i = 0; i < rows.Length; i++)
             rows[i] = Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1));
         cache.WriteRows(id, 0, rows);
-        var x = Enumerable.Range(0, spec.DModel).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var x = Soak.Hidden(rng, 1, spec.DModel);
         var clock = Stopwatch.StartNew();
         var result = layer.Decode(cache, new[] { id }, x, new MlaForwardOptions { CaptureIntermediates = true, PoisonBuffers = true });
         double layerSeconds = clock.Elapsed.TotalSeconds;

@@ -156,7 +156,8 @@ internal static class Soak
         }
     }
 
-    private static float[] Hidden(Random rng, int tokens, int dModel)
+    /// <summary>Random hidden states, uniform in ±1, for the soak and the other GPU reliability checks.</summary>
+    internal static float[] Hidden(Random rng, int tokens, int dModel)
     {
         var x = new float[tokens * dModel];
         for (int i = 0; i < x.Length; i++)

@@ -293,7 +293,7 @@ partial class RotateHalfYarnAttention
                 o0 += share * p.PartialOutput[part + lane + 0];
                 o1 += share * (lane < 8 ? p.PartialOutput[part + lane + 32] : 0f);
             }
-            long output = (long)row * LatentRank;
+            long output = (long)(row) * LatentRank;
             p.LatentOutput[output + lane + 0] = o0;
             if (lane < 8) p.LatentOutput[output + lane + 32] = o1;
             if (lane == 0)

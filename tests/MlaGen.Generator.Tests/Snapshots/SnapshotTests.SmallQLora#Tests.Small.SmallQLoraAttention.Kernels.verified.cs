@@ -333,7 +333,7 @@ partial class SmallQLoraAttention
                 o0 += share * p.PartialOutput[part + lane + 0];
                 o1 += share * p.PartialOutput[part + lane + 32];
             }
-            long output = (long)row * LatentRank;
+            long output = (long)(row) * LatentRank;
             p.LatentOutput[output + lane + 0] = o0;
             p.LatentOutput[output + lane + 32] = o1;
             if (lane == 0)

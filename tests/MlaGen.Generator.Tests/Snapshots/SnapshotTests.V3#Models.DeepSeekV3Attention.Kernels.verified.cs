@@ -767,7 +767,7 @@ partial class DeepSeekV3Attention
                 o14 += share * p.PartialOutput[part + lane + 448];
                 o15 += share * p.PartialOutput[part + lane + 480];
             }
-            long output = (long)row * LatentRank;
+            long output = (long)(row) * LatentRank;
             p.LatentOutput[output + lane + 0] = o0;
             p.LatentOutput[output + lane + 32] = o1;
             p.LatentOutput[output + lane + 64] = o2;
