@@ -2,6 +2,7 @@ using System;
 using ILGPU;
 using ILGPU.Runtime;
 using MlaGen.Cache;
+using MlaGen.Devices;
 using MlaGen.Kernels;
 
 namespace MlaGen;
@@ -86,7 +87,7 @@ public sealed class AttentionLaunch
             int maxVisible = 0;
             foreach (int p in positions)
                 maxVisible = Math.Max(maxVisible, p + 1);
-            int splits = options.Splits > 0 ? options.Splits : ChooseSplits(accelerator, cache.Device.IsCuda, Rows, maxVisible);
+            int splits = options.Splits > 0 ? options.Splits : ChooseSplits(cache.Device, Rows, maxVisible);
             Parts = splits;
             var partialOut = scratch.PartialOut.Get((long)splits * Rows * spec.LatentRank);
             var partialLse = scratch.PartialLse.Get((long)splits * Rows);
@@ -153,12 +154,16 @@ public sealed class AttentionLaunch
         return view;
     }
 
-    /// <summary>Enough (row, split) warps to fill the GPU; on the CPU one split avoids redundant work.</summary>
-    private static int ChooseSplits(Accelerator accelerator, bool cuda, int rows, int maxVisible)
+    /// <summary>
+    /// The general kernel's automatic split count: enough (row, split) warps to give every SM 32, at least 256 tokens
+    /// per split, at most <see cref="MlaForwardOptions.MaxSplits"/>; on the CPU one split avoids redundant work.
+    /// </summary>
+    public static int ChooseSplits(MlaDevice device, int rows, int maxVisible)
     {
-        if (!cuda)
+        ArgumentNullException.ThrowIfNull(device);
+        if (!device.IsCuda)
             return 1;
-        int warpsWanted = accelerator.NumMultiprocessors * 32;
+        int warpsWanted = device.Accelerator.NumMultiprocessors * 32;
         int splits = (warpsWanted + rows - 1) / rows;
         int maxUseful = Math.Max(1, maxVisible / 256); // keep at least 256 tokens per split
         return Math.Clamp(Math.Min(splits, maxUseful), 1, MlaForwardOptions.MaxSplits);

@@ -56,8 +56,8 @@ internal static class KernelUnderTest
 /// <summary>The generated general path: <c>Attention</c> writes per-split partial outputs, <c>Combine</c> merges them.</summary>
 internal sealed class SplitKvAttention : IDecodeAttention
 {
-    /// <summary>Same bound as MlaLayer's.</summary>
-    public const int MaxSplits = 64;
+    /// <summary>Same bound as the layer's.</summary>
+    public const int MaxSplits = MlaForwardOptions.MaxSplits;
 
     /// <summary>Largest split scratch (partial outputs and LSE) a launch may allocate.</summary>
     public const long MaxPartialBytes = 4L << 30;
@@ -82,7 +82,7 @@ internal sealed class SplitKvAttention : IDecodeAttention
         int heads = _kernels.Spec.Heads;
         int latent = _kernels.Spec.LatentRank;
         int rows = problem.Tokens * heads;
-        int splits = _splitsOverride > 0 ? _splitsOverride : ChooseSplits(_device, rows, problem.MaxVisible);
+        int splits = _splitsOverride > 0 ? _splitsOverride : AttentionLaunch.ChooseSplits(_device, rows, problem.MaxVisible);
         // Partial outputs are splits · rows · (latent + 1) fp32. The automatic choice keeps splits · rows ≤ 32 warps per
         // SM + rows (≈ 9 MB + rows · 2 KB on an H100); a forced count must stay under MaxPartialBytes.
         long perSplit = (long)rows * (latent + 1) * sizeof(float);
@@ -94,20 +94,6 @@ internal sealed class SplitKvAttention : IDecodeAttention
         var partialOut = _device.Accelerator.Allocate1D<float>((long)splits * rows * latent);
         var partialLse = _device.Accelerator.Allocate1D<float>((long)splits * rows);
         return new Launch(_kernels, problem, splits, partialOut, partialLse);
-    }
-
-    /// <summary>
-    /// MlaLayer's automatic split count (a copy: the layer keeps it private): enough (row, split) warps to give every
-    /// SM 32 warps, at least 256 tokens per split, at most <see cref="MaxSplits"/>; 1 on the CPU accelerator.
-    /// </summary>
-    public static int ChooseSplits(MlaDevice device, int rows, int maxVisible)
-    {
-        if (!device.IsCuda)
-            return 1;
-        int warpsWanted = device.Accelerator.NumMultiprocessors * 32;
-        int splits = (warpsWanted + rows - 1) / rows;
-        int maxUseful = Math.Max(1, maxVisible / 256);
-        return Math.Clamp(Math.Min(splits, maxUseful), 1, MaxSplits);
     }
 
     private sealed class Launch : IDecodeLaunch
