@@ -124,3 +124,63 @@ public struct TensorCoreCombineParams
     public ArrayView<float> Lse;
     public int Blocks;
 }
+
+/// <summary>
+/// Expanded (non-absorbed) form, query side: q <c>[T, H, nope + rope]</c> fp32 → per-head query
+/// <c>[T, H, nope + rope]</c> as BF16, [q_nope | RoPE(q_pe)] (the softmax scale is applied by the attention kernel).
+/// </summary>
+public struct HeadQueryParams
+{
+    public ArrayView<float> Query;
+    public ArrayView<int> TokenPosition;
+    public ArrayView<ushort> HeadQuery;
+    public int Tokens;
+}
+
+/// <summary>
+/// Expanded form, key side: every key's latent row c_kv (read from the cache) through kv_b_proj, per head
+/// K_nope = W_UK·c_kv and V = W_UV·c_kv, written BF16 and head-major <c>[H, Keys, nope]</c> and <c>[H, Keys, v]</c>.
+/// The keys' shared RoPE part stays in the cache: the attention kernel reads it from there.
+/// </summary>
+public struct KeyValueExpandParams
+{
+    public ArrayView<ushort> Pages;
+    /// <summary>Device address of <c>Pages[0]</c> (cp.async needs raw global addresses).</summary>
+    public long PagesAddress;
+    /// <summary>Cache row of each key, <c>page · PageSize + offset</c> <c>[Keys]</c>.</summary>
+    public ArrayView<int> KeyCacheRow;
+    /// <summary>kv_b_proj <c>[H · (nope + v), latent]</c>.</summary>
+    public ArrayView<ushort> KvUp;
+    public long KvUpAddress;
+    public ArrayView<ushort> KeyNope;
+    public ArrayView<ushort> Value;
+    public int Keys;
+}
+
+/// <summary>
+/// Expanded-form causal attention for prefill and chunked prefill: each work item is one head of a query tile (up to
+/// 64 consecutive new tokens of one sequence). A query at position p sees its sequence's keys 0..p: the cached prefix
+/// and the chunk itself. Writes the head outputs <c>[T, H, v]</c> (what o_proj reads) and the natural-log LSE <c>[T, H]</c>.
+/// </summary>
+public struct ExpandedAttentionParams
+{
+    public ArrayView<ushort> HeadQuery;
+    public ArrayView<ushort> KeyNope;
+    public long KeyNopeAddress;
+    public ArrayView<ushort> Value;
+    public long ValueAddress;
+    /// <summary>The cache, for the keys' RoPE part (columns latent..latent + rope of each key's row).</summary>
+    public ArrayView<ushort> Pages;
+    public long PagesAddress;
+    public ArrayView<int> KeyCacheRow;
+    /// <summary>Row count of the head-major key arrays (their per-head stride).</summary>
+    public int Keys;
+    /// <summary>Per query tile: first token of the call, token count (≤ 64), position of its first token, and where its sequence's keys start.</summary>
+    public ArrayView<int> TileFirstToken;
+    public ArrayView<int> TileTokens;
+    public ArrayView<int> TileFirstPosition;
+    public ArrayView<int> TileKeyStart;
+    public int Tiles;
+    public ArrayView<float> HeadOutput;
+    public ArrayView<float> Lse;
+}

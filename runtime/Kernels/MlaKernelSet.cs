@@ -58,6 +58,37 @@ public abstract class MlaKernelSet
 
     public virtual void TensorCoreCombine(AcceleratorStream stream, in TensorCoreCombineParams p) =>
         throw new NotSupportedException($"{Spec.Name} has no tensor-core decode kernel on this accelerator.");
+
+    /// <summary>Query tokens per work item of the expanded (non-absorbed) attention.</summary>
+    public const int ExpandedQueryTile = 64;
+
+    /// <summary>Keys per work item of <see cref="KeyValueExpand"/>: the key arrays are allocated in multiples of it.</summary>
+    public const int ExpandedKeyTile = 64;
+
+    /// <summary>Which kernels run the expanded form on this set, or <see cref="ExpandedAttentionKind.None"/>.</summary>
+    public virtual ExpandedAttentionKind ExpandedForm => ExpandedAttentionKind.None;
+
+    public virtual void HeadQuery(AcceleratorStream stream, in HeadQueryParams p) =>
+        throw new NotSupportedException($"{Spec.Name} has no expanded-attention kernels on this accelerator.");
+
+    public virtual void KeyValueExpand(AcceleratorStream stream, in KeyValueExpandParams p) =>
+        throw new NotSupportedException($"{Spec.Name} has no expanded-attention kernels on this accelerator.");
+
+    public virtual void ExpandedAttention(AcceleratorStream stream, in ExpandedAttentionParams p) =>
+        throw new NotSupportedException($"{Spec.Name} has no expanded-attention kernels on this accelerator.");
+}
+
+/// <summary>How a kernel set runs the expanded (non-absorbed) attention form.</summary>
+public enum ExpandedAttentionKind
+{
+    /// <summary>Not available: the layer runs every call in the absorbed form.</summary>
+    None = 0,
+
+    /// <summary>One thread per query row (the CPU accelerator): correct, for tests and small shapes.</summary>
+    Serial = 1,
+
+    /// <summary>bf16 mma.sync kernels on a CUDA GPU (the fast path).</summary>
+    TensorCore = 2,
 }
 
 /// <summary>Which form of the row-cooperative kernels (norms, cache write, absorb, attention, combine) a kernel set runs.</summary>

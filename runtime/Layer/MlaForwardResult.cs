@@ -52,6 +52,12 @@ public sealed record MlaForwardOptions
     /// <summary>Use the tensor-core decode kernel where the shape and the device have it (CUDA, see MLA014).</summary>
     public bool TensorCores { get; init; } = true;
 
+    /// <summary>
+    /// Which attention form runs the call: <see cref="MlaAttentionForm.Auto"/> lets the layer choose by its cost rule
+    /// (see docs/performance.md, "Absorbed or expanded").
+    /// </summary>
+    public MlaAttentionForm Form { get; init; }
+
     /// <summary>Also copy back the absorbed query and the latent output (for tests and debugging).</summary>
     public bool CaptureIntermediates { get; init; }
 
@@ -59,4 +65,17 @@ public sealed record MlaForwardOptions
     public bool PoisonBuffers { get; init; }
 
     public static MlaForwardOptions Default { get; } = new();
+}
+
+/// <summary>How attention is computed for a call.</summary>
+public enum MlaAttentionForm
+{
+    /// <summary>The layer picks the cheaper form for the call (absorbed for decode, expanded for long prompts).</summary>
+    Auto = 0,
+
+    /// <summary>Queries absorbed into the latent space; attention reads the cache rows directly (decode's form).</summary>
+    Absorbed = 1,
+
+    /// <summary>kv_b_proj expands the latent rows into per-head K and V first (DeepSeek's prefill form).</summary>
+    Expanded = 2,
 }
