@@ -54,7 +54,10 @@ internal static class KernelEmitter
         SerialKernelEmitter.Emit(w, s);
         if (spec.Layout.TensorCoreDecode)
             TensorCoreEmitter.Emit(w, s);
-        EmitKernelSet(w, s, Identifier.EscapeDotted(spec.FullName), spec.Layout.TensorCoreDecode);
+        ExpandedEmitter.Emit(w, s);
+        if (spec.Layout.TensorCorePrefill)
+            ExpandedTensorCoreEmitter.Emit(w, s);
+        EmitKernelSet(w, s, Identifier.EscapeDotted(spec.FullName), spec.Layout.TensorCoreDecode, spec.Layout.TensorCorePrefill);
         w.Close();
     }
 
@@ -358,7 +361,11 @@ internal static class KernelEmitter
         w.Line();
     }
 
-    private static void EmitKernelSet(SourceWriter w, MlaShapeSpec s, string fullName, bool tensorCores)
+    // Until the tensor-core kv_b_proj GEMM lands, the CUDA form expands with the one-thread-per-(key, head) kernel.
+    private const string ExpandTensorCoreKernel = "KeyValueExpandSerialKernel";
+    private const string ExpandTensorCoreConfig = "new global::ILGPU.KernelConfig(Groups(p.Keys * Heads, ProjectionGroup), ProjectionGroup)";
+
+    private static void EmitKernelSet(SourceWriter w, MlaShapeSpec s, string fullName, bool tensorCores, bool tensorCorePrefill)
     {
         const string Stream = "global::ILGPU.Runtime.AcceleratorStream";
         const string Config = "global::ILGPU.KernelConfig";
@@ -391,6 +398,9 @@ internal static class KernelEmitter
             w.Line($"private readonly {Launcher("TensorCoreAttentionParams")}? _tensorCoreAttention;");
             w.Line($"private readonly {Launcher("TensorCoreCombineParams")}? _tensorCoreCombine;");
         }
+        w.Line($"private readonly {Launcher("HeadQueryParams")} _headQuery;");
+        w.Line($"private readonly {Launcher("KeyValueExpandParams")}? _keyValueExpand;");
+        w.Line($"private readonly {Launcher("ExpandedAttentionParams")}? _expandedAttention;");
         w.Line();
         w.Open($"public Set(global::ILGPU.Runtime.Accelerator accelerator, {K}.MlaKernelPath path)");
         w.Line($"Path = {K}.MlaKernelSet.Resolve(path, accelerator);");
@@ -408,6 +418,21 @@ internal static class KernelEmitter
             w.Open("if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)");
             w.Line($"_tensorCoreAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.TensorCoreAttentionParams>(accelerator, TensorCoreAttentionKernel);");
             w.Line($"_tensorCoreCombine = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.TensorCoreCombineParams>(accelerator, TensorCoreCombineKernel);");
+            w.Close();
+        }
+        w.Line($"_headQuery = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.HeadQueryParams>(accelerator, HeadQueryKernel);");
+        w.Open("if (_serial)");
+        w.Line($"_keyValueExpand = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.KeyValueExpandParams>(accelerator, KeyValueExpandSerialKernel);");
+        w.Line($"_expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.ExpandedAttentionParams>(accelerator, ExpandedAttentionSerialKernel);");
+        w.Line($"ExpandedForm = {K}.ExpandedAttentionKind.Serial;");
+        w.Close();
+        if (tensorCorePrefill)
+        {
+            w.Line("else if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)");
+            w.Open();
+            w.Line($"_keyValueExpand = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.KeyValueExpandParams>(accelerator, {ExpandTensorCoreKernel});");
+            w.Line($"_expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.ExpandedAttentionParams>(accelerator, ExpandedAttentionTensorCoreKernel);");
+            w.Line($"ExpandedForm = {K}.ExpandedAttentionKind.TensorCore;");
             w.Close();
         }
         w.Close();
@@ -448,6 +473,24 @@ internal static class KernelEmitter
             w.Line($"    _tensorCoreCombine(stream, new {Config}(p.Blocks * TcRows, Lanes), p);");
             w.Close();
         }
+        w.Line($"public override {K}.ExpandedAttentionKind ExpandedForm {{ get; }}");
+        w.Line();
+        w.Open($"public override void HeadQuery({Stream} stream, in {K}.HeadQueryParams p)");
+        w.Line("if (p.Tokens > 0)");
+        w.Line($"    _headQuery(stream, new {Config}(Groups(p.Tokens * Heads, ProjectionGroup), ProjectionGroup), p);");
+        w.Close();
+        w.Open($"public override void KeyValueExpand({Stream} stream, in {K}.KeyValueExpandParams p)");
+        w.Line("if (_keyValueExpand is null)");
+        w.Line("    base.KeyValueExpand(stream, p);");
+        w.Line("else if (p.Keys > 0)");
+        w.Line($"    _keyValueExpand(stream, ExpandedForm == {K}.ExpandedAttentionKind.Serial ? new {Config}(Groups(p.Keys * Heads, ProjectionGroup), ProjectionGroup) : {ExpandTensorCoreConfig}, p);");
+        w.Close();
+        w.Open($"public override void ExpandedAttention({Stream} stream, in {K}.ExpandedAttentionParams p)");
+        w.Line("if (_expandedAttention is null)");
+        w.Line("    base.ExpandedAttention(stream, p);");
+        w.Line("else if (p.Tiles > 0)");
+        w.Line($"    _expandedAttention(stream, new {Config}(p.Tiles * Heads, ExpandedForm == {K}.ExpandedAttentionKind.Serial ? ExpandedQueryTile : {(tensorCorePrefill ? "XaThreads" : "ExpandedQueryTile")}), p);");
+        w.Close();
         if (!s.HasQLatent)
         {
             foreach (var (method, p) in new[] { ("QueryLatentProjection", "ProjectionParams"), ("QueryLatentNorm", "RmsNormParams") })

@@ -33,6 +33,7 @@ internal static class LayoutEmitter
             s.YarnEnabled ? "(nope + rope)^-0.5 · mscale(factor, mscale_all_dim)²" : "(nope + rope)^-0.5");
         Const(w, "float", "RopeAttentionFactor", Float(l.RopeAttentionFactor), "mscale(factor, mscale) / mscale(factor, mscale_all_dim) on cos and sin");
         Const(w, "bool", "HasTensorCoreDecode", l.TensorCoreDecode ? "true" : "false");
+        Const(w, "bool", "HasTensorCorePrefill", l.TensorCorePrefill ? "true" : "false", "the expanded form's tensor-core kernels (CUDA)");
         w.Line();
         w.Line("/// <summary>RoPE inverse frequency per rotated pair" + (s.YarnEnabled ? ", YaRN-corrected" : "") + ".</summary>");
         w.Line("public static global::System.Collections.Generic.IReadOnlyList<float> InverseFrequencies => Spec.InverseFrequencies;");

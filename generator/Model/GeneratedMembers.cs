@@ -12,6 +12,6 @@ internal static class GeneratedMembers
     {
         "DModel", "Heads", "LatentRank", "RopeDim", "QLatentRank", "NopeHeadDim", "VHeadDim", "MaxPositions", "PageSize",
         "RopeStyle", "QHeadDim", "CacheRowValues", "CacheRowBytes", "PageValues", "PageBytes", "SoftmaxScale",
-        "RopeAttentionFactor", "HasTensorCoreDecode", "InverseFrequencies", "Spec", "LoadKernels", "CreateLayer", "MlaKernels",
+        "RopeAttentionFactor", "HasTensorCoreDecode", "HasTensorCorePrefill", "InverseFrequencies", "Spec", "LoadKernels", "CreateLayer", "MlaKernels",
     };
 }

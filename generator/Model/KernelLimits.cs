@@ -25,4 +25,17 @@ internal static class KernelLimits
             return $"it needs ropeDim a multiple of 16 up to 64 (is {s.RopeDim})";
         return null;
     }
+
+    /// <summary>
+    /// The tensor-core prefill attention keeps a warp's 16 query rows as bf16 A fragments ((nope + rope)/16 k-steps, at
+    /// most 12) and its output as v/8 accumulator tiles (at most 16), and copies K and V in 16-byte chunks.
+    /// </summary>
+    public static string? WhyNoTensorCorePrefill(MlaShapeSpec s)
+    {
+        if (s.NopeHeadDim % 16 != 0 || s.RopeDim % 16 != 0 || s.QHeadDim > 192)
+            return $"it needs nopeHeadDim and ropeDim multiples of 16 with nope + rope up to 192 (is {s.NopeHeadDim} + {s.RopeDim})";
+        if (s.VHeadDim % 16 != 0 || s.VHeadDim > 128)
+            return $"it needs vHeadDim a multiple of 16 up to 128 (is {s.VHeadDim})";
+        return null;
+    }
 }

@@ -6,12 +6,13 @@ namespace MlaGen.Generator.Model;
 /// <summary>RoPE, YaRN and softmax-scale formulas of DeepSeek's inference code and HF's DeepseekV2/V3 attention.</summary>
 internal static class LayoutMath
 {
-    public static DerivedLayout Derive(MlaShapeSpec shape, bool tensorCoreDecode) =>
+    public static DerivedLayout Derive(MlaShapeSpec shape, bool tensorCoreDecode, bool tensorCorePrefill) =>
         new(
             (float)SoftmaxScale(shape),
             (float)RopeAttentionFactor(shape),
             InverseFrequencies(shape).ToEquatableArray(),
-            tensorCoreDecode);
+            tensorCoreDecode,
+            tensorCorePrefill);
 
     /// <summary>YaRN's mscale(s, m) = 0.1·m·ln(s) + 1 for s &gt; 1, else 1.</summary>
     public static double Mscale(double scale, double m) => scale <= 1 ? 1.0 : 0.1 * m * Math.Log(scale) + 1.0;

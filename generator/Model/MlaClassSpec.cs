@@ -62,4 +62,5 @@ internal sealed record DerivedLayout(
     float SoftmaxScale,
     float RopeAttentionFactor,
     EquatableArray<double> InverseFrequencies,
-    bool TensorCoreDecode);
+    bool TensorCoreDecode,
+    bool TensorCorePrefill);

@@ -61,7 +61,7 @@ internal static class MlaParser
         // Plain names (no '@'): they make hint names and the spec's name; the emitters escape keywords in code.
         string ns = NamespaceName(type.ContainingNamespace);
         var spec = new MlaClassSpec(ns, type.Name, keyword, containing.ToEquatableArray(), shape,
-            LayoutMath.Derive(shape, whyNoTensorCore is null));
+            LayoutMath.Derive(shape, whyNoTensorCore is null, KernelLimits.WhyNoTensorCorePrefill(shape) is null));
         return new ParseResult(spec, diagnostics.ToEquatableArray());
     }
 

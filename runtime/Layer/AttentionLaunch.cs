@@ -13,7 +13,7 @@ namespace MlaGen;
 /// <see cref="MlaLayer.Forward"/> runs one per call; benchmarks fill <see cref="AbsorbedQuery"/> and time
 /// <see cref="Launch"/>. Views stay valid until the layer's next call.
 /// </summary>
-public sealed class AttentionLaunch
+public sealed class AttentionLaunch : ILayerAttention
 {
     private readonly MlaKernelSet _kernels;
     private readonly AttentionParams _general;
@@ -33,6 +33,8 @@ public sealed class AttentionLaunch
         TokenSlot.CopyFromCPU(stream, slots);
         TokenPosition = scratch.TokenPosition.Get(Tokens);
         TokenPosition.CopyFromCPU(stream, positions);
+        Query = scratch.Query.Get((long)Rows * spec.QHeadDim);
+        HeadOutput = scratch.Heads.Get((long)Rows * spec.VHeadDim);
         AbsorbedQuery = scratch.Absorbed.Get((long)Rows * spec.CacheRowValues);
         LatentOutput = scratch.LatentOut.Get((long)Rows * spec.LatentRank);
         Lse = scratch.Lse.Get(Rows);
@@ -121,6 +123,12 @@ public sealed class AttentionLaunch
     /// <summary>Work items (tensor-core path) or splits per row (general path).</summary>
     public int Parts { get; }
 
+    /// <summary><c>[T, H, nope + rope]</c> fp32: q as q_proj (or q_b_proj) writes it; the layer absorbs it into <see cref="AbsorbedQuery"/>.</summary>
+    public ArrayView<float> Query { get; }
+
+    /// <summary><c>[T, H, v]</c> fp32: W_UV·o_lat per head, what o_proj reads (written by the layer's run, not by <see cref="Launch"/>).</summary>
+    public ArrayView<float> HeadOutput { get; }
+
     /// <summary><c>[T, H, latent + rope]</c> fp32: [W_UKᵀ·q_nope | RoPE(q_pe)] per token and head.</summary>
     public ArrayView<float> AbsorbedQuery { get; }
     public ArrayView<float> LatentOutput { get; }
@@ -144,6 +152,14 @@ public sealed class AttentionLaunch
             _kernels.Attention(stream, _general);
             _kernels.Combine(stream, _generalCombine);
         }
+    }
+
+    /// <summary>The layer's absorbed run: q → absorbed query, attention and combine, then W_UV per head.</summary>
+    void ILayerAttention.Run(AcceleratorStream stream, ArrayView<ushort> kvUp)
+    {
+        _kernels.QueryAbsorb(stream, new QueryAbsorbParams { Query = Query, KvUp = kvUp, TokenPosition = TokenPosition, AbsorbedQuery = AbsorbedQuery, Tokens = Tokens });
+        Launch(stream);
+        _kernels.ValueProjection(stream, new ValueProjectionParams { LatentOutput = LatentOutput, KvUp = kvUp, HeadOutput = HeadOutput, Tokens = Tokens });
     }
 
     private static ArrayView<int> Upload(AcceleratorStream stream, DeviceScratch<int> scratch, int[] values)
@@ -177,6 +193,8 @@ internal sealed class LayerScratch : IDisposable
     {
         Hidden = new(a); QLatent = new(a); Query = new(a); KvLatent = new(a); Absorbed = new(a); PartialOut = new(a);
         PartialLse = new(a); LatentOut = new(a); Lse = new(a); Heads = new(a); Output = new(a);
+        HeadQuery = new(a); KeyNope = new(a); Value = new(a); KeyCacheRow = new(a); TileFirstToken = new(a); TileTokens = new(a);
+        TileFirstPosition = new(a); TileKeyStart = new(a);
         TokenSlot = new(a); TokenPosition = new(a); ItemBlock = new(a); ItemBegin = new(a); ItemEnd = new(a);
         BlockFirstRow = new(a); BlockRows = new(a); BlockFirstItem = new(a); BlockItems = new(a);
     }
@@ -192,6 +210,14 @@ internal sealed class LayerScratch : IDisposable
     public DeviceScratch<float> Lse { get; }
     public DeviceScratch<float> Heads { get; }
     public DeviceScratch<float> Output { get; }
+    public DeviceScratch<ushort> HeadQuery { get; }
+    public DeviceScratch<ushort> KeyNope { get; }
+    public DeviceScratch<ushort> Value { get; }
+    public DeviceScratch<int> KeyCacheRow { get; }
+    public DeviceScratch<int> TileFirstToken { get; }
+    public DeviceScratch<int> TileTokens { get; }
+    public DeviceScratch<int> TileFirstPosition { get; }
+    public DeviceScratch<int> TileKeyStart { get; }
     public DeviceScratch<int> TokenSlot { get; }
     public DeviceScratch<int> TokenPosition { get; }
     public DeviceScratch<int> ItemBlock { get; }
@@ -206,7 +232,8 @@ internal sealed class LayerScratch : IDisposable
     {
         foreach (var s in new IDisposable[]
         {
-            Hidden, QLatent, Query, KvLatent, Absorbed, PartialOut, PartialLse, LatentOut, Lse, Heads, Output, TokenSlot,
+            Hidden, QLatent, Query, KvLatent, Absorbed, PartialOut, PartialLse, LatentOut, Lse, Heads, Output, HeadQuery, KeyNope,
+            Value, KeyCacheRow, TileFirstToken, TileTokens, TileFirstPosition, TileKeyStart, TokenSlot,
             TokenPosition, ItemBlock, ItemBegin, ItemEnd, BlockFirstRow, BlockRows, BlockFirstItem, BlockItems,
         })
             s.Dispose();

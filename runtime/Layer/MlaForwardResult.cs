@@ -6,8 +6,9 @@ namespace MlaGen;
 public sealed class MlaForwardResult
 {
     internal MlaForwardResult(int tokens, int heads, float[] output, float[] lse, float[]? absorbedQuery, float[]? latentOutput,
-        bool usedTensorCores = false)
+        bool usedTensorCores = false, MlaAttentionForm form = MlaAttentionForm.Absorbed)
     {
+        Form = form;
         UsedTensorCores = usedTensorCores;
         Tokens = tokens;
         Heads = heads;
@@ -19,6 +20,9 @@ public sealed class MlaForwardResult
 
     public int Tokens { get; }
 
+    /// <summary>The form attention ran in (never Auto).</summary>
+    public MlaAttentionForm Form { get; }
+
     /// <summary>Whether attention ran on the tensor-core kernel (else the general kernel).</summary>
     public bool UsedTensorCores { get; }
     public int Heads { get; }
@@ -29,10 +33,10 @@ public sealed class MlaForwardResult
     /// <summary>Natural-log log-sum-exp of the scaled scores, <c>[T, H]</c> (as FlashMLA returns it).</summary>
     public float[] Lse { get; }
 
-    /// <summary>With <see cref="MlaForwardOptions.CaptureIntermediates"/>: <c>[T, H, latent + rope]</c> = [W_UKᵀ·q_nope | RoPE(q_pe)].</summary>
+    /// <summary>With <see cref="MlaForwardOptions.CaptureIntermediates"/> in the absorbed form: <c>[T, H, latent + rope]</c> = [W_UKᵀ·q_nope | RoPE(q_pe)].</summary>
     public float[]? AbsorbedQuery { get; }
 
-    /// <summary>With <see cref="MlaForwardOptions.CaptureIntermediates"/>: Σ p·c_kv before W_UV, <c>[T, H, latent]</c>.</summary>
+    /// <summary>With <see cref="MlaForwardOptions.CaptureIntermediates"/> in the absorbed form: Σ p·c_kv before W_UV, <c>[T, H, latent]</c>.</summary>
     public float[]? LatentOutput { get; }
 
     public static MlaForwardResult Empty(int heads) => new(0, heads, Array.Empty<float>(), Array.Empty<float>(), null, null);

@@ -116,12 +116,28 @@ public sealed class MlaLayer : IDisposable
             var starts = new int[sequences.Length];
             for (int i = 0; i < sequences.Length; i++)
                 starts[i] = cache.GetLength(sequences[i]);
+            var form = ResolveForm(options.Form, newTokens, starts);
             cache.Reserve(sequences, newTokens);
             if (tokens == 0)
                 return MlaForwardResult.Empty(Spec.Heads);
-            var attention = PlanAttention(cache, sequences, newTokens, starts, options);
-            return Run(attention, hidden.ToArray(), options);
+            ILayerAttention attention = form == MlaAttentionForm.Expanded
+                ? PlanExpandedAttention(cache, sequences, newTokens, starts, options)
+                : PlanAttention(cache, sequences, newTokens, starts, options);
+            return Run(attention, hidden.ToArray(), options, form);
         }
+    }
+
+    /// <summary>The form a call runs: the caller's, or the layer's rule for Auto (see <see cref="AttentionFormRule"/>).</summary>
+    private MlaAttentionForm ResolveForm(MlaAttentionForm requested, ReadOnlySpan<int> newTokens, ReadOnlySpan<int> starts)
+    {
+        if (requested == MlaAttentionForm.Auto)
+            return AttentionFormRule.Choose(Kernels, newTokens, starts);
+        if (requested == MlaAttentionForm.Expanded && Kernels.ExpandedForm == ExpandedAttentionKind.None)
+            throw new ArgumentException(
+                $"options.Form is Expanded, but {Spec.Name}'s kernels on {Device} have no expanded form (see HasTensorCorePrefill); expected Auto or Absorbed.", "options");
+        if (requested is not (MlaAttentionForm.Absorbed or MlaAttentionForm.Expanded))
+            throw new ArgumentOutOfRangeException("options", requested, "Form must be Auto, Absorbed or Expanded.");
+        return requested;
     }
 
     /// <summary>
@@ -133,6 +149,40 @@ public sealed class MlaLayer : IDisposable
     {
         ArgumentNullException.ThrowIfNull(cache);
         ValidateCache(cache);
+        var starts = StartsOfLast(cache, sequences, newTokens);
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            return PlanAttention(cache, sequences, newTokens, starts, options ?? MlaForwardOptions.Default);
+        }
+    }
+
+    /// <summary>
+    /// Plans the expanded (non-absorbed) form for the last <paramref name="newTokens"/>[i] tokens already in the cache of
+    /// each sequence: fill <see cref="ExpandedAttentionLaunch.Query"/>, then launch. For benchmarks and pipelines that
+    /// bring their own queries. Valid until the next call on this layer.
+    /// </summary>
+    public ExpandedAttentionLaunch PlanExpandedAttention(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens, MlaForwardOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        ValidateCache(cache);
+        if (Kernels.ExpandedForm == ExpandedAttentionKind.None)
+            throw new NotSupportedException($"{Spec.Name}'s kernels on {Device} have no expanded form (see HasTensorCorePrefill).");
+        var starts = StartsOfLast(cache, sequences, newTokens);
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            return PlanExpandedAttention(cache, sequences, newTokens, starts, options ?? MlaForwardOptions.Default);
+        }
+    }
+
+    private ExpandedAttentionLaunch PlanExpandedAttention(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens,
+        int[] starts, MlaForwardOptions options) =>
+        new(Kernels, cache, _scratch, _stream, W(MlaWeights.KvBProjName), sequences, newTokens, starts, options);
+
+    /// <summary>Where the last newTokens[i] tokens of each sequence start, checked against its length.</summary>
+    private static int[] StartsOfLast(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens)
+    {
         if (newTokens.Length != sequences.Length)
             throw new ArgumentException($"newTokens has {newTokens.Length} entries, expected one per sequence ({sequences.Length}).", nameof(newTokens));
         var starts = new int[sequences.Length];
@@ -143,11 +193,7 @@ public sealed class MlaLayer : IDisposable
                 throw new ArgumentOutOfRangeException(nameof(newTokens), newTokens[i], $"newTokens[{i}] must be 0 to the sequence's length {length}.");
             starts[i] = length - newTokens[i];
         }
-        lock (_gate)
-        {
-            ThrowIfDisposed();
-            return PlanAttention(cache, sequences, newTokens, starts, options ?? MlaForwardOptions.Default);
-        }
+        return starts;
     }
 
     /// <summary>The cache must hold this layer's shape on this layer's device.</summary>
@@ -188,26 +234,25 @@ public sealed class MlaLayer : IDisposable
         return new AttentionLaunch(Kernels, cache, _scratch, _stream, slots, positions, sequenceTokens.ToArray(), lastPositions.ToArray(), options);
     }
 
-    private MlaForwardResult Run(AttentionLaunch attention, float[] hidden, MlaForwardOptions options)
+    private MlaForwardResult Run(ILayerAttention attention, float[] hidden, MlaForwardOptions options, MlaAttentionForm form)
     {
         var stream = _stream;
         var s = Spec;
         int tokens = attention.Tokens;
-        int heads = s.Heads;
-        int rows = attention.Rows;
+        int rows = tokens * s.Heads;
+        var absorbed = attention as AttentionLaunch;
 
         var x = _scratch.Hidden.Get((long)tokens * s.DModel);
         x.CopyFromCPU(stream, hidden);
-        var addressing = attention.Cache;
-        var query = _scratch.Query.Get((long)tokens * heads * s.QHeadDim);
+        var query = attention.Query;
         var kvLatent = _scratch.KvLatent.Get((long)tokens * s.CacheRowValues);
-        var headOut = _scratch.Heads.Get((long)tokens * heads * s.VHeadDim);
         var output = _scratch.Output.Get((long)tokens * s.DModel);
         var qLatent = _scratch.QLatent.Get(s.HasQLatent ? (long)tokens * s.QLatentRank : 1);
         if (options.PoisonBuffers)
         {
-            foreach (var view in new[] { query, kvLatent, attention.AbsorbedQuery, headOut, output, qLatent })
+            foreach (var view in new[] { query, kvLatent, attention.HeadOutput, output, qLatent })
                 view.MemSet(stream, 0xFF); // all-ones bits are a NaN
+            absorbed?.AbsorbedQuery.MemSet(stream, 0xFF);
         }
 
         if (s.HasQLatent)
@@ -221,11 +266,9 @@ public sealed class MlaLayer : IDisposable
             Kernels.QueryProjection(stream, new ProjectionParams { Input = x, Weight = W(MlaWeights.QProjName), Output = query, Tokens = tokens });
         }
         Kernels.KvLatentProjection(stream, new ProjectionParams { Input = x, Weight = W(MlaWeights.KvAProjWithMqaName), Output = kvLatent, Tokens = tokens });
-        Kernels.KvCacheWrite(stream, new KvCacheWriteParams { KvLatent = kvLatent, NormWeight = W(MlaWeights.KvALayerNormName), Cache = addressing, Tokens = tokens });
-        Kernels.QueryAbsorb(stream, new QueryAbsorbParams { Query = query, KvUp = W(MlaWeights.KvBProjName), TokenPosition = attention.TokenPosition, AbsorbedQuery = attention.AbsorbedQuery, Tokens = tokens });
-        attention.Launch(stream);
-        Kernels.ValueProjection(stream, new ValueProjectionParams { LatentOutput = attention.LatentOutput, KvUp = W(MlaWeights.KvBProjName), HeadOutput = headOut, Tokens = tokens });
-        Kernels.OutputProjection(stream, new ProjectionParams { Input = headOut, Weight = W(MlaWeights.OProjName), Output = output, Tokens = tokens });
+        Kernels.KvCacheWrite(stream, new KvCacheWriteParams { KvLatent = kvLatent, NormWeight = W(MlaWeights.KvALayerNormName), Cache = attention.Cache, Tokens = tokens });
+        attention.Run(stream, W(MlaWeights.KvBProjName));
+        Kernels.OutputProjection(stream, new ProjectionParams { Input = attention.HeadOutput, Weight = W(MlaWeights.OProjName), Output = output, Tokens = tokens });
         stream.Synchronize();
 
         var result = new float[(long)tokens * s.DModel];
@@ -233,15 +276,16 @@ public sealed class MlaLayer : IDisposable
         var lseHost = new float[rows];
         attention.Lse.SubView(0, rows).CopyToCPU(stream, lseHost);
         float[]? absorbedHost = null, latentHost = null;
-        if (options.CaptureIntermediates)
+        if (options.CaptureIntermediates && absorbed is not null)
         {
             absorbedHost = new float[(long)rows * s.CacheRowValues];
-            attention.AbsorbedQuery.SubView(0, absorbedHost.Length).CopyToCPU(stream, absorbedHost);
+            absorbed.AbsorbedQuery.SubView(0, absorbedHost.Length).CopyToCPU(stream, absorbedHost);
             latentHost = new float[(long)rows * s.LatentRank];
-            attention.LatentOutput.SubView(0, latentHost.Length).CopyToCPU(stream, latentHost);
+            absorbed.LatentOutput.SubView(0, latentHost.Length).CopyToCPU(stream, latentHost);
         }
         stream.Synchronize();
-        return new MlaForwardResult(tokens, heads, result, lseHost, absorbedHost, latentHost, attention.UsesTensorCores);
+        bool tensorCores = absorbed?.UsesTensorCores ?? Kernels.ExpandedForm == ExpandedAttentionKind.TensorCore;
+        return new MlaForwardResult(tokens, s.Heads, result, lseHost, absorbedHost, latentHost, tensorCores, form);
     }
 
     private ArrayView<ushort> W(string name) => _weights[name].View;

@@ -71,11 +71,11 @@ internal sealed class LayerHarness : IDisposable
     }
 
     /// <summary>Runs one Forward over the batch with fresh hidden states and remembers them for the reference.</summary>
-    public (MlaForwardResult Result, float[] Hidden) Step(SequenceId[] ids, int[] newTokens, int splits = 0)
+    public (MlaForwardResult Result, float[] Hidden) Step(SequenceId[] ids, int[] newTokens, int splits = 0, MlaAttentionForm form = MlaAttentionForm.Auto)
     {
         var hidden = RandomHidden(newTokens.Sum());
         var result = Layer.Forward(Cache, ids, newTokens, hidden,
-            new MlaForwardOptions { Splits = splits, CaptureIntermediates = true, PoisonBuffers = true });
+            new MlaForwardOptions { Splits = splits, CaptureIntermediates = true, PoisonBuffers = true, Form = form });
         int offset = 0;
         for (int i = 0; i < ids.Length; i++)
         {

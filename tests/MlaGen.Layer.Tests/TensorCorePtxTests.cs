@@ -59,4 +59,25 @@ public class TensorCorePtxTests
         Assert.Contains(".entry", ptx);
         Assert.DoesNotContain(".local", ptx);
     }
+
+    [Fact]
+    public void ExpandedAttentionKernelKeepsTheInnerLoopInRegisters()
+    {
+        Assert.True(SmallQLoraAttention.HasTensorCorePrefill);
+        var ptx = CompileToPtx(typeof(SmallQLoraAttention.MlaKernels).GetMethod(nameof(SmallQLoraAttention.MlaKernels.ExpandedAttentionTensorCoreKernel))!);
+        int mma = Regex.Matches(ptx, @"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32").Count;
+        _output.WriteLine($"{ptx.Length} chars, {mma} mma");
+        // Per 32-key tile: four 8-key n-tiles per 16-wide step of q·k, and two 16-key steps of P·V over v/8 n-tiles.
+        int qSteps = SmallQLoraAttention.QHeadDim / 16, outTiles = SmallQLoraAttention.VHeadDim / 8;
+        Assert.Equal(4 * qSteps + 2 * outTiles, mma);
+        Assert.Contains("ex2.approx.ftz.f32", ptx);
+        Assert.Contains("shfl.sync.bfly.b32", ptx);
+        Assert.Contains("cvt.rn.bf16x2.f32", ptx);
+        Assert.Contains("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16", ptx);
+        Assert.Contains(".shared .align 16 .b8 xa_tiles[", ptx);
+        // Only the epilogue reads named registers back into C#, as 8-byte pairs: O (v/8 n-tiles x 2) and max/sum of 2 rows.
+        int slots = Regex.Matches(ptx, @"\.local \.align 8 \.b8 __local_depot\d+\[8\];").Count;
+        Assert.Equal(2 * outTiles + 2, slots);
+        Assert.Equal(slots, Regex.Matches(ptx, @"\.local \.align").Count);
+    }
 }

@@ -1,0 +1,250 @@
+using System.Text;
+using MlaGen.Generator.Helpers;
+using MlaGen.Generator.Model;
+using static MlaGen.Generator.Emitting.KernelEmitter;
+using static MlaGen.Generator.Helpers.LiteralFormat;
+
+namespace MlaGen.Generator.Emitting;
+
+/// <summary>
+/// The tensor-core expanded attention (CUDA only), FlashAttention-2 style: one CTA of 4 warps takes 64 query tokens of
+/// one sequence for one head; each warp owns 16 query rows, keeps Q as bf16 A fragments in registers and S, P, O, the
+/// running max and sum in named PTX registers, so the whole inner loop (scores, causal mask, online softmax, P·V) runs
+/// without leaving registers. K (nope from the expanded keys, rope from the cache row) and V tiles of 32 keys are
+/// double-buffered in shared memory by cp.async.
+/// </summary>
+internal static class ExpandedTensorCoreEmitter
+{
+    private const string Mma = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32";
+    private const string Asm = "global::ILGPU.Runtime.Cuda.CudaAsm.Emit";
+    private const int Threads = 128;
+    private const int Keys = 32;
+    private const int ScoreTiles = Keys / 8; // n-tiles of S per warp
+    private const string NegativeInfinity = "0fFF800000";
+
+    public static void Emit(SourceWriter w, MlaShapeSpec s)
+    {
+        int kStride = s.QHeadDim / 2 + 4;
+        int vStride = s.VHeadDim / 2 + 4;
+        int kBytes = Keys * kStride * 4;
+        int vBytes = Keys * vStride * 4;
+        w.Line("// Tensor-core expanded attention (CUDA): tile shape.");
+        w.Line("public const int XaRows = 64; // query tokens per CTA: 16 per warp");
+        w.Line($"public const int XaKeys = {Int(Keys)}; // keys per tile");
+        w.Line($"public const int XaThreads = {Int(Threads)};");
+        w.Line($"public const int XaKStride = {Int(kStride)}; // shared K row stride in words: +4 spreads rows over banks");
+        w.Line($"public const int XaVStride = {Int(vStride)};");
+        w.Line($"public const int XaQSteps = {Int(s.QHeadDim / 16)}; // 16-wide k-steps of q·k");
+        w.Line($"public const int XaVBytes = {Int(kBytes)}; // V's offset in a stage");
+        w.Line($"public const int XaStageBytes = {Int(kBytes + vBytes)};");
+        w.Line();
+        EmitKernel(w, s, kBytes, vBytes);
+    }
+
+    private static void EmitKernel(SourceWriter w, MlaShapeSpec s, int kBytes, int vBytes)
+    {
+        int qSteps = s.QHeadDim / 16;
+        int outTiles = s.VHeadDim / 8;
+        int stageBytes = kBytes + vBytes;
+        w.Line("/// <summary>Causal expanded attention on tensor cores: one CTA of 4 warps per (query tile, head) (see ExpandedTensorCoreEmitter).</summary>");
+        w.Open($"public static void ExpandedAttentionTensorCoreKernel({K}.ExpandedAttentionParams p)");
+        w.Line("// Named registers and the two stages first, before any branch (ILGPU pastes inline PTX unbraced): S, P, O, and");
+        w.Line("// the running max (log2 units) and per-thread partial sum of rows g and g + 8.");
+        w.Line($"{Asm}(\".reg .f32 xs<{ScoreTiles * 4}>; .reg .b32 xp<{ScoreTiles * 2}>; .reg .f32 xo<{outTiles * 4}>; .reg .f32 xm<2>; .reg .f32 xl<2>; " +
+            $".shared .align 16 .b8 xa_tiles[{2 * stageBytes}];\");");
+        w.Line("int tid = global::ILGPU.Group.IdxX;");
+        w.Line("int warp = tid >> 5;");
+        w.Line("int lane = tid & 31;");
+        w.Line("int g = lane >> 2; // mma group: rows g and g + 8");
+        w.Line("int t = lane & 3; // thread in group: columns 2t, 2t + 1");
+        w.Line("int item = global::ILGPU.Grid.IdxX;");
+        w.Line("int tile = item / Heads;");
+        w.Line("int head = item - tile * Heads;");
+        w.Line("int tokens = p.TileTokens[tile];");
+        w.Line("int firstToken = p.TileFirstToken[tile];");
+        w.Line("int firstPosition = p.TileFirstPosition[tile];");
+        w.Line("int keyStart = p.TileKeyStart[tile];");
+        w.Line("int end = firstPosition + tokens; // keys 0..end-1 of the sequence: no row of the tile sees further");
+        w.Line("int rowLo = warp * 16 + g;");
+        w.Line("int rowHi = rowLo + 8;");
+        w.Line("int visibleLo = rowLo < tokens ? firstPosition + rowLo + 1 : 0;");
+        w.Line("int visibleHi = rowHi < tokens ? firstPosition + rowHi + 1 : 0;");
+        w.Line("long headKeys = (long)head * p.Keys + keyStart;");
+        w.Line();
+        w.Line($"// Q as bf16 A fragments: {qSteps} k-steps x 4 registers, read once.");
+        w.Line("global::ILGPU.ArrayView<uint> query = p.HeadQuery.Cast<uint>();");
+        w.Line("long qLo = (((long)(firstToken + rowLo) * Heads + head) * QHeadDim + 2 * t) / 2;");
+        w.Line("long qHi = (((long)(firstToken + rowHi) * Heads + head) * QHeadDim + 2 * t) / 2;");
+        for (int i = 0; i < qSteps; i++)
+        {
+            w.Line($"uint q{i}a = rowLo < tokens ? query[qLo + {8 * i}] : 0u;");
+            w.Line($"uint q{i}b = rowHi < tokens ? query[qHi + {8 * i}] : 0u;");
+            w.Line($"uint q{i}c = rowLo < tokens ? query[qLo + {8 * i + 4}] : 0u;");
+            w.Line($"uint q{i}d = rowHi < tokens ? query[qHi + {8 * i + 4}] : 0u;");
+        }
+        w.Line();
+        w.Line("// ldmatrix row addresses (bytes into a stage): lane l names row l % 8 of 8x8 matrix l / 8.");
+        w.Line("int matrix = lane >> 3;");
+        w.Line("long kRow = (long)(((lane & 7) + (matrix >> 1) * 8) * XaKStride * 4 + (matrix & 1) * 16); // K: keys x dims");
+        w.Line("long vRow = (long)(XaVBytes + ((lane & 7) + (matrix & 1) * 8) * XaVStride * 4 + (matrix >> 1) * 16); // V: keys x dims");
+        w.Line();
+        w.Line($"{Asm}(\"{Repeat(outTiles * 4, i => $"mov.f32 xo{i}, 0f00000000;")} mov.f32 xm0, {NegativeInfinity}; mov.f32 xm1, {NegativeInfinity}; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;\");");
+        EmitCopy(w, s, "0", "0");
+        w.Line("long buffer = 0;");
+        w.Open("for (int kt = 0; kt < end; kt += XaKeys)");
+        w.Line($"{Asm}(\"cp.async.wait_group 0;\");");
+        w.Line("global::ILGPU.Group.Barrier(); // this tile has landed for everyone, and nobody still reads the other stage");
+        w.Line("if (kt + XaKeys < end)");
+        w.Open();
+        EmitCopy(w, s, "kt + XaKeys", "XaStageBytes - buffer");
+        w.Close();
+        w.Line();
+        w.Line("// S = Q·Kᵀ: per k-step, two ldmatrix.x4 give the B fragments of all four 8-key n-tiles.");
+        w.Line($"{Asm}(\"{Repeat(ScoreTiles * 4, i => $"mov.f32 xs{i}, 0f00000000;")}\");");
+        for (int i = 0; i < qSteps; i++)
+        {
+            w.Line($"{Asm}(\"{{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; " +
+                "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; " +
+                $"ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{b4,b5,b6,b7}}, [a+{16 * 4 * (s.QHeadDim / 2 + 4)}]; " +
+                $"{Mma} {{xs0,xs1,xs2,xs3}}, {{%1,%2,%3,%4}}, {{b0,b1}}, {{xs0,xs1,xs2,xs3}}; " +
+                $"{Mma} {{xs4,xs5,xs6,xs7}}, {{%1,%2,%3,%4}}, {{b2,b3}}, {{xs4,xs5,xs6,xs7}}; " +
+                $"{Mma} {{xs8,xs9,xs10,xs11}}, {{%1,%2,%3,%4}}, {{b4,b5}}, {{xs8,xs9,xs10,xs11}}; " +
+                $"{Mma} {{xs12,xs13,xs14,xs15}}, {{%1,%2,%3,%4}}, {{b6,b7}}, {{xs12,xs13,xs14,xs15}}; }}\", " +
+                $"buffer + kRow + {32 * i}L, q{i}a, q{i}b, q{i}c, q{i}d);");
+        }
+        w.Line("// Scale to log2 units, mask keys a row may not see (key kt + c is visible when c < visible - kt), online softmax,");
+        w.Line("// rescale O, and pack P as bf16 A fragments (the S accumulator layout is the m16k16 A layout).");
+        w.Line($"{Asm}(\"{SoftmaxPtx(outTiles)}\", visibleLo - kt - 2 * t, visibleHi - kt - 2 * t, ScoreScaleLog2);");
+        w.Line("// O += P·V: ldmatrix.trans of V gives two 8-column n-tiles' B fragments at a time.");
+        for (int kk = 0; kk < Keys / 16; kk++)
+        {
+            for (int np = 0; np < outTiles / 2; np++)
+            {
+                int a = 8 * np, b = 8 * np + 4;
+                w.Line($"{Asm}(\"{{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{b0,b1,b2,b3}}, [a]; " +
+                    $"{Mma} {{xo{a},xo{a + 1},xo{a + 2},xo{a + 3}}}, {{xp{4 * kk},xp{4 * kk + 1},xp{4 * kk + 2},xp{4 * kk + 3}}}, {{b0,b1}}, {{xo{a},xo{a + 1},xo{a + 2},xo{a + 3}}}; " +
+                    $"{Mma} {{xo{b},xo{b + 1},xo{b + 2},xo{b + 3}}}, {{xp{4 * kk},xp{4 * kk + 1},xp{4 * kk + 2},xp{4 * kk + 3}}}, {{b2,b3}}, {{xo{b},xo{b + 1},xo{b + 2},xo{b + 3}}}; }}\", " +
+                    $"buffer + vRow + {16 * kk * 4 * (s.VHeadDim / 2 + 4) + 32 * np}L);");
+            }
+        }
+        w.Line("buffer = XaStageBytes - buffer;");
+        w.Close();
+        w.Line();
+        w.Line("// The quad's four partial sums make the row's sum; then normalise and write O and the natural-log LSE.");
+        w.Line($"{Asm}(\"{{ .reg .f32 u; shfl.sync.bfly.b32 u, xl0, 1, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl0, 2, 31, -1; add.f32 xl0, xl0, u; " +
+            "shfl.sync.bfly.b32 u, xl1, 1, 31, -1; add.f32 xl1, xl1, u; shfl.sync.bfly.b32 u, xl1, 2, 31, -1; add.f32 xl1, xl1, u; }\");");
+        w.Line($"{Asm}(\"mov.b64 %0, {{xm0, xl0}};\", out ulong stateLo);");
+        w.Line($"{Asm}(\"mov.b64 %0, {{xm1, xl1}};\", out ulong stateHi);");
+        w.Line($"float maxLo = {Low("stateLo")}, sumLo = {High("stateLo")};");
+        w.Line($"float maxHi = {Low("stateHi")}, sumHi = {High("stateHi")};");
+        w.Line("float invLo = sumLo != 0f ? 1f / sumLo : 0f;");
+        w.Line("float invHi = sumHi != 0f ? 1f / sumHi : 0f;");
+        w.Line("long outLo = ((long)(firstToken + rowLo) * Heads + head) * VHeadDim + 2 * t;");
+        w.Line("long outHi = ((long)(firstToken + rowHi) * Heads + head) * VHeadDim + 2 * t;");
+        for (int nt = 0; nt < outTiles; nt++)
+        {
+            int o = 4 * nt;
+            w.Line($"{Asm}(\"mov.b64 %0, {{xo{o}, xo{o + 1}}};\", out ulong lo{nt});");
+            w.Line($"{Asm}(\"mov.b64 %0, {{xo{o + 2}, xo{o + 3}}};\", out ulong hi{nt});");
+            w.Line($"if (rowLo < tokens) {{ p.HeadOutput[outLo + {8 * nt}] = {Low($"lo{nt}")} * invLo; p.HeadOutput[outLo + {8 * nt + 1}] = {High($"lo{nt}")} * invLo; }}");
+            w.Line($"if (rowHi < tokens) {{ p.HeadOutput[outHi + {8 * nt}] = {Low($"hi{nt}")} * invHi; p.HeadOutput[outHi + {8 * nt + 1}] = {High($"hi{nt}")} * invHi; }}");
+        }
+        w.Open("if (t == 0)");
+        w.Line("if (rowLo < tokens)");
+        w.Line($"    p.Lse[(long)(firstToken + rowLo) * Heads + head] = sumLo != 0f ? (maxLo + {K}.KernelMath.Log2(sumLo)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Line("if (rowHi < tokens)");
+        w.Line($"    p.Lse[(long)(firstToken + rowHi) * Heads + head] = sumHi != 0f ? (maxHi + {K}.KernelMath.Log2(sumHi)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Close();
+        w.Close();
+        w.Line();
+    }
+
+    private static string Low(string packed) => $"global::ILGPU.Interop.IntAsFloat((uint)({packed} & 0xFFFFFFFFUL))";
+
+    private static string High(string packed) => $"global::ILGPU.Interop.IntAsFloat((uint)({packed} >> 32))";
+
+    /// <summary>
+    /// One PTX block: %0/%1 = keys visible to rows g/g+8 counted from this thread's first column, %2 = the log2 score scale.
+    /// Thread-local sums are kept (the quad's sum is taken once at the end); a row with nothing visible yet keeps max −∞.
+    /// </summary>
+    private static string SoftmaxPtx(int outTiles)
+    {
+        var b = new StringBuilder("{ .reg .f32 m, r, u, base; .reg .pred q; ");
+        for (int row = 0; row < 2; row++)
+        {
+            var scores = new int[ScoreTiles * 2];
+            for (int nt = 0; nt < ScoreTiles; nt++)
+            {
+                scores[2 * nt] = 4 * nt + 2 * row;
+                scores[2 * nt + 1] = 4 * nt + 2 * row + 1;
+            }
+            foreach (int i in scores)
+            {
+                int column = 8 * (i / 4) + (i & 1);
+                b.Append($"mul.f32 xs{i}, xs{i}, %2; setp.gt.s32 q, %{row}, {column}; selp.f32 xs{i}, xs{i}, {NegativeInfinity}, q; ");
+            }
+            b.Append($"max.f32 m, xs{scores[0]}, xs{scores[1]}; ");
+            for (int k = 2; k < scores.Length; k++)
+                b.Append($"max.f32 m, m, xs{scores[k]}; ");
+            b.Append("shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; ");
+            b.Append($"max.f32 m, m, xm{row}; ");
+            b.Append($"setp.eq.f32 q, m, {NegativeInfinity}; selp.f32 base, 0f00000000, m, q; ");
+            b.Append($"sub.f32 r, xm{row}, base; ex2.approx.ftz.f32 r, r; mov.f32 xm{row}, m; mul.f32 xl{row}, xl{row}, r; ");
+            foreach (int i in scores)
+                b.Append($"sub.f32 xs{i}, xs{i}, base; ex2.approx.ftz.f32 xs{i}, xs{i}; add.f32 xl{row}, xl{row}, xs{i}; ");
+            for (int nt = 0; nt < outTiles; nt++)
+                b.Append($"mul.f32 xo{4 * nt + 2 * row}, xo{4 * nt + 2 * row}, r; mul.f32 xo{4 * nt + 2 * row + 1}, xo{4 * nt + 2 * row + 1}, r; ");
+        }
+        for (int i = 0; i < ScoreTiles * 2; i++)
+            b.Append($"cvt.rn.bf16x2.f32 xp{i}, xs{2 * i + 1}, xs{2 * i}; ");
+        return b.Append('}').ToString();
+    }
+
+    /// <summary>cp.async of one key tile into a stage: K rows [nope | rope] then V rows, 16-byte chunks; keys past <c>end</c> are zero-filled.</summary>
+    private static void EmitCopy(SourceWriter w, MlaShapeSpec s, string start, string stage)
+    {
+        int kChunks = s.QHeadDim / 8, nopeChunks = s.NopeHeadDim / 8, vChunks = s.VHeadDim / 8;
+        int kTotal = Keys * kChunks, vTotal = Keys * vChunks;
+        w.Line("{");
+        w.Line($"    int first = {start};");
+        w.Line($"    long into = {stage};");
+        for (int i = 0; i * Threads < kTotal; i++)
+        {
+            string chunk = $"tid + {i * Threads}";
+            bool guard = (i + 1) * Threads > kTotal;
+            w.Line(guard ? $"    if ({chunk} < {kTotal})" : "    // K chunk");
+            w.Line("    {");
+            w.Line($"        int row = ({chunk}) / {kChunks};");
+            w.Line($"        int column = ({chunk}) - row * {kChunks};");
+            w.Line("        bool inside = first + row < end;");
+            w.Line($"        long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;");
+            w.Line($"        long rope = column >= {nopeChunks} && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - {nopeChunks}) * 8) * 2L : 0L;");
+            w.Line($"        long source = !inside ? p.KeyNopeAddress : column < {nopeChunks} ? nope : rope;");
+            w.Line("        global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }\", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);");
+            w.Line("    }");
+        }
+        for (int i = 0; i * Threads < vTotal; i++)
+        {
+            string chunk = $"tid + {i * Threads}";
+            bool guard = (i + 1) * Threads > vTotal;
+            w.Line(guard ? $"    if ({chunk} < {vTotal})" : "    // V chunk");
+            w.Line("    {");
+            w.Line($"        int row = ({chunk}) / {vChunks};");
+            w.Line($"        int column = ({chunk}) - row * {vChunks};");
+            w.Line("        bool inside = first + row < end;");
+            w.Line($"        long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);");
+            w.Line("        global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }\", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);");
+            w.Line("    }");
+        }
+        w.Line("    global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"cp.async.commit_group;\");");
+        w.Line("}");
+    }
+
+    private static string Repeat(int count, System.Func<int, string> line)
+    {
+        var sb = new StringBuilder();
+        for (int i = 0; i < count; i++)
+            sb.Append(line(i)).Append(i + 1 < count ? " " : "");
+        return sb.ToString();
+    }
+}
