@@ -54,6 +54,8 @@ internal static class KernelEmitter
         SerialKernelEmitter.Emit(w, s);
         if (spec.Layout.TensorCoreDecode)
             TensorCoreEmitter.Emit(w, s);
+        if (KernelLimits.WhyNoTensorCoreExpand(s) is null)
+            KeyValueExpandEmitter.Emit(w, s);
         EmitKernelSet(w, s, Identifier.EscapeDotted(spec.FullName), spec.Layout.TensorCoreDecode);
         w.Close();
     }

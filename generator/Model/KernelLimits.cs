@@ -25,4 +25,22 @@ internal static class KernelLimits
             return $"it needs ropeDim a multiple of 16 up to 64 (is {s.RopeDim})";
         return null;
     }
+
+    /// <summary>
+    /// The tensor-core kv_b_proj expansion stages the latent 32 columns at a time, tiles kv_b_proj's H·(nope + v) rows
+    /// by 128 per CTA with n-tiles of 8 that must not straddle a head's K_nope/V boundary, and cp.async-copies cache
+    /// rows in 16-byte chunks.
+    /// </summary>
+    public static string? WhyNoTensorCoreExpand(MlaShapeSpec s)
+    {
+        if (s.LatentRank % 32 != 0)
+            return $"it needs latentRank a multiple of 32 (is {s.LatentRank})";
+        if (s.RopeDim % 8 != 0)
+            return $"it needs ropeDim a multiple of 8, so that cache rows are 16-byte aligned (is {s.RopeDim})";
+        if (s.NopeHeadDim % 8 != 0 || s.VHeadDim % 8 != 0)
+            return $"it needs nopeHeadDim and vHeadDim multiples of 8 (are {s.NopeHeadDim} and {s.VHeadDim})";
+        if (s.Heads * (s.NopeHeadDim + s.VHeadDim) % 128 != 0)
+            return $"it needs heads * (nopeHeadDim + vHeadDim) a multiple of 128 (is {s.Heads * (s.NopeHeadDim + s.VHeadDim)})";
+        return null;
+    }
 }
