@@ -1825,6 +1825,281 @@ partial class DeepSeekV3Attention
                 p.Lse[p.BlockFirstRow[block] + r] = lse;
         }
 
+        // Tensor-core kv_b_proj expansion (CUDA): tile shape.
+        public const int KvKeys = 64; // keys per CTA
+        public const int KvOutputs = 128; // kv_b_proj rows (outputs) per CTA
+        public const int KvThreads = 128; // 4 warps, 2 x 2: each 32 keys x 64 outputs
+        public const int KvStage = 32; // latent columns per cp.async stage
+        public const int KvStages = 16; // LatentRank / KvStage
+        public const int KvStride = 80; // shared row stride in bytes: +16 spreads ldmatrix rows over banks
+        public const int KvABytes = 5120; // one buffer's key rows; its kv_b_proj rows follow
+        public const int KvBufferBytes = 15360;
+        public const int KvOutputRows = 32768; // H · (nope + v)
+        public const int KvOutputTiles = 256;
+
+        /// <summary>Groups (CTAs of <see cref="KvThreads"/>) of <see cref="KeyValueExpandTensorCoreKernel"/> for <paramref name="keys"/> keys.</summary>
+        public static int KeyValueExpandGroups(int keys) => (keys + KvKeys - 1) / KvKeys * KvOutputTiles;
+
+        /// <summary>
+        /// K_nope and V of every key through kv_b_proj: one CTA per (64-key tile, 128-output tile), the key tile varying
+        /// fastest so that consecutive CTAs share a weight tile (see KeyValueExpandEmitter).
+        /// </summary>
+        public static void KeyValueExpandTensorCoreKernel(global::MlaGen.Kernels.KeyValueExpandParams p)
+        {
+            // Named accumulators and the two stage buffers first, before any branch: ILGPU pastes inline PTX unbraced.
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 acc<64>; .shared .align 16 .b8 kv_tiles[30720];");
+            int tid = global::ILGPU.Group.IdxX;
+            int warp = tid >> 5;
+            int lane = tid & 31;
+            int g = lane >> 2; // mma group: rows g and g + 8
+            int t = lane & 3; // thread in group: columns 2t, 2t + 1
+            int keyTiles = (p.Keys + KvKeys - 1) / KvKeys;
+            int outTile = global::ILGPU.Grid.IdxX / keyTiles;
+            int keyBase = (global::ILGPU.Grid.IdxX - outTile * keyTiles) * KvKeys;
+            int outBase = outTile * KvOutputs;
+
+            // cp.async sources: thread tid copies 16-byte chunk tid & 3 of key rows tid >> 2 (+32) and weight rows tid >> 2 (+32, +64, +96).
+            // Keys past p.Keys are zero-filled (source size 0, a valid dummy address) and never read from KeyCacheRow.
+            int chunkRow = tid >> 2;
+            long chunkBytes = (tid & 3) * 16L;
+            long into = (long)chunkRow * KvStride + chunkBytes;
+            bool keyInside0 = keyBase + chunkRow + 0 < p.Keys;
+            long keySource0 = p.PagesAddress + (keyInside0 ? (long)p.KeyCacheRow[keyBase + chunkRow + 0] * CacheRowBytes + chunkBytes : 0L);
+            int keySize0 = keyInside0 ? 16 : 0;
+            long keyStep0 = keyInside0 ? KvStage * 2L : 0L;
+            bool keyInside1 = keyBase + chunkRow + 32 < p.Keys;
+            long keySource1 = p.PagesAddress + (keyInside1 ? (long)p.KeyCacheRow[keyBase + chunkRow + 32] * CacheRowBytes + chunkBytes : 0L);
+            int keySize1 = keyInside1 ? 16 : 0;
+            long keyStep1 = keyInside1 ? KvStage * 2L : 0L;
+            long weightSource = p.KvUpAddress + (long)(outBase + chunkRow) * (LatentRank * 2L) + chunkBytes;
+
+            // ldmatrix lane addresses (bytes into a buffer): lane l names row l % 8 of 8x8 matrix l / 8.
+            // A (keys x latent): matrices = (rows 0-7 | 8-15) x (k 0-7 | 8-15), column-major order: a0..a3 of the m16k16 fragment.
+            // B (outputs x latent): matrices = (outputs 0-7: k 0-7 | 8-15), (outputs 8-15: k 0-7 | 8-15): b0, b1 of two n-tiles.
+            int matrix = lane >> 3;
+            long aLane = (long)(((warp & 1) * 32 + (lane & 7) + (matrix & 1) * 8) * KvStride + (matrix >> 1) * 16);
+            long bLane = KvABytes + (long)(((warp >> 1) * 64 + (lane & 7) + (matrix >> 1) * 8) * KvStride + (matrix & 1) * 16);
+
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 acc0, 0f00000000; mov.f32 acc1, 0f00000000; mov.f32 acc2, 0f00000000; mov.f32 acc3, 0f00000000; mov.f32 acc4, 0f00000000; mov.f32 acc5, 0f00000000; mov.f32 acc6, 0f00000000; mov.f32 acc7, 0f00000000; mov.f32 acc8, 0f00000000; mov.f32 acc9, 0f00000000; mov.f32 acc10, 0f00000000; mov.f32 acc11, 0f00000000; mov.f32 acc12, 0f00000000; mov.f32 acc13, 0f00000000; mov.f32 acc14, 0f00000000; mov.f32 acc15, 0f00000000; mov.f32 acc16, 0f00000000; mov.f32 acc17, 0f00000000; mov.f32 acc18, 0f00000000; mov.f32 acc19, 0f00000000; mov.f32 acc20, 0f00000000; mov.f32 acc21, 0f00000000; mov.f32 acc22, 0f00000000; mov.f32 acc23, 0f00000000; mov.f32 acc24, 0f00000000; mov.f32 acc25, 0f00000000; mov.f32 acc26, 0f00000000; mov.f32 acc27, 0f00000000; mov.f32 acc28, 0f00000000; mov.f32 acc29, 0f00000000; mov.f32 acc30, 0f00000000; mov.f32 acc31, 0f00000000; mov.f32 acc32, 0f00000000; mov.f32 acc33, 0f00000000; mov.f32 acc34, 0f00000000; mov.f32 acc35, 0f00000000; mov.f32 acc36, 0f00000000; mov.f32 acc37, 0f00000000; mov.f32 acc38, 0f00000000; mov.f32 acc39, 0f00000000; mov.f32 acc40, 0f00000000; mov.f32 acc41, 0f00000000; mov.f32 acc42, 0f00000000; mov.f32 acc43, 0f00000000; mov.f32 acc44, 0f00000000; mov.f32 acc45, 0f00000000; mov.f32 acc46, 0f00000000; mov.f32 acc47, 0f00000000; mov.f32 acc48, 0f00000000; mov.f32 acc49, 0f00000000; mov.f32 acc50, 0f00000000; mov.f32 acc51, 0f00000000; mov.f32 acc52, 0f00000000; mov.f32 acc53, 0f00000000; mov.f32 acc54, 0f00000000; mov.f32 acc55, 0f00000000; mov.f32 acc56, 0f00000000; mov.f32 acc57, 0f00000000; mov.f32 acc58, 0f00000000; mov.f32 acc59, 0f00000000; mov.f32 acc60, 0f00000000; mov.f32 acc61, 0f00000000; mov.f32 acc62, 0f00000000; mov.f32 acc63, 0f00000000;");
+            {
+                long at = 0L + into;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 0L, keySource0, keySize0);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 2560L, keySource1, keySize1);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 5120L, weightSource + 0 * (LatentRank * 2L), 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 7680L, weightSource + 32 * (LatentRank * 2L), 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 10240L, weightSource + 64 * (LatentRank * 2L), 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 12800L, weightSource + 96 * (LatentRank * 2L), 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+            }
+            long buffer = 0;
+            for (int stage = 0; stage < KvStages; stage++)
+            {
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 0;");
+                global::ILGPU.Group.Barrier(); // this stage has landed for everyone, and nobody still reads the other buffer
+                if (stage + 1 < KvStages)
+                {
+                    keySource0 += keyStep0;
+                    keySource1 += keyStep1;
+                    weightSource += KvStage * 2L;
+                    {
+                        long at = KvBufferBytes - buffer + into;
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 0L, keySource0, keySize0);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 2560L, keySource1, keySize1);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 5120L, weightSource + 0 * (LatentRank * 2L), 16);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 7680L, weightSource + 32 * (LatentRank * 2L), 16);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 10240L, weightSource + 64 * (LatentRank * 2L), 16);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 12800L, weightSource + 96 * (LatentRank * 2L), 16);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+                    }
+                }
+                // Two k-steps: per k-step 2 ldmatrix.x4 of A (2 m-tiles), 4 of B (8 n-tiles), 16 mma.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .u64 b; .reg .b32 fa<8>; .reg .b32 fb<16>; mov.u64 a, kv_tiles; add.u64 b, a, %1; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fa0,fa1,fa2,fa3}, [a+0]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fa4,fa5,fa6,fa7}, [a+1280]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb0,fb1,fb2,fb3}, [b+0]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb4,fb5,fb6,fb7}, [b+1280]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb8,fb9,fb10,fb11}, [b+2560]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb12,fb13,fb14,fb15}, [b+3840]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc0,acc1,acc2,acc3}, {fa0,fa1,fa2,fa3}, {fb0,fb1}, {acc0,acc1,acc2,acc3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc4,acc5,acc6,acc7}, {fa0,fa1,fa2,fa3}, {fb2,fb3}, {acc4,acc5,acc6,acc7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc8,acc9,acc10,acc11}, {fa0,fa1,fa2,fa3}, {fb4,fb5}, {acc8,acc9,acc10,acc11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc12,acc13,acc14,acc15}, {fa0,fa1,fa2,fa3}, {fb6,fb7}, {acc12,acc13,acc14,acc15}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc16,acc17,acc18,acc19}, {fa0,fa1,fa2,fa3}, {fb8,fb9}, {acc16,acc17,acc18,acc19}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc20,acc21,acc22,acc23}, {fa0,fa1,fa2,fa3}, {fb10,fb11}, {acc20,acc21,acc22,acc23}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc24,acc25,acc26,acc27}, {fa0,fa1,fa2,fa3}, {fb12,fb13}, {acc24,acc25,acc26,acc27}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc28,acc29,acc30,acc31}, {fa0,fa1,fa2,fa3}, {fb14,fb15}, {acc28,acc29,acc30,acc31}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc32,acc33,acc34,acc35}, {fa4,fa5,fa6,fa7}, {fb0,fb1}, {acc32,acc33,acc34,acc35}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc36,acc37,acc38,acc39}, {fa4,fa5,fa6,fa7}, {fb2,fb3}, {acc36,acc37,acc38,acc39}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc40,acc41,acc42,acc43}, {fa4,fa5,fa6,fa7}, {fb4,fb5}, {acc40,acc41,acc42,acc43}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc44,acc45,acc46,acc47}, {fa4,fa5,fa6,fa7}, {fb6,fb7}, {acc44,acc45,acc46,acc47}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc48,acc49,acc50,acc51}, {fa4,fa5,fa6,fa7}, {fb8,fb9}, {acc48,acc49,acc50,acc51}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc52,acc53,acc54,acc55}, {fa4,fa5,fa6,fa7}, {fb10,fb11}, {acc52,acc53,acc54,acc55}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc56,acc57,acc58,acc59}, {fa4,fa5,fa6,fa7}, {fb12,fb13}, {acc56,acc57,acc58,acc59}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc60,acc61,acc62,acc63}, {fa4,fa5,fa6,fa7}, {fb14,fb15}, {acc60,acc61,acc62,acc63}; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fa0,fa1,fa2,fa3}, [a+32]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fa4,fa5,fa6,fa7}, [a+1312]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb0,fb1,fb2,fb3}, [b+32]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb4,fb5,fb6,fb7}, [b+1312]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb8,fb9,fb10,fb11}, [b+2592]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb12,fb13,fb14,fb15}, [b+3872]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc0,acc1,acc2,acc3}, {fa0,fa1,fa2,fa3}, {fb0,fb1}, {acc0,acc1,acc2,acc3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc4,acc5,acc6,acc7}, {fa0,fa1,fa2,fa3}, {fb2,fb3}, {acc4,acc5,acc6,acc7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc8,acc9,acc10,acc11}, {fa0,fa1,fa2,fa3}, {fb4,fb5}, {acc8,acc9,acc10,acc11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc12,acc13,acc14,acc15}, {fa0,fa1,fa2,fa3}, {fb6,fb7}, {acc12,acc13,acc14,acc15}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc16,acc17,acc18,acc19}, {fa0,fa1,fa2,fa3}, {fb8,fb9}, {acc16,acc17,acc18,acc19}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc20,acc21,acc22,acc23}, {fa0,fa1,fa2,fa3}, {fb10,fb11}, {acc20,acc21,acc22,acc23}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc24,acc25,acc26,acc27}, {fa0,fa1,fa2,fa3}, {fb12,fb13}, {acc24,acc25,acc26,acc27}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc28,acc29,acc30,acc31}, {fa0,fa1,fa2,fa3}, {fb14,fb15}, {acc28,acc29,acc30,acc31}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc32,acc33,acc34,acc35}, {fa4,fa5,fa6,fa7}, {fb0,fb1}, {acc32,acc33,acc34,acc35}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc36,acc37,acc38,acc39}, {fa4,fa5,fa6,fa7}, {fb2,fb3}, {acc36,acc37,acc38,acc39}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc40,acc41,acc42,acc43}, {fa4,fa5,fa6,fa7}, {fb4,fb5}, {acc40,acc41,acc42,acc43}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc44,acc45,acc46,acc47}, {fa4,fa5,fa6,fa7}, {fb6,fb7}, {acc44,acc45,acc46,acc47}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc48,acc49,acc50,acc51}, {fa4,fa5,fa6,fa7}, {fb8,fb9}, {acc48,acc49,acc50,acc51}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc52,acc53,acc54,acc55}, {fa4,fa5,fa6,fa7}, {fb10,fb11}, {acc52,acc53,acc54,acc55}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc56,acc57,acc58,acc59}, {fa4,fa5,fa6,fa7}, {fb12,fb13}, {acc56,acc57,acc58,acc59}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc60,acc61,acc62,acc63}, {fa4,fa5,fa6,fa7}, {fb14,fb15}, {acc60,acc61,acc62,acc63}; }", buffer + aLane, buffer + bLane);
+                buffer = KvBufferBytes - buffer;
+            }
+
+            // Round pairs to bf16 and store them head-major: [H, Keys, nope] and [H, Keys, v]; keys past p.Keys are not written.
+            global::ILGPU.ArrayView<uint> keyNope = p.KeyNope.Cast<uint>();
+            global::ILGPU.ArrayView<uint> value = p.Value.Cast<uint>();
+            int rowKey = keyBase + (warp & 1) * 32 + g;
+            int warpOut = outBase + (warp >> 1) * 64;
+            {
+                int o = warpOut + 0;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc1, acc0;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc3, acc2;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc33, acc32;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc35, acc34;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 8;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc5, acc4;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc7, acc6;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc37, acc36;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc39, acc38;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 16;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc9, acc8;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc11, acc10;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc41, acc40;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc43, acc42;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 24;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc13, acc12;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc15, acc14;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc45, acc44;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc47, acc46;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 32;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc17, acc16;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc19, acc18;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc49, acc48;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc51, acc50;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 40;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc21, acc20;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc23, acc22;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc53, acc52;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc55, acc54;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 48;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc25, acc24;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc27, acc26;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc57, acc56;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc59, acc58;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 56;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc29, acc28;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc31, acc30;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc61, acc60;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc63, acc62;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+        }
+
         /// <summary>The kernels above, compiled for one accelerator in one path.</summary>
         internal sealed class Set : global::MlaGen.Kernels.MlaKernelSet
         {
