@@ -56,7 +56,10 @@ internal static class KernelEmitter
             TensorCoreEmitter.Emit(w, s);
         ExpandedEmitter.Emit(w, s);
         if (spec.Layout.TensorCorePrefill)
+        {
+            KeyValueExpandEmitter.Emit(w, s);
             ExpandedTensorCoreEmitter.Emit(w, s);
+        }
         EmitKernelSet(w, s, Identifier.EscapeDotted(spec.FullName), spec.Layout.TensorCoreDecode, spec.Layout.TensorCorePrefill);
         w.Close();
     }
@@ -361,10 +364,6 @@ internal static class KernelEmitter
         w.Line();
     }
 
-    // Until the tensor-core kv_b_proj GEMM lands, the CUDA form expands with the one-thread-per-(key, head) kernel.
-    private const string ExpandTensorCoreKernel = "KeyValueExpandSerialKernel";
-    private const string ExpandTensorCoreConfig = "new global::ILGPU.KernelConfig(Groups(p.Keys * Heads, ProjectionGroup), ProjectionGroup)";
-
     private static void EmitKernelSet(SourceWriter w, MlaShapeSpec s, string fullName, bool tensorCores, bool tensorCorePrefill)
     {
         const string Stream = "global::ILGPU.Runtime.AcceleratorStream";
@@ -430,7 +429,7 @@ internal static class KernelEmitter
         {
             w.Line("else if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)");
             w.Open();
-            w.Line($"_keyValueExpand = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.KeyValueExpandParams>(accelerator, {ExpandTensorCoreKernel});");
+            w.Line($"_keyValueExpand = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.KeyValueExpandParams>(accelerator, KeyValueExpandTensorCoreKernel);");
             w.Line($"_expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.ExpandedAttentionParams>(accelerator, ExpandedAttentionTensorCoreKernel);");
             w.Line($"ExpandedForm = {K}.ExpandedAttentionKind.TensorCore;");
             w.Close();
@@ -483,13 +482,18 @@ internal static class KernelEmitter
         w.Line("if (_keyValueExpand is null)");
         w.Line("    base.KeyValueExpand(stream, p);");
         w.Line("else if (p.Keys > 0)");
-        w.Line($"    _keyValueExpand(stream, ExpandedForm == {K}.ExpandedAttentionKind.Serial ? new {Config}(Groups(p.Keys * Heads, ProjectionGroup), ProjectionGroup) : {ExpandTensorCoreConfig}, p);");
+        string serialExpand = $"new {Config}(Groups(p.Keys * Heads, ProjectionGroup), ProjectionGroup)";
+        w.Line(tensorCorePrefill
+            ? $"    _keyValueExpand(stream, ExpandedForm == {K}.ExpandedAttentionKind.Serial ? {serialExpand} : new {Config}(KeyValueExpandGroups(p.Keys), KvThreads), p);"
+            : $"    _keyValueExpand(stream, {serialExpand}, p);");
         w.Close();
         w.Open($"public override void ExpandedAttention({Stream} stream, in {K}.ExpandedAttentionParams p)");
         w.Line("if (_expandedAttention is null)");
         w.Line("    base.ExpandedAttention(stream, p);");
         w.Line("else if (p.Tiles > 0)");
-        w.Line($"    _expandedAttention(stream, new {Config}(p.Tiles * Heads, ExpandedForm == {K}.ExpandedAttentionKind.Serial ? ExpandedQueryTile : {(tensorCorePrefill ? "XaThreads" : "ExpandedQueryTile")}), p);");
+        w.Line(tensorCorePrefill
+            ? $"    _expandedAttention(stream, new {Config}(p.Tiles * Heads, ExpandedForm == {K}.ExpandedAttentionKind.Serial ? ExpandedQueryTile : XaThreads), p);"
+            : $"    _expandedAttention(stream, new {Config}(p.Tiles * Heads, ExpandedQueryTile), p);");
         w.Close();
         if (!s.HasQLatent)
         {

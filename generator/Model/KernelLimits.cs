@@ -27,8 +27,9 @@ internal static class KernelLimits
     }
 
     /// <summary>
-    /// The tensor-core prefill attention keeps a warp's 16 query rows as bf16 A fragments ((nope + rope)/16 k-steps, at
-    /// most 12) and its output as v/8 accumulator tiles (at most 16), and copies K and V in 16-byte chunks.
+    /// The tensor-core prefill kernels. The attention keeps a warp's 16 query rows as bf16 A fragments ((nope + rope)/16
+    /// k-steps, at most 12) and its output as v/8 accumulator tiles (at most 16), and copies K and V in 16-byte chunks.
+    /// The kv_b_proj expansion stages the latent 32 columns at a time and tiles kv_b_proj's H·(nope + v) rows by 128.
     /// </summary>
     public static string? WhyNoTensorCorePrefill(MlaShapeSpec s)
     {
@@ -36,6 +37,10 @@ internal static class KernelLimits
             return $"it needs nopeHeadDim and ropeDim multiples of 16 with nope + rope up to 192 (is {s.NopeHeadDim} + {s.RopeDim})";
         if (s.VHeadDim % 16 != 0 || s.VHeadDim > 128)
             return $"it needs vHeadDim a multiple of 16 up to 128 (is {s.VHeadDim})";
+        if (s.LatentRank % 32 != 0)
+            return $"it needs latentRank a multiple of 32 (is {s.LatentRank})";
+        if (s.Heads * (s.NopeHeadDim + s.VHeadDim) % 128 != 0)
+            return $"it needs heads * (nopeHeadDim + vHeadDim) a multiple of 128 (is {s.Heads * (s.NopeHeadDim + s.VHeadDim)})";
         return null;
     }
 }

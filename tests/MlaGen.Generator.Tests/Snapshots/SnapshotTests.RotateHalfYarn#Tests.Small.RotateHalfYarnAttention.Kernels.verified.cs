@@ -545,6 +545,125 @@ partial class RotateHalfYarnAttention
             p.Lse[row] = lse;
         }
 
+        // Expanded (non-absorbed) form: prefill and chunked prefill.
+        public const int ExpandedQueryTile = 64; // query tokens of one sequence per work item
+
+        /// <summary>q → BF16 [q_nope | RoPE(q_pe)] per (token, head), one thread each (no shuffles: both accelerators).</summary>
+        public static void HeadQueryKernel(global::MlaGen.Kernels.HeadQueryParams p)
+        {
+            int row = global::ILGPU.Grid.GlobalIndex.X; // token · Heads + head
+            if (row >= p.Tokens * Heads)
+                return;
+            long at = (long)row * QHeadDim;
+            for (int n = 0; n < NopeHeadDim; n++)
+                p.HeadQuery[at + n] = global::MlaGen.Kernels.KernelMath.FloatToBf16(p.Query[at + n]);
+            int position = p.TokenPosition[row / Heads];
+            float r0 = p.Query[at + NopeHeadDim + 0];
+            float r1 = p.Query[at + NopeHeadDim + 1];
+            float r2 = p.Query[at + NopeHeadDim + 2];
+            float r3 = p.Query[at + NopeHeadDim + 3];
+            float r4 = p.Query[at + NopeHeadDim + 4];
+            float r5 = p.Query[at + NopeHeadDim + 5];
+            float r6 = p.Query[at + NopeHeadDim + 6];
+            float r7 = p.Query[at + NopeHeadDim + 7];
+            float r8 = p.Query[at + NopeHeadDim + 8];
+            float r9 = p.Query[at + NopeHeadDim + 9];
+            float r10 = p.Query[at + NopeHeadDim + 10];
+            float r11 = p.Query[at + NopeHeadDim + 11];
+            float r12 = p.Query[at + NopeHeadDim + 12];
+            float r13 = p.Query[at + NopeHeadDim + 13];
+            float r14 = p.Query[at + NopeHeadDim + 14];
+            float r15 = p.Query[at + NopeHeadDim + 15];
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r0, ref r8, position, InverseFrequency0, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r1, ref r9, position, InverseFrequency1, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r2, ref r10, position, InverseFrequency2, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r3, ref r11, position, InverseFrequency3, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r4, ref r12, position, InverseFrequency4, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r5, ref r13, position, InverseFrequency5, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r6, ref r14, position, InverseFrequency6, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r7, ref r15, position, InverseFrequency7, RopeAttentionFactor);
+            p.HeadQuery[at + NopeHeadDim + 0] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r0);
+            p.HeadQuery[at + NopeHeadDim + 1] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r1);
+            p.HeadQuery[at + NopeHeadDim + 2] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r2);
+            p.HeadQuery[at + NopeHeadDim + 3] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r3);
+            p.HeadQuery[at + NopeHeadDim + 4] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r4);
+            p.HeadQuery[at + NopeHeadDim + 5] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r5);
+            p.HeadQuery[at + NopeHeadDim + 6] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r6);
+            p.HeadQuery[at + NopeHeadDim + 7] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r7);
+            p.HeadQuery[at + NopeHeadDim + 8] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r8);
+            p.HeadQuery[at + NopeHeadDim + 9] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r9);
+            p.HeadQuery[at + NopeHeadDim + 10] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r10);
+            p.HeadQuery[at + NopeHeadDim + 11] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r11);
+            p.HeadQuery[at + NopeHeadDim + 12] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r12);
+            p.HeadQuery[at + NopeHeadDim + 13] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r13);
+            p.HeadQuery[at + NopeHeadDim + 14] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r14);
+            p.HeadQuery[at + NopeHeadDim + 15] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r15);
+        }
+
+        /// <summary>kv_b_proj over one key's cached latent row for one head, one thread per (key, head): K_nope and V as BF16.</summary>
+        public static void KeyValueExpandSerialKernel(global::MlaGen.Kernels.KeyValueExpandParams p)
+        {
+            int index = global::ILGPU.Grid.GlobalIndex.X; // head · Keys + key
+            if (index >= p.Keys * Heads)
+                return;
+            int head = index / p.Keys;
+            long latent = (long)p.KeyCacheRow[index - head * p.Keys] * CacheRowValues;
+            long weight = (long)head * KvUpRowsPerHead * LatentRank;
+            for (int d = 0; d < KvUpRowsPerHead; d++)
+            {
+                float sum = 0f;
+                for (int k = 0; k < LatentRank; k++)
+                    sum += global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.KvUp[weight + (long)d * LatentRank + k]) * global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.Pages[latent + k]);
+                if (d < NopeHeadDim)
+                    p.KeyNope[(long)index * NopeHeadDim + d] = global::MlaGen.Kernels.KernelMath.FloatToBf16(sum);
+                else
+                    p.Value[(long)index * VHeadDim + d - NopeHeadDim] = global::MlaGen.Kernels.KernelMath.FloatToBf16(sum);
+            }
+        }
+
+        /// <summary>Causal expanded attention, one group per (query tile, head) and one thread per query row; fp32 online softmax.</summary>
+        public static void ExpandedAttentionSerialKernel(global::MlaGen.Kernels.ExpandedAttentionParams p)
+        {
+            int item = global::ILGPU.Grid.IdxX;
+            int tile = item / Heads;
+            int head = item - tile * Heads;
+            int r = global::ILGPU.Group.IdxX;
+            if (r >= p.TileTokens[tile])
+                return;
+            int token = p.TileFirstToken[tile] + r;
+            int visible = p.TileFirstPosition[tile] + r + 1; // causal: the prefix and the chunk up to itself
+            int keyStart = p.TileKeyStart[tile];
+            long query = ((long)token * Heads + head) * QHeadDim;
+            long output = ((long)token * Heads + head) * VHeadDim;
+            global::ILGPU.ArrayView<float> o = global::ILGPU.LocalMemory.Allocate<float>(VHeadDim);
+            for (int d = 0; d < VHeadDim; d++)
+                o[d] = 0f;
+            float runningMax = float.NegativeInfinity;
+            float runningSum = 0f;
+            for (int j = 0; j < visible; j++)
+            {
+                long key = (long)head * p.Keys + keyStart + j;
+                long rope = (long)p.KeyCacheRow[keyStart + j] * CacheRowValues + LatentRank;
+                float dot = 0f;
+                for (int n = 0; n < NopeHeadDim; n++)
+                    dot += global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.HeadQuery[query + n]) * global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.KeyNope[key * NopeHeadDim + n]);
+                for (int i = 0; i < RopeDim; i++)
+                    dot += global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.HeadQuery[query + NopeHeadDim + i]) * global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.Pages[rope + i]);
+                float score = dot * ScoreScaleLog2;
+                float newMax = global::System.Math.Max(runningMax, score);
+                float rescale = global::MlaGen.Kernels.KernelMath.Exp2(runningMax - newMax);
+                float weight = global::MlaGen.Kernels.KernelMath.Exp2(score - newMax);
+                runningSum = runningSum * rescale + weight;
+                runningMax = newMax;
+                for (int d = 0; d < VHeadDim; d++)
+                    o[d] = o[d] * rescale + weight * global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.Value[key * VHeadDim + d]);
+            }
+            float normalise = 1f / runningSum; // every query sees at least itself
+            for (int d = 0; d < VHeadDim; d++)
+                p.HeadOutput[output + d] = o[d] * normalise;
+            p.Lse[(long)token * Heads + head] = (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2;
+        }
+
         /// <summary>The kernels above, compiled for one accelerator in one path.</summary>
         internal sealed class Set : global::MlaGen.Kernels.MlaKernelSet
         {
@@ -557,6 +676,9 @@ partial class RotateHalfYarnAttention
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.CombineParams> _combine;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ValueProjectionParams> _valueProjection;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ProjectionParams> _outputProjection;
+            private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.HeadQueryParams> _headQuery;
+            private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.KeyValueExpandParams>? _keyValueExpand;
+            private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ExpandedAttentionParams>? _expandedAttention;
 
             public Set(global::ILGPU.Runtime.Accelerator accelerator, global::MlaGen.Kernels.MlaKernelPath path)
             {
@@ -570,6 +692,13 @@ partial class RotateHalfYarnAttention
                 _combine = _serial ? global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.CombineParams>(accelerator, CombineSerialKernel) : global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.CombineParams>(accelerator, CombineKernel);
                 _valueProjection = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ValueProjectionParams>(accelerator, ValueProjectionKernel);
                 _outputProjection = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ProjectionParams>(accelerator, OutputProjectionKernel);
+                _headQuery = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.HeadQueryParams>(accelerator, HeadQueryKernel);
+                if (_serial)
+                {
+                    _keyValueExpand = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.KeyValueExpandParams>(accelerator, KeyValueExpandSerialKernel);
+                    _expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ExpandedAttentionParams>(accelerator, ExpandedAttentionSerialKernel);
+                    ExpandedForm = global::MlaGen.Kernels.ExpandedAttentionKind.Serial;
+                }
             }
 
             public override global::MlaGen.MlaSpec Spec => global::Tests.Small.RotateHalfYarnAttention.Spec;
@@ -633,6 +762,27 @@ partial class RotateHalfYarnAttention
                     return;
                 int count = p.Tokens * DModel;
                 _outputProjection(stream, new global::ILGPU.KernelConfig(Groups(count, ProjectionGroup), ProjectionGroup), p);
+            }
+            public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
+
+            public override void HeadQuery(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.HeadQueryParams p)
+            {
+                if (p.Tokens > 0)
+                    _headQuery(stream, new global::ILGPU.KernelConfig(Groups(p.Tokens * Heads, ProjectionGroup), ProjectionGroup), p);
+            }
+            public override void KeyValueExpand(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.KeyValueExpandParams p)
+            {
+                if (_keyValueExpand is null)
+                    base.KeyValueExpand(stream, p);
+                else if (p.Keys > 0)
+                    _keyValueExpand(stream, new global::ILGPU.KernelConfig(Groups(p.Keys * Heads, ProjectionGroup), ProjectionGroup), p);
+            }
+            public override void ExpandedAttention(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.ExpandedAttentionParams p)
+            {
+                if (_expandedAttention is null)
+                    base.ExpandedAttention(stream, p);
+                else if (p.Tiles > 0)
+                    _expandedAttention(stream, new global::ILGPU.KernelConfig(p.Tiles * Heads, ExpandedQueryTile), p);
             }
             public override void QueryLatentProjection(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.ProjectionParams p) =>
                 throw new global::System.InvalidOperationException("This shape has no q-LoRA (QLatentRank = 0): queries come from q_proj.");

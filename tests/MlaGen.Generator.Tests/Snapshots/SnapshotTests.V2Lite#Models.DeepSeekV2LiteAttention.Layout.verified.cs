@@ -33,6 +33,8 @@ partial class DeepSeekV2LiteAttention
     /// <summary>mscale(factor, mscale) / mscale(factor, mscale_all_dim) on cos and sin</summary>
     public const float RopeAttentionFactor = 1.0f;
     public const bool HasTensorCoreDecode = true;
+    /// <summary>the expanded form's tensor-core kernels (CUDA)</summary>
+    public const bool HasTensorCorePrefill = true;
 
     /// <summary>RoPE inverse frequency per rotated pair, YaRN-corrected.</summary>
     public static global::System.Collections.Generic.IReadOnlyList<float> InverseFrequencies => Spec.InverseFrequencies;

@@ -1825,6 +1825,937 @@ partial class DeepSeekV3Attention
                 p.Lse[p.BlockFirstRow[block] + r] = lse;
         }
 
+        // Expanded (non-absorbed) form: prefill and chunked prefill.
+        public const int ExpandedQueryTile = 64; // query tokens of one sequence per work item
+
+        /// <summary>q → BF16 [q_nope | RoPE(q_pe)] per (token, head), one thread each (no shuffles: both accelerators).</summary>
+        public static void HeadQueryKernel(global::MlaGen.Kernels.HeadQueryParams p)
+        {
+            int row = global::ILGPU.Grid.GlobalIndex.X; // token · Heads + head
+            if (row >= p.Tokens * Heads)
+                return;
+            long at = (long)row * QHeadDim;
+            for (int n = 0; n < NopeHeadDim; n++)
+                p.HeadQuery[at + n] = global::MlaGen.Kernels.KernelMath.FloatToBf16(p.Query[at + n]);
+            int position = p.TokenPosition[row / Heads];
+            float r0 = p.Query[at + NopeHeadDim + 0];
+            float r1 = p.Query[at + NopeHeadDim + 1];
+            float r2 = p.Query[at + NopeHeadDim + 2];
+            float r3 = p.Query[at + NopeHeadDim + 3];
+            float r4 = p.Query[at + NopeHeadDim + 4];
+            float r5 = p.Query[at + NopeHeadDim + 5];
+            float r6 = p.Query[at + NopeHeadDim + 6];
+            float r7 = p.Query[at + NopeHeadDim + 7];
+            float r8 = p.Query[at + NopeHeadDim + 8];
+            float r9 = p.Query[at + NopeHeadDim + 9];
+            float r10 = p.Query[at + NopeHeadDim + 10];
+            float r11 = p.Query[at + NopeHeadDim + 11];
+            float r12 = p.Query[at + NopeHeadDim + 12];
+            float r13 = p.Query[at + NopeHeadDim + 13];
+            float r14 = p.Query[at + NopeHeadDim + 14];
+            float r15 = p.Query[at + NopeHeadDim + 15];
+            float r16 = p.Query[at + NopeHeadDim + 16];
+            float r17 = p.Query[at + NopeHeadDim + 17];
+            float r18 = p.Query[at + NopeHeadDim + 18];
+            float r19 = p.Query[at + NopeHeadDim + 19];
+            float r20 = p.Query[at + NopeHeadDim + 20];
+            float r21 = p.Query[at + NopeHeadDim + 21];
+            float r22 = p.Query[at + NopeHeadDim + 22];
+            float r23 = p.Query[at + NopeHeadDim + 23];
+            float r24 = p.Query[at + NopeHeadDim + 24];
+            float r25 = p.Query[at + NopeHeadDim + 25];
+            float r26 = p.Query[at + NopeHeadDim + 26];
+            float r27 = p.Query[at + NopeHeadDim + 27];
+            float r28 = p.Query[at + NopeHeadDim + 28];
+            float r29 = p.Query[at + NopeHeadDim + 29];
+            float r30 = p.Query[at + NopeHeadDim + 30];
+            float r31 = p.Query[at + NopeHeadDim + 31];
+            float r32 = p.Query[at + NopeHeadDim + 32];
+            float r33 = p.Query[at + NopeHeadDim + 33];
+            float r34 = p.Query[at + NopeHeadDim + 34];
+            float r35 = p.Query[at + NopeHeadDim + 35];
+            float r36 = p.Query[at + NopeHeadDim + 36];
+            float r37 = p.Query[at + NopeHeadDim + 37];
+            float r38 = p.Query[at + NopeHeadDim + 38];
+            float r39 = p.Query[at + NopeHeadDim + 39];
+            float r40 = p.Query[at + NopeHeadDim + 40];
+            float r41 = p.Query[at + NopeHeadDim + 41];
+            float r42 = p.Query[at + NopeHeadDim + 42];
+            float r43 = p.Query[at + NopeHeadDim + 43];
+            float r44 = p.Query[at + NopeHeadDim + 44];
+            float r45 = p.Query[at + NopeHeadDim + 45];
+            float r46 = p.Query[at + NopeHeadDim + 46];
+            float r47 = p.Query[at + NopeHeadDim + 47];
+            float r48 = p.Query[at + NopeHeadDim + 48];
+            float r49 = p.Query[at + NopeHeadDim + 49];
+            float r50 = p.Query[at + NopeHeadDim + 50];
+            float r51 = p.Query[at + NopeHeadDim + 51];
+            float r52 = p.Query[at + NopeHeadDim + 52];
+            float r53 = p.Query[at + NopeHeadDim + 53];
+            float r54 = p.Query[at + NopeHeadDim + 54];
+            float r55 = p.Query[at + NopeHeadDim + 55];
+            float r56 = p.Query[at + NopeHeadDim + 56];
+            float r57 = p.Query[at + NopeHeadDim + 57];
+            float r58 = p.Query[at + NopeHeadDim + 58];
+            float r59 = p.Query[at + NopeHeadDim + 59];
+            float r60 = p.Query[at + NopeHeadDim + 60];
+            float r61 = p.Query[at + NopeHeadDim + 61];
+            float r62 = p.Query[at + NopeHeadDim + 62];
+            float r63 = p.Query[at + NopeHeadDim + 63];
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r0, ref r1, position, InverseFrequency0, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r2, ref r3, position, InverseFrequency1, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r4, ref r5, position, InverseFrequency2, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r6, ref r7, position, InverseFrequency3, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r8, ref r9, position, InverseFrequency4, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r10, ref r11, position, InverseFrequency5, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r12, ref r13, position, InverseFrequency6, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r14, ref r15, position, InverseFrequency7, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r16, ref r17, position, InverseFrequency8, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r18, ref r19, position, InverseFrequency9, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r20, ref r21, position, InverseFrequency10, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r22, ref r23, position, InverseFrequency11, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r24, ref r25, position, InverseFrequency12, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r26, ref r27, position, InverseFrequency13, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r28, ref r29, position, InverseFrequency14, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r30, ref r31, position, InverseFrequency15, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r32, ref r33, position, InverseFrequency16, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r34, ref r35, position, InverseFrequency17, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r36, ref r37, position, InverseFrequency18, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r38, ref r39, position, InverseFrequency19, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r40, ref r41, position, InverseFrequency20, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r42, ref r43, position, InverseFrequency21, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r44, ref r45, position, InverseFrequency22, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r46, ref r47, position, InverseFrequency23, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r48, ref r49, position, InverseFrequency24, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r50, ref r51, position, InverseFrequency25, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r52, ref r53, position, InverseFrequency26, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r54, ref r55, position, InverseFrequency27, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r56, ref r57, position, InverseFrequency28, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r58, ref r59, position, InverseFrequency29, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r60, ref r61, position, InverseFrequency30, RopeAttentionFactor);
+            global::MlaGen.Kernels.KernelMath.Rotate(ref r62, ref r63, position, InverseFrequency31, RopeAttentionFactor);
+            p.HeadQuery[at + NopeHeadDim + 0] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r0);
+            p.HeadQuery[at + NopeHeadDim + 1] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r1);
+            p.HeadQuery[at + NopeHeadDim + 2] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r2);
+            p.HeadQuery[at + NopeHeadDim + 3] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r3);
+            p.HeadQuery[at + NopeHeadDim + 4] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r4);
+            p.HeadQuery[at + NopeHeadDim + 5] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r5);
+            p.HeadQuery[at + NopeHeadDim + 6] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r6);
+            p.HeadQuery[at + NopeHeadDim + 7] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r7);
+            p.HeadQuery[at + NopeHeadDim + 8] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r8);
+            p.HeadQuery[at + NopeHeadDim + 9] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r9);
+            p.HeadQuery[at + NopeHeadDim + 10] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r10);
+            p.HeadQuery[at + NopeHeadDim + 11] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r11);
+            p.HeadQuery[at + NopeHeadDim + 12] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r12);
+            p.HeadQuery[at + NopeHeadDim + 13] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r13);
+            p.HeadQuery[at + NopeHeadDim + 14] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r14);
+            p.HeadQuery[at + NopeHeadDim + 15] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r15);
+            p.HeadQuery[at + NopeHeadDim + 16] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r16);
+            p.HeadQuery[at + NopeHeadDim + 17] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r17);
+            p.HeadQuery[at + NopeHeadDim + 18] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r18);
+            p.HeadQuery[at + NopeHeadDim + 19] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r19);
+            p.HeadQuery[at + NopeHeadDim + 20] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r20);
+            p.HeadQuery[at + NopeHeadDim + 21] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r21);
+            p.HeadQuery[at + NopeHeadDim + 22] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r22);
+            p.HeadQuery[at + NopeHeadDim + 23] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r23);
+            p.HeadQuery[at + NopeHeadDim + 24] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r24);
+            p.HeadQuery[at + NopeHeadDim + 25] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r25);
+            p.HeadQuery[at + NopeHeadDim + 26] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r26);
+            p.HeadQuery[at + NopeHeadDim + 27] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r27);
+            p.HeadQuery[at + NopeHeadDim + 28] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r28);
+            p.HeadQuery[at + NopeHeadDim + 29] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r29);
+            p.HeadQuery[at + NopeHeadDim + 30] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r30);
+            p.HeadQuery[at + NopeHeadDim + 31] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r31);
+            p.HeadQuery[at + NopeHeadDim + 32] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r32);
+            p.HeadQuery[at + NopeHeadDim + 33] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r33);
+            p.HeadQuery[at + NopeHeadDim + 34] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r34);
+            p.HeadQuery[at + NopeHeadDim + 35] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r35);
+            p.HeadQuery[at + NopeHeadDim + 36] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r36);
+            p.HeadQuery[at + NopeHeadDim + 37] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r37);
+            p.HeadQuery[at + NopeHeadDim + 38] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r38);
+            p.HeadQuery[at + NopeHeadDim + 39] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r39);
+            p.HeadQuery[at + NopeHeadDim + 40] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r40);
+            p.HeadQuery[at + NopeHeadDim + 41] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r41);
+            p.HeadQuery[at + NopeHeadDim + 42] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r42);
+            p.HeadQuery[at + NopeHeadDim + 43] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r43);
+            p.HeadQuery[at + NopeHeadDim + 44] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r44);
+            p.HeadQuery[at + NopeHeadDim + 45] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r45);
+            p.HeadQuery[at + NopeHeadDim + 46] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r46);
+            p.HeadQuery[at + NopeHeadDim + 47] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r47);
+            p.HeadQuery[at + NopeHeadDim + 48] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r48);
+            p.HeadQuery[at + NopeHeadDim + 49] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r49);
+            p.HeadQuery[at + NopeHeadDim + 50] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r50);
+            p.HeadQuery[at + NopeHeadDim + 51] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r51);
+            p.HeadQuery[at + NopeHeadDim + 52] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r52);
+            p.HeadQuery[at + NopeHeadDim + 53] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r53);
+            p.HeadQuery[at + NopeHeadDim + 54] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r54);
+            p.HeadQuery[at + NopeHeadDim + 55] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r55);
+            p.HeadQuery[at + NopeHeadDim + 56] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r56);
+            p.HeadQuery[at + NopeHeadDim + 57] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r57);
+            p.HeadQuery[at + NopeHeadDim + 58] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r58);
+            p.HeadQuery[at + NopeHeadDim + 59] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r59);
+            p.HeadQuery[at + NopeHeadDim + 60] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r60);
+            p.HeadQuery[at + NopeHeadDim + 61] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r61);
+            p.HeadQuery[at + NopeHeadDim + 62] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r62);
+            p.HeadQuery[at + NopeHeadDim + 63] = global::MlaGen.Kernels.KernelMath.FloatToBf16(r63);
+        }
+
+        /// <summary>kv_b_proj over one key's cached latent row for one head, one thread per (key, head): K_nope and V as BF16.</summary>
+        public static void KeyValueExpandSerialKernel(global::MlaGen.Kernels.KeyValueExpandParams p)
+        {
+            int index = global::ILGPU.Grid.GlobalIndex.X; // head · Keys + key
+            if (index >= p.Keys * Heads)
+                return;
+            int head = index / p.Keys;
+            long latent = (long)p.KeyCacheRow[index - head * p.Keys] * CacheRowValues;
+            long weight = (long)head * KvUpRowsPerHead * LatentRank;
+            for (int d = 0; d < KvUpRowsPerHead; d++)
+            {
+                float sum = 0f;
+                for (int k = 0; k < LatentRank; k++)
+                    sum += global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.KvUp[weight + (long)d * LatentRank + k]) * global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.Pages[latent + k]);
+                if (d < NopeHeadDim)
+                    p.KeyNope[(long)index * NopeHeadDim + d] = global::MlaGen.Kernels.KernelMath.FloatToBf16(sum);
+                else
+                    p.Value[(long)index * VHeadDim + d - NopeHeadDim] = global::MlaGen.Kernels.KernelMath.FloatToBf16(sum);
+            }
+        }
+
+        /// <summary>Causal expanded attention, one group per (query tile, head) and one thread per query row; fp32 online softmax.</summary>
+        public static void ExpandedAttentionSerialKernel(global::MlaGen.Kernels.ExpandedAttentionParams p)
+        {
+            int item = global::ILGPU.Grid.IdxX;
+            int tile = item / Heads;
+            int head = item - tile * Heads;
+            int r = global::ILGPU.Group.IdxX;
+            if (r >= p.TileTokens[tile])
+                return;
+            int token = p.TileFirstToken[tile] + r;
+            int visible = p.TileFirstPosition[tile] + r + 1; // causal: the prefix and the chunk up to itself
+            int keyStart = p.TileKeyStart[tile];
+            long query = ((long)token * Heads + head) * QHeadDim;
+            long output = ((long)token * Heads + head) * VHeadDim;
+            global::ILGPU.ArrayView<float> o = global::ILGPU.LocalMemory.Allocate<float>(VHeadDim);
+            for (int d = 0; d < VHeadDim; d++)
+                o[d] = 0f;
+            float runningMax = float.NegativeInfinity;
+            float runningSum = 0f;
+            for (int j = 0; j < visible; j++)
+            {
+                long key = (long)head * p.Keys + keyStart + j;
+                long rope = (long)p.KeyCacheRow[keyStart + j] * CacheRowValues + LatentRank;
+                float dot = 0f;
+                for (int n = 0; n < NopeHeadDim; n++)
+                    dot += global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.HeadQuery[query + n]) * global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.KeyNope[key * NopeHeadDim + n]);
+                for (int i = 0; i < RopeDim; i++)
+                    dot += global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.HeadQuery[query + NopeHeadDim + i]) * global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.Pages[rope + i]);
+                float score = dot * ScoreScaleLog2;
+                float newMax = global::System.Math.Max(runningMax, score);
+                float rescale = global::MlaGen.Kernels.KernelMath.Exp2(runningMax - newMax);
+                float weight = global::MlaGen.Kernels.KernelMath.Exp2(score - newMax);
+                runningSum = runningSum * rescale + weight;
+                runningMax = newMax;
+                for (int d = 0; d < VHeadDim; d++)
+                    o[d] = o[d] * rescale + weight * global::MlaGen.Kernels.KernelMath.Bf16ToFloat(p.Value[key * VHeadDim + d]);
+            }
+            float normalise = 1f / runningSum; // every query sees at least itself
+            for (int d = 0; d < VHeadDim; d++)
+                p.HeadOutput[output + d] = o[d] * normalise;
+            p.Lse[(long)token * Heads + head] = (runningMax + global::MlaGen.Kernels.KernelMath.Log2(runningSum)) * global::MlaGen.Kernels.KernelMath.Ln2;
+        }
+
+        // Tensor-core kv_b_proj expansion (CUDA): tile shape.
+        public const int KvKeys = 64; // keys per CTA
+        public const int KvOutputs = 128; // kv_b_proj rows (outputs) per CTA
+        public const int KvThreads = 128; // 4 warps, 2 x 2: each 32 keys x 64 outputs
+        public const int KvStage = 32; // latent columns per cp.async stage
+        public const int KvStages = 16; // LatentRank / KvStage
+        public const int KvStride = 80; // shared row stride in bytes: +16 spreads ldmatrix rows over banks
+        public const int KvABytes = 5120; // one buffer's key rows; its kv_b_proj rows follow
+        public const int KvBufferBytes = 15360;
+        public const int KvOutputRows = 32768; // H · (nope + v)
+        public const int KvOutputTiles = 256;
+
+        /// <summary>Groups (CTAs of <see cref="KvThreads"/>) of <see cref="KeyValueExpandTensorCoreKernel"/> for <paramref name="keys"/> keys.</summary>
+        public static int KeyValueExpandGroups(int keys) => (keys + KvKeys - 1) / KvKeys * KvOutputTiles;
+
+        /// <summary>
+        /// K_nope and V of every key through kv_b_proj: one CTA per (64-key tile, 128-output tile), the key tile varying
+        /// fastest so that consecutive CTAs share a weight tile (see KeyValueExpandEmitter).
+        /// </summary>
+        public static void KeyValueExpandTensorCoreKernel(global::MlaGen.Kernels.KeyValueExpandParams p)
+        {
+            // Named accumulators and the two stage buffers first, before any branch: ILGPU pastes inline PTX unbraced.
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 acc<64>; .shared .align 16 .b8 kv_tiles[30720];");
+            int tid = global::ILGPU.Group.IdxX;
+            int warp = tid >> 5;
+            int lane = tid & 31;
+            int g = lane >> 2; // mma group: rows g and g + 8
+            int t = lane & 3; // thread in group: columns 2t, 2t + 1
+            int keyTiles = (p.Keys + KvKeys - 1) / KvKeys;
+            int outTile = global::ILGPU.Grid.IdxX / keyTiles;
+            int keyBase = (global::ILGPU.Grid.IdxX - outTile * keyTiles) * KvKeys;
+            int outBase = outTile * KvOutputs;
+
+            // cp.async sources: thread tid copies 16-byte chunk tid & 3 of key rows tid >> 2 (+32) and weight rows tid >> 2 (+32, +64, +96).
+            // Keys past p.Keys are zero-filled (source size 0, a valid dummy address) and never read from KeyCacheRow.
+            int chunkRow = tid >> 2;
+            long chunkBytes = (tid & 3) * 16L;
+            long into = (long)chunkRow * KvStride + chunkBytes;
+            bool keyInside0 = keyBase + chunkRow + 0 < p.Keys;
+            long keySource0 = p.PagesAddress + (keyInside0 ? (long)p.KeyCacheRow[keyBase + chunkRow + 0] * CacheRowBytes + chunkBytes : 0L);
+            int keySize0 = keyInside0 ? 16 : 0;
+            long keyStep0 = keyInside0 ? KvStage * 2L : 0L;
+            bool keyInside1 = keyBase + chunkRow + 32 < p.Keys;
+            long keySource1 = p.PagesAddress + (keyInside1 ? (long)p.KeyCacheRow[keyBase + chunkRow + 32] * CacheRowBytes + chunkBytes : 0L);
+            int keySize1 = keyInside1 ? 16 : 0;
+            long keyStep1 = keyInside1 ? KvStage * 2L : 0L;
+            long weightSource = p.KvUpAddress + (long)(outBase + chunkRow) * (LatentRank * 2L) + chunkBytes;
+
+            // ldmatrix lane addresses (bytes into a buffer): lane l names row l % 8 of 8x8 matrix l / 8.
+            // A (keys x latent): matrices = (rows 0-7 | 8-15) x (k 0-7 | 8-15), column-major order: a0..a3 of the m16k16 fragment.
+            // B (outputs x latent): matrices = (outputs 0-7: k 0-7 | 8-15), (outputs 8-15: k 0-7 | 8-15): b0, b1 of two n-tiles.
+            int matrix = lane >> 3;
+            long aLane = (long)(((warp & 1) * 32 + (lane & 7) + (matrix & 1) * 8) * KvStride + (matrix >> 1) * 16);
+            long bLane = KvABytes + (long)(((warp >> 1) * 64 + (lane & 7) + (matrix >> 1) * 8) * KvStride + (matrix & 1) * 16);
+
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 acc0, 0f00000000; mov.f32 acc1, 0f00000000; mov.f32 acc2, 0f00000000; mov.f32 acc3, 0f00000000; mov.f32 acc4, 0f00000000; mov.f32 acc5, 0f00000000; mov.f32 acc6, 0f00000000; mov.f32 acc7, 0f00000000; mov.f32 acc8, 0f00000000; mov.f32 acc9, 0f00000000; mov.f32 acc10, 0f00000000; mov.f32 acc11, 0f00000000; mov.f32 acc12, 0f00000000; mov.f32 acc13, 0f00000000; mov.f32 acc14, 0f00000000; mov.f32 acc15, 0f00000000; mov.f32 acc16, 0f00000000; mov.f32 acc17, 0f00000000; mov.f32 acc18, 0f00000000; mov.f32 acc19, 0f00000000; mov.f32 acc20, 0f00000000; mov.f32 acc21, 0f00000000; mov.f32 acc22, 0f00000000; mov.f32 acc23, 0f00000000; mov.f32 acc24, 0f00000000; mov.f32 acc25, 0f00000000; mov.f32 acc26, 0f00000000; mov.f32 acc27, 0f00000000; mov.f32 acc28, 0f00000000; mov.f32 acc29, 0f00000000; mov.f32 acc30, 0f00000000; mov.f32 acc31, 0f00000000; mov.f32 acc32, 0f00000000; mov.f32 acc33, 0f00000000; mov.f32 acc34, 0f00000000; mov.f32 acc35, 0f00000000; mov.f32 acc36, 0f00000000; mov.f32 acc37, 0f00000000; mov.f32 acc38, 0f00000000; mov.f32 acc39, 0f00000000; mov.f32 acc40, 0f00000000; mov.f32 acc41, 0f00000000; mov.f32 acc42, 0f00000000; mov.f32 acc43, 0f00000000; mov.f32 acc44, 0f00000000; mov.f32 acc45, 0f00000000; mov.f32 acc46, 0f00000000; mov.f32 acc47, 0f00000000; mov.f32 acc48, 0f00000000; mov.f32 acc49, 0f00000000; mov.f32 acc50, 0f00000000; mov.f32 acc51, 0f00000000; mov.f32 acc52, 0f00000000; mov.f32 acc53, 0f00000000; mov.f32 acc54, 0f00000000; mov.f32 acc55, 0f00000000; mov.f32 acc56, 0f00000000; mov.f32 acc57, 0f00000000; mov.f32 acc58, 0f00000000; mov.f32 acc59, 0f00000000; mov.f32 acc60, 0f00000000; mov.f32 acc61, 0f00000000; mov.f32 acc62, 0f00000000; mov.f32 acc63, 0f00000000;");
+            {
+                long at = 0L + into;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 0L, keySource0, keySize0);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 2560L, keySource1, keySize1);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 5120L, weightSource + 0 * (LatentRank * 2L), 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 7680L, weightSource + 32 * (LatentRank * 2L), 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 10240L, weightSource + 64 * (LatentRank * 2L), 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 12800L, weightSource + 96 * (LatentRank * 2L), 16);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+            }
+            long buffer = 0;
+            for (int stage = 0; stage < KvStages; stage++)
+            {
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 0;");
+                global::ILGPU.Group.Barrier(); // this stage has landed for everyone, and nobody still reads the other buffer
+                if (stage + 1 < KvStages)
+                {
+                    keySource0 += keyStep0;
+                    keySource1 += keyStep1;
+                    weightSource += KvStage * 2L;
+                    {
+                        long at = KvBufferBytes - buffer + into;
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 0L, keySource0, keySize0);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 2560L, keySource1, keySize1);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 5120L, weightSource + 0 * (LatentRank * 2L), 16);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 7680L, weightSource + 32 * (LatentRank * 2L), 16);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 10240L, weightSource + 64 * (LatentRank * 2L), 16);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", at + 12800L, weightSource + 96 * (LatentRank * 2L), 16);
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+                    }
+                }
+                // Two k-steps: per k-step 2 ldmatrix.x4 of A (2 m-tiles), 4 of B (8 n-tiles), 16 mma.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .u64 b; .reg .b32 fa<8>; .reg .b32 fb<16>; mov.u64 a, kv_tiles; add.u64 b, a, %1; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fa0,fa1,fa2,fa3}, [a+0]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fa4,fa5,fa6,fa7}, [a+1280]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb0,fb1,fb2,fb3}, [b+0]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb4,fb5,fb6,fb7}, [b+1280]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb8,fb9,fb10,fb11}, [b+2560]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb12,fb13,fb14,fb15}, [b+3840]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc0,acc1,acc2,acc3}, {fa0,fa1,fa2,fa3}, {fb0,fb1}, {acc0,acc1,acc2,acc3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc4,acc5,acc6,acc7}, {fa0,fa1,fa2,fa3}, {fb2,fb3}, {acc4,acc5,acc6,acc7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc8,acc9,acc10,acc11}, {fa0,fa1,fa2,fa3}, {fb4,fb5}, {acc8,acc9,acc10,acc11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc12,acc13,acc14,acc15}, {fa0,fa1,fa2,fa3}, {fb6,fb7}, {acc12,acc13,acc14,acc15}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc16,acc17,acc18,acc19}, {fa0,fa1,fa2,fa3}, {fb8,fb9}, {acc16,acc17,acc18,acc19}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc20,acc21,acc22,acc23}, {fa0,fa1,fa2,fa3}, {fb10,fb11}, {acc20,acc21,acc22,acc23}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc24,acc25,acc26,acc27}, {fa0,fa1,fa2,fa3}, {fb12,fb13}, {acc24,acc25,acc26,acc27}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc28,acc29,acc30,acc31}, {fa0,fa1,fa2,fa3}, {fb14,fb15}, {acc28,acc29,acc30,acc31}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc32,acc33,acc34,acc35}, {fa4,fa5,fa6,fa7}, {fb0,fb1}, {acc32,acc33,acc34,acc35}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc36,acc37,acc38,acc39}, {fa4,fa5,fa6,fa7}, {fb2,fb3}, {acc36,acc37,acc38,acc39}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc40,acc41,acc42,acc43}, {fa4,fa5,fa6,fa7}, {fb4,fb5}, {acc40,acc41,acc42,acc43}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc44,acc45,acc46,acc47}, {fa4,fa5,fa6,fa7}, {fb6,fb7}, {acc44,acc45,acc46,acc47}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc48,acc49,acc50,acc51}, {fa4,fa5,fa6,fa7}, {fb8,fb9}, {acc48,acc49,acc50,acc51}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc52,acc53,acc54,acc55}, {fa4,fa5,fa6,fa7}, {fb10,fb11}, {acc52,acc53,acc54,acc55}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc56,acc57,acc58,acc59}, {fa4,fa5,fa6,fa7}, {fb12,fb13}, {acc56,acc57,acc58,acc59}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc60,acc61,acc62,acc63}, {fa4,fa5,fa6,fa7}, {fb14,fb15}, {acc60,acc61,acc62,acc63}; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fa0,fa1,fa2,fa3}, [a+32]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fa4,fa5,fa6,fa7}, [a+1312]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb0,fb1,fb2,fb3}, [b+32]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb4,fb5,fb6,fb7}, [b+1312]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb8,fb9,fb10,fb11}, [b+2592]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {fb12,fb13,fb14,fb15}, [b+3872]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc0,acc1,acc2,acc3}, {fa0,fa1,fa2,fa3}, {fb0,fb1}, {acc0,acc1,acc2,acc3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc4,acc5,acc6,acc7}, {fa0,fa1,fa2,fa3}, {fb2,fb3}, {acc4,acc5,acc6,acc7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc8,acc9,acc10,acc11}, {fa0,fa1,fa2,fa3}, {fb4,fb5}, {acc8,acc9,acc10,acc11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc12,acc13,acc14,acc15}, {fa0,fa1,fa2,fa3}, {fb6,fb7}, {acc12,acc13,acc14,acc15}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc16,acc17,acc18,acc19}, {fa0,fa1,fa2,fa3}, {fb8,fb9}, {acc16,acc17,acc18,acc19}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc20,acc21,acc22,acc23}, {fa0,fa1,fa2,fa3}, {fb10,fb11}, {acc20,acc21,acc22,acc23}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc24,acc25,acc26,acc27}, {fa0,fa1,fa2,fa3}, {fb12,fb13}, {acc24,acc25,acc26,acc27}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc28,acc29,acc30,acc31}, {fa0,fa1,fa2,fa3}, {fb14,fb15}, {acc28,acc29,acc30,acc31}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc32,acc33,acc34,acc35}, {fa4,fa5,fa6,fa7}, {fb0,fb1}, {acc32,acc33,acc34,acc35}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc36,acc37,acc38,acc39}, {fa4,fa5,fa6,fa7}, {fb2,fb3}, {acc36,acc37,acc38,acc39}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc40,acc41,acc42,acc43}, {fa4,fa5,fa6,fa7}, {fb4,fb5}, {acc40,acc41,acc42,acc43}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc44,acc45,acc46,acc47}, {fa4,fa5,fa6,fa7}, {fb6,fb7}, {acc44,acc45,acc46,acc47}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc48,acc49,acc50,acc51}, {fa4,fa5,fa6,fa7}, {fb8,fb9}, {acc48,acc49,acc50,acc51}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc52,acc53,acc54,acc55}, {fa4,fa5,fa6,fa7}, {fb10,fb11}, {acc52,acc53,acc54,acc55}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc56,acc57,acc58,acc59}, {fa4,fa5,fa6,fa7}, {fb12,fb13}, {acc56,acc57,acc58,acc59}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {acc60,acc61,acc62,acc63}, {fa4,fa5,fa6,fa7}, {fb14,fb15}, {acc60,acc61,acc62,acc63}; }", buffer + aLane, buffer + bLane);
+                buffer = KvBufferBytes - buffer;
+            }
+
+            // Round pairs to bf16 and store them head-major: [H, Keys, nope] and [H, Keys, v]; keys past p.Keys are not written.
+            global::ILGPU.ArrayView<uint> keyNope = p.KeyNope.Cast<uint>();
+            global::ILGPU.ArrayView<uint> value = p.Value.Cast<uint>();
+            int rowKey = keyBase + (warp & 1) * 32 + g;
+            int warpOut = outBase + (warp >> 1) * 64;
+            {
+                int o = warpOut + 0;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc1, acc0;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc3, acc2;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc33, acc32;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc35, acc34;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 8;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc5, acc4;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc7, acc6;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc37, acc36;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc39, acc38;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 16;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc9, acc8;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc11, acc10;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc41, acc40;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc43, acc42;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 24;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc13, acc12;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc15, acc14;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc45, acc44;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc47, acc46;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 32;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc17, acc16;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc19, acc18;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc49, acc48;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc51, acc50;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 40;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc21, acc20;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc23, acc22;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc53, acc52;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc55, acc54;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 48;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc25, acc24;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc27, acc26;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc57, acc56;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc59, acc58;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+            {
+                int o = warpOut + 56;
+                int head = o / KvUpRowsPerHead;
+                int d = o - head * KvUpRowsPerHead + 2 * t;
+                bool isKey = d < NopeHeadDim;
+                long headBase = (long)head * p.Keys;
+                global::ILGPU.ArrayView<uint> dest = isKey ? keyNope : value;
+                int dim = isKey ? NopeHeadDim : VHeadDim;
+                int column = isKey ? d : d - NopeHeadDim;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc29, acc28;", out uint v00);
+                if (rowKey + 0 < p.Keys)
+                    dest[((headBase + rowKey + 0) * dim + column) >> 1] = v00;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc31, acc30;", out uint v01);
+                if (rowKey + 8 < p.Keys)
+                    dest[((headBase + rowKey + 8) * dim + column) >> 1] = v01;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc61, acc60;", out uint v10);
+                if (rowKey + 16 < p.Keys)
+                    dest[((headBase + rowKey + 16) * dim + column) >> 1] = v10;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cvt.rn.bf16x2.f32 %0, acc63, acc62;", out uint v11);
+                if (rowKey + 24 < p.Keys)
+                    dest[((headBase + rowKey + 24) * dim + column) >> 1] = v11;
+            }
+        }
+
+        // Tensor-core expanded attention (CUDA): tile shape.
+        public const int XaRows = 64; // query tokens per CTA: 16 per warp
+        public const int XaKeys = 32; // keys per tile
+        public const int XaThreads = 128;
+        public const int XaKStride = 100; // shared K row stride in words: +4 spreads rows over banks
+        public const int XaVStride = 68;
+        public const int XaQSteps = 12; // 16-wide k-steps of q·k
+        public const int XaVBytes = 12800; // V's offset in a stage
+        public const int XaStageBytes = 21504;
+
+        /// <summary>Causal expanded attention on tensor cores: one CTA of 4 warps per (query tile, head) (see ExpandedTensorCoreEmitter).</summary>
+        public static void ExpandedAttentionTensorCoreKernel(global::MlaGen.Kernels.ExpandedAttentionParams p)
+        {
+            // Named registers and the two stages first, before any branch (ILGPU pastes inline PTX unbraced): S, P, O, and
+            // the running max (log2 units) and per-thread partial sum of rows g and g + 8.
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 xs<16>; .reg .b32 xp<8>; .reg .f32 xo<64>; .reg .f32 xm<2>; .reg .f32 xl<2>; .shared .align 16 .b8 xa_tiles[43008];");
+            int tid = global::ILGPU.Group.IdxX;
+            int warp = tid >> 5;
+            int lane = tid & 31;
+            int g = lane >> 2; // mma group: rows g and g + 8
+            int t = lane & 3; // thread in group: columns 2t, 2t + 1
+            int item = global::ILGPU.Grid.IdxX;
+            int tile = item / Heads;
+            int head = item - tile * Heads;
+            int tokens = p.TileTokens[tile];
+            int firstToken = p.TileFirstToken[tile];
+            int firstPosition = p.TileFirstPosition[tile];
+            int keyStart = p.TileKeyStart[tile];
+            int end = firstPosition + tokens; // keys 0..end-1 of the sequence: no row of the tile sees further
+            int rowLo = warp * 16 + g;
+            int rowHi = rowLo + 8;
+            int visibleLo = rowLo < tokens ? firstPosition + rowLo + 1 : 0;
+            int visibleHi = rowHi < tokens ? firstPosition + rowHi + 1 : 0;
+            long headKeys = (long)head * p.Keys + keyStart;
+
+            // Q as bf16 A fragments: 12 k-steps x 4 registers, read once.
+            global::ILGPU.ArrayView<uint> query = p.HeadQuery.Cast<uint>();
+            long qLo = (((long)(firstToken + rowLo) * Heads + head) * QHeadDim + 2 * t) / 2;
+            long qHi = (((long)(firstToken + rowHi) * Heads + head) * QHeadDim + 2 * t) / 2;
+            uint q0a = rowLo < tokens ? query[qLo + 0] : 0u;
+            uint q0b = rowHi < tokens ? query[qHi + 0] : 0u;
+            uint q0c = rowLo < tokens ? query[qLo + 4] : 0u;
+            uint q0d = rowHi < tokens ? query[qHi + 4] : 0u;
+            uint q1a = rowLo < tokens ? query[qLo + 8] : 0u;
+            uint q1b = rowHi < tokens ? query[qHi + 8] : 0u;
+            uint q1c = rowLo < tokens ? query[qLo + 12] : 0u;
+            uint q1d = rowHi < tokens ? query[qHi + 12] : 0u;
+            uint q2a = rowLo < tokens ? query[qLo + 16] : 0u;
+            uint q2b = rowHi < tokens ? query[qHi + 16] : 0u;
+            uint q2c = rowLo < tokens ? query[qLo + 20] : 0u;
+            uint q2d = rowHi < tokens ? query[qHi + 20] : 0u;
+            uint q3a = rowLo < tokens ? query[qLo + 24] : 0u;
+            uint q3b = rowHi < tokens ? query[qHi + 24] : 0u;
+            uint q3c = rowLo < tokens ? query[qLo + 28] : 0u;
+            uint q3d = rowHi < tokens ? query[qHi + 28] : 0u;
+            uint q4a = rowLo < tokens ? query[qLo + 32] : 0u;
+            uint q4b = rowHi < tokens ? query[qHi + 32] : 0u;
+            uint q4c = rowLo < tokens ? query[qLo + 36] : 0u;
+            uint q4d = rowHi < tokens ? query[qHi + 36] : 0u;
+            uint q5a = rowLo < tokens ? query[qLo + 40] : 0u;
+            uint q5b = rowHi < tokens ? query[qHi + 40] : 0u;
+            uint q5c = rowLo < tokens ? query[qLo + 44] : 0u;
+            uint q5d = rowHi < tokens ? query[qHi + 44] : 0u;
+            uint q6a = rowLo < tokens ? query[qLo + 48] : 0u;
+            uint q6b = rowHi < tokens ? query[qHi + 48] : 0u;
+            uint q6c = rowLo < tokens ? query[qLo + 52] : 0u;
+            uint q6d = rowHi < tokens ? query[qHi + 52] : 0u;
+            uint q7a = rowLo < tokens ? query[qLo + 56] : 0u;
+            uint q7b = rowHi < tokens ? query[qHi + 56] : 0u;
+            uint q7c = rowLo < tokens ? query[qLo + 60] : 0u;
+            uint q7d = rowHi < tokens ? query[qHi + 60] : 0u;
+            uint q8a = rowLo < tokens ? query[qLo + 64] : 0u;
+            uint q8b = rowHi < tokens ? query[qHi + 64] : 0u;
+            uint q8c = rowLo < tokens ? query[qLo + 68] : 0u;
+            uint q8d = rowHi < tokens ? query[qHi + 68] : 0u;
+            uint q9a = rowLo < tokens ? query[qLo + 72] : 0u;
+            uint q9b = rowHi < tokens ? query[qHi + 72] : 0u;
+            uint q9c = rowLo < tokens ? query[qLo + 76] : 0u;
+            uint q9d = rowHi < tokens ? query[qHi + 76] : 0u;
+            uint q10a = rowLo < tokens ? query[qLo + 80] : 0u;
+            uint q10b = rowHi < tokens ? query[qHi + 80] : 0u;
+            uint q10c = rowLo < tokens ? query[qLo + 84] : 0u;
+            uint q10d = rowHi < tokens ? query[qHi + 84] : 0u;
+            uint q11a = rowLo < tokens ? query[qLo + 88] : 0u;
+            uint q11b = rowHi < tokens ? query[qHi + 88] : 0u;
+            uint q11c = rowLo < tokens ? query[qLo + 92] : 0u;
+            uint q11d = rowHi < tokens ? query[qHi + 92] : 0u;
+
+            // ldmatrix row addresses (bytes into a stage): lane l names row l % 8 of 8x8 matrix l / 8.
+            int matrix = lane >> 3;
+            long kRow = (long)(((lane & 7) + (matrix >> 1) * 8) * XaKStride * 4 + (matrix & 1) * 16); // K: keys x dims
+            long vRow = (long)(XaVBytes + ((lane & 7) + (matrix & 1) * 8) * XaVStride * 4 + (matrix >> 1) * 16); // V: keys x dims
+
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 xo0, 0f00000000; mov.f32 xo1, 0f00000000; mov.f32 xo2, 0f00000000; mov.f32 xo3, 0f00000000; mov.f32 xo4, 0f00000000; mov.f32 xo5, 0f00000000; mov.f32 xo6, 0f00000000; mov.f32 xo7, 0f00000000; mov.f32 xo8, 0f00000000; mov.f32 xo9, 0f00000000; mov.f32 xo10, 0f00000000; mov.f32 xo11, 0f00000000; mov.f32 xo12, 0f00000000; mov.f32 xo13, 0f00000000; mov.f32 xo14, 0f00000000; mov.f32 xo15, 0f00000000; mov.f32 xo16, 0f00000000; mov.f32 xo17, 0f00000000; mov.f32 xo18, 0f00000000; mov.f32 xo19, 0f00000000; mov.f32 xo20, 0f00000000; mov.f32 xo21, 0f00000000; mov.f32 xo22, 0f00000000; mov.f32 xo23, 0f00000000; mov.f32 xo24, 0f00000000; mov.f32 xo25, 0f00000000; mov.f32 xo26, 0f00000000; mov.f32 xo27, 0f00000000; mov.f32 xo28, 0f00000000; mov.f32 xo29, 0f00000000; mov.f32 xo30, 0f00000000; mov.f32 xo31, 0f00000000; mov.f32 xo32, 0f00000000; mov.f32 xo33, 0f00000000; mov.f32 xo34, 0f00000000; mov.f32 xo35, 0f00000000; mov.f32 xo36, 0f00000000; mov.f32 xo37, 0f00000000; mov.f32 xo38, 0f00000000; mov.f32 xo39, 0f00000000; mov.f32 xo40, 0f00000000; mov.f32 xo41, 0f00000000; mov.f32 xo42, 0f00000000; mov.f32 xo43, 0f00000000; mov.f32 xo44, 0f00000000; mov.f32 xo45, 0f00000000; mov.f32 xo46, 0f00000000; mov.f32 xo47, 0f00000000; mov.f32 xo48, 0f00000000; mov.f32 xo49, 0f00000000; mov.f32 xo50, 0f00000000; mov.f32 xo51, 0f00000000; mov.f32 xo52, 0f00000000; mov.f32 xo53, 0f00000000; mov.f32 xo54, 0f00000000; mov.f32 xo55, 0f00000000; mov.f32 xo56, 0f00000000; mov.f32 xo57, 0f00000000; mov.f32 xo58, 0f00000000; mov.f32 xo59, 0f00000000; mov.f32 xo60, 0f00000000; mov.f32 xo61, 0f00000000; mov.f32 xo62, 0f00000000; mov.f32 xo63, 0f00000000; mov.f32 xm0, 0fFF800000; mov.f32 xm1, 0fFF800000; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;");
+            {
+                int first = 0;
+                long into = 0;
+                // K chunk
+                {
+                    int row = (tid + 0) / 24;
+                    int column = (tid + 0) - row * 24;
+                    bool inside = first + row < end;
+                    long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                    long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                    long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                }
+                // K chunk
+                {
+                    int row = (tid + 128) / 24;
+                    int column = (tid + 128) - row * 24;
+                    bool inside = first + row < end;
+                    long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                    long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                    long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                }
+                // K chunk
+                {
+                    int row = (tid + 256) / 24;
+                    int column = (tid + 256) - row * 24;
+                    bool inside = first + row < end;
+                    long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                    long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                    long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                }
+                // K chunk
+                {
+                    int row = (tid + 384) / 24;
+                    int column = (tid + 384) - row * 24;
+                    bool inside = first + row < end;
+                    long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                    long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                    long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                }
+                // K chunk
+                {
+                    int row = (tid + 512) / 24;
+                    int column = (tid + 512) - row * 24;
+                    bool inside = first + row < end;
+                    long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                    long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                    long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                }
+                // K chunk
+                {
+                    int row = (tid + 640) / 24;
+                    int column = (tid + 640) - row * 24;
+                    bool inside = first + row < end;
+                    long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                    long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                    long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                }
+                // V chunk
+                {
+                    int row = (tid + 0) / 16;
+                    int column = (tid + 0) - row * 16;
+                    bool inside = first + row < end;
+                    long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);
+                }
+                // V chunk
+                {
+                    int row = (tid + 128) / 16;
+                    int column = (tid + 128) - row * 16;
+                    bool inside = first + row < end;
+                    long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);
+                }
+                // V chunk
+                {
+                    int row = (tid + 256) / 16;
+                    int column = (tid + 256) - row * 16;
+                    bool inside = first + row < end;
+                    long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);
+                }
+                // V chunk
+                {
+                    int row = (tid + 384) / 16;
+                    int column = (tid + 384) - row * 16;
+                    bool inside = first + row < end;
+                    long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);
+                }
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+            }
+            long buffer = 0;
+            for (int kt = 0; kt < end; kt += XaKeys)
+            {
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 0;");
+                global::ILGPU.Group.Barrier(); // this tile has landed for everyone, and nobody still reads the other stage
+                if (kt + XaKeys < end)
+                {
+                    {
+                        int first = kt + XaKeys;
+                        long into = XaStageBytes - buffer;
+                        // K chunk
+                        {
+                            int row = (tid + 0) / 24;
+                            int column = (tid + 0) - row * 24;
+                            bool inside = first + row < end;
+                            long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                            long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                            long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        // K chunk
+                        {
+                            int row = (tid + 128) / 24;
+                            int column = (tid + 128) - row * 24;
+                            bool inside = first + row < end;
+                            long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                            long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                            long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        // K chunk
+                        {
+                            int row = (tid + 256) / 24;
+                            int column = (tid + 256) - row * 24;
+                            bool inside = first + row < end;
+                            long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                            long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                            long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        // K chunk
+                        {
+                            int row = (tid + 384) / 24;
+                            int column = (tid + 384) - row * 24;
+                            bool inside = first + row < end;
+                            long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                            long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                            long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        // K chunk
+                        {
+                            int row = (tid + 512) / 24;
+                            int column = (tid + 512) - row * 24;
+                            bool inside = first + row < end;
+                            long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                            long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                            long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        // K chunk
+                        {
+                            int row = (tid + 640) / 24;
+                            int column = (tid + 640) - row * 24;
+                            bool inside = first + row < end;
+                            long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;
+                            long rope = column >= 16 && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - 16) * 8) * 2L : 0L;
+                            long source = !inside ? p.KeyNopeAddress : column < 16 ? nope : rope;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        // V chunk
+                        {
+                            int row = (tid + 0) / 16;
+                            int column = (tid + 0) - row * 16;
+                            bool inside = first + row < end;
+                            long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        // V chunk
+                        {
+                            int row = (tid + 128) / 16;
+                            int column = (tid + 128) - row * 16;
+                            bool inside = first + row < end;
+                            long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        // V chunk
+                        {
+                            int row = (tid + 256) / 16;
+                            int column = (tid + 256) - row * 16;
+                            bool inside = first + row < end;
+                            long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        // V chunk
+                        {
+                            int row = (tid + 384) / 16;
+                            int column = (tid + 384) - row * 16;
+                            bool inside = first + row < end;
+                            long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);
+                        }
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+                    }
+                }
+
+                // S = Q·Kᵀ: per k-step, two ldmatrix.x4 give the B fragments of all four 8-key n-tiles.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 xs0, 0f00000000; mov.f32 xs1, 0f00000000; mov.f32 xs2, 0f00000000; mov.f32 xs3, 0f00000000; mov.f32 xs4, 0f00000000; mov.f32 xs5, 0f00000000; mov.f32 xs6, 0f00000000; mov.f32 xs7, 0f00000000; mov.f32 xs8, 0f00000000; mov.f32 xs9, 0f00000000; mov.f32 xs10, 0f00000000; mov.f32 xs11, 0f00000000; mov.f32 xs12, 0f00000000; mov.f32 xs13, 0f00000000; mov.f32 xs14, 0f00000000; mov.f32 xs15, 0f00000000;");
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 0L, q0a, q0b, q0c, q0d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 32L, q1a, q1b, q1c, q1d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 64L, q2a, q2b, q2c, q2d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 96L, q3a, q3b, q3c, q3d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 128L, q4a, q4b, q4c, q4d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 160L, q5a, q5b, q5c, q5d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 192L, q6a, q6b, q6c, q6d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 224L, q7a, q7b, q7c, q7d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 256L, q8a, q8b, q8c, q8d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 288L, q9a, q9b, q9c, q9d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 320L, q10a, q10b, q10c, q10d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+6400]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 352L, q11a, q11b, q11c, q11d);
+                // Scale to log2 units, mask keys a row may not see (key kt + c is visible when c < visible - kt), online softmax,
+                // rescale O, and pack P as bf16 A fragments (the S accumulator layout is the m16k16 A layout).
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 m, r, u, base; .reg .pred q; mul.f32 xs0, xs0, %2; setp.gt.s32 q, %0, 0; selp.f32 xs0, xs0, 0fFF800000, q; mul.f32 xs1, xs1, %2; setp.gt.s32 q, %0, 1; selp.f32 xs1, xs1, 0fFF800000, q; mul.f32 xs4, xs4, %2; setp.gt.s32 q, %0, 8; selp.f32 xs4, xs4, 0fFF800000, q; mul.f32 xs5, xs5, %2; setp.gt.s32 q, %0, 9; selp.f32 xs5, xs5, 0fFF800000, q; mul.f32 xs8, xs8, %2; setp.gt.s32 q, %0, 16; selp.f32 xs8, xs8, 0fFF800000, q; mul.f32 xs9, xs9, %2; setp.gt.s32 q, %0, 17; selp.f32 xs9, xs9, 0fFF800000, q; mul.f32 xs12, xs12, %2; setp.gt.s32 q, %0, 24; selp.f32 xs12, xs12, 0fFF800000, q; mul.f32 xs13, xs13, %2; setp.gt.s32 q, %0, 25; selp.f32 xs13, xs13, 0fFF800000, q; max.f32 m, xs0, xs1; max.f32 m, m, xs4; max.f32 m, m, xs5; max.f32 m, m, xs8; max.f32 m, m, xs9; max.f32 m, m, xs12; max.f32 m, m, xs13; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; max.f32 m, m, xm0; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm0, base; ex2.approx.ftz.f32 r, r; mov.f32 xm0, m; mul.f32 xl0, xl0, r; sub.f32 xs0, xs0, base; ex2.approx.ftz.f32 xs0, xs0; add.f32 xl0, xl0, xs0; sub.f32 xs1, xs1, base; ex2.approx.ftz.f32 xs1, xs1; add.f32 xl0, xl0, xs1; sub.f32 xs4, xs4, base; ex2.approx.ftz.f32 xs4, xs4; add.f32 xl0, xl0, xs4; sub.f32 xs5, xs5, base; ex2.approx.ftz.f32 xs5, xs5; add.f32 xl0, xl0, xs5; sub.f32 xs8, xs8, base; ex2.approx.ftz.f32 xs8, xs8; add.f32 xl0, xl0, xs8; sub.f32 xs9, xs9, base; ex2.approx.ftz.f32 xs9, xs9; add.f32 xl0, xl0, xs9; sub.f32 xs12, xs12, base; ex2.approx.ftz.f32 xs12, xs12; add.f32 xl0, xl0, xs12; sub.f32 xs13, xs13, base; ex2.approx.ftz.f32 xs13, xs13; add.f32 xl0, xl0, xs13; mul.f32 xo0, xo0, r; mul.f32 xo1, xo1, r; mul.f32 xo4, xo4, r; mul.f32 xo5, xo5, r; mul.f32 xo8, xo8, r; mul.f32 xo9, xo9, r; mul.f32 xo12, xo12, r; mul.f32 xo13, xo13, r; mul.f32 xo16, xo16, r; mul.f32 xo17, xo17, r; mul.f32 xo20, xo20, r; mul.f32 xo21, xo21, r; mul.f32 xo24, xo24, r; mul.f32 xo25, xo25, r; mul.f32 xo28, xo28, r; mul.f32 xo29, xo29, r; mul.f32 xo32, xo32, r; mul.f32 xo33, xo33, r; mul.f32 xo36, xo36, r; mul.f32 xo37, xo37, r; mul.f32 xo40, xo40, r; mul.f32 xo41, xo41, r; mul.f32 xo44, xo44, r; mul.f32 xo45, xo45, r; mul.f32 xo48, xo48, r; mul.f32 xo49, xo49, r; mul.f32 xo52, xo52, r; mul.f32 xo53, xo53, r; mul.f32 xo56, xo56, r; mul.f32 xo57, xo57, r; mul.f32 xo60, xo60, r; mul.f32 xo61, xo61, r; mul.f32 xs2, xs2, %2; setp.gt.s32 q, %1, 0; selp.f32 xs2, xs2, 0fFF800000, q; mul.f32 xs3, xs3, %2; setp.gt.s32 q, %1, 1; selp.f32 xs3, xs3, 0fFF800000, q; mul.f32 xs6, xs6, %2; setp.gt.s32 q, %1, 8; selp.f32 xs6, xs6, 0fFF800000, q; mul.f32 xs7, xs7, %2; setp.gt.s32 q, %1, 9; selp.f32 xs7, xs7, 0fFF800000, q; mul.f32 xs10, xs10, %2; setp.gt.s32 q, %1, 16; selp.f32 xs10, xs10, 0fFF800000, q; mul.f32 xs11, xs11, %2; setp.gt.s32 q, %1, 17; selp.f32 xs11, xs11, 0fFF800000, q; mul.f32 xs14, xs14, %2; setp.gt.s32 q, %1, 24; selp.f32 xs14, xs14, 0fFF800000, q; mul.f32 xs15, xs15, %2; setp.gt.s32 q, %1, 25; selp.f32 xs15, xs15, 0fFF800000, q; max.f32 m, xs2, xs3; max.f32 m, m, xs6; max.f32 m, m, xs7; max.f32 m, m, xs10; max.f32 m, m, xs11; max.f32 m, m, xs14; max.f32 m, m, xs15; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; max.f32 m, m, xm1; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm1, base; ex2.approx.ftz.f32 r, r; mov.f32 xm1, m; mul.f32 xl1, xl1, r; sub.f32 xs2, xs2, base; ex2.approx.ftz.f32 xs2, xs2; add.f32 xl1, xl1, xs2; sub.f32 xs3, xs3, base; ex2.approx.ftz.f32 xs3, xs3; add.f32 xl1, xl1, xs3; sub.f32 xs6, xs6, base; ex2.approx.ftz.f32 xs6, xs6; add.f32 xl1, xl1, xs6; sub.f32 xs7, xs7, base; ex2.approx.ftz.f32 xs7, xs7; add.f32 xl1, xl1, xs7; sub.f32 xs10, xs10, base; ex2.approx.ftz.f32 xs10, xs10; add.f32 xl1, xl1, xs10; sub.f32 xs11, xs11, base; ex2.approx.ftz.f32 xs11, xs11; add.f32 xl1, xl1, xs11; sub.f32 xs14, xs14, base; ex2.approx.ftz.f32 xs14, xs14; add.f32 xl1, xl1, xs14; sub.f32 xs15, xs15, base; ex2.approx.ftz.f32 xs15, xs15; add.f32 xl1, xl1, xs15; mul.f32 xo2, xo2, r; mul.f32 xo3, xo3, r; mul.f32 xo6, xo6, r; mul.f32 xo7, xo7, r; mul.f32 xo10, xo10, r; mul.f32 xo11, xo11, r; mul.f32 xo14, xo14, r; mul.f32 xo15, xo15, r; mul.f32 xo18, xo18, r; mul.f32 xo19, xo19, r; mul.f32 xo22, xo22, r; mul.f32 xo23, xo23, r; mul.f32 xo26, xo26, r; mul.f32 xo27, xo27, r; mul.f32 xo30, xo30, r; mul.f32 xo31, xo31, r; mul.f32 xo34, xo34, r; mul.f32 xo35, xo35, r; mul.f32 xo38, xo38, r; mul.f32 xo39, xo39, r; mul.f32 xo42, xo42, r; mul.f32 xo43, xo43, r; mul.f32 xo46, xo46, r; mul.f32 xo47, xo47, r; mul.f32 xo50, xo50, r; mul.f32 xo51, xo51, r; mul.f32 xo54, xo54, r; mul.f32 xo55, xo55, r; mul.f32 xo58, xo58, r; mul.f32 xo59, xo59, r; mul.f32 xo62, xo62, r; mul.f32 xo63, xo63, r; cvt.rn.bf16x2.f32 xp0, xs1, xs0; cvt.rn.bf16x2.f32 xp1, xs3, xs2; cvt.rn.bf16x2.f32 xp2, xs5, xs4; cvt.rn.bf16x2.f32 xp3, xs7, xs6; cvt.rn.bf16x2.f32 xp4, xs9, xs8; cvt.rn.bf16x2.f32 xp5, xs11, xs10; cvt.rn.bf16x2.f32 xp6, xs13, xs12; cvt.rn.bf16x2.f32 xp7, xs15, xs14; }", visibleLo - kt - 2 * t, visibleHi - kt - 2 * t, ScoreScaleLog2);
+                // O += P·V: ldmatrix.trans of V gives two 8-column n-tiles' B fragments at a time.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo0,xo1,xo2,xo3}, {xp0,xp1,xp2,xp3}, {b0,b1}, {xo0,xo1,xo2,xo3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo4,xo5,xo6,xo7}, {xp0,xp1,xp2,xp3}, {b2,b3}, {xo4,xo5,xo6,xo7}; }", buffer + vRow + 0L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo8,xo9,xo10,xo11}, {xp0,xp1,xp2,xp3}, {b0,b1}, {xo8,xo9,xo10,xo11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo12,xo13,xo14,xo15}, {xp0,xp1,xp2,xp3}, {b2,b3}, {xo12,xo13,xo14,xo15}; }", buffer + vRow + 32L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo16,xo17,xo18,xo19}, {xp0,xp1,xp2,xp3}, {b0,b1}, {xo16,xo17,xo18,xo19}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo20,xo21,xo22,xo23}, {xp0,xp1,xp2,xp3}, {b2,b3}, {xo20,xo21,xo22,xo23}; }", buffer + vRow + 64L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo24,xo25,xo26,xo27}, {xp0,xp1,xp2,xp3}, {b0,b1}, {xo24,xo25,xo26,xo27}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo28,xo29,xo30,xo31}, {xp0,xp1,xp2,xp3}, {b2,b3}, {xo28,xo29,xo30,xo31}; }", buffer + vRow + 96L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo32,xo33,xo34,xo35}, {xp0,xp1,xp2,xp3}, {b0,b1}, {xo32,xo33,xo34,xo35}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo36,xo37,xo38,xo39}, {xp0,xp1,xp2,xp3}, {b2,b3}, {xo36,xo37,xo38,xo39}; }", buffer + vRow + 128L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo40,xo41,xo42,xo43}, {xp0,xp1,xp2,xp3}, {b0,b1}, {xo40,xo41,xo42,xo43}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo44,xo45,xo46,xo47}, {xp0,xp1,xp2,xp3}, {b2,b3}, {xo44,xo45,xo46,xo47}; }", buffer + vRow + 160L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo48,xo49,xo50,xo51}, {xp0,xp1,xp2,xp3}, {b0,b1}, {xo48,xo49,xo50,xo51}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo52,xo53,xo54,xo55}, {xp0,xp1,xp2,xp3}, {b2,b3}, {xo52,xo53,xo54,xo55}; }", buffer + vRow + 192L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo56,xo57,xo58,xo59}, {xp0,xp1,xp2,xp3}, {b0,b1}, {xo56,xo57,xo58,xo59}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo60,xo61,xo62,xo63}, {xp0,xp1,xp2,xp3}, {b2,b3}, {xo60,xo61,xo62,xo63}; }", buffer + vRow + 224L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo0,xo1,xo2,xo3}, {xp4,xp5,xp6,xp7}, {b0,b1}, {xo0,xo1,xo2,xo3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo4,xo5,xo6,xo7}, {xp4,xp5,xp6,xp7}, {b2,b3}, {xo4,xo5,xo6,xo7}; }", buffer + vRow + 4352L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo8,xo9,xo10,xo11}, {xp4,xp5,xp6,xp7}, {b0,b1}, {xo8,xo9,xo10,xo11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo12,xo13,xo14,xo15}, {xp4,xp5,xp6,xp7}, {b2,b3}, {xo12,xo13,xo14,xo15}; }", buffer + vRow + 4384L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo16,xo17,xo18,xo19}, {xp4,xp5,xp6,xp7}, {b0,b1}, {xo16,xo17,xo18,xo19}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo20,xo21,xo22,xo23}, {xp4,xp5,xp6,xp7}, {b2,b3}, {xo20,xo21,xo22,xo23}; }", buffer + vRow + 4416L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo24,xo25,xo26,xo27}, {xp4,xp5,xp6,xp7}, {b0,b1}, {xo24,xo25,xo26,xo27}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo28,xo29,xo30,xo31}, {xp4,xp5,xp6,xp7}, {b2,b3}, {xo28,xo29,xo30,xo31}; }", buffer + vRow + 4448L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo32,xo33,xo34,xo35}, {xp4,xp5,xp6,xp7}, {b0,b1}, {xo32,xo33,xo34,xo35}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo36,xo37,xo38,xo39}, {xp4,xp5,xp6,xp7}, {b2,b3}, {xo36,xo37,xo38,xo39}; }", buffer + vRow + 4480L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo40,xo41,xo42,xo43}, {xp4,xp5,xp6,xp7}, {b0,b1}, {xo40,xo41,xo42,xo43}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo44,xo45,xo46,xo47}, {xp4,xp5,xp6,xp7}, {b2,b3}, {xo44,xo45,xo46,xo47}; }", buffer + vRow + 4512L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo48,xo49,xo50,xo51}, {xp4,xp5,xp6,xp7}, {b0,b1}, {xo48,xo49,xo50,xo51}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo52,xo53,xo54,xo55}, {xp4,xp5,xp6,xp7}, {b2,b3}, {xo52,xo53,xo54,xo55}; }", buffer + vRow + 4544L);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo56,xo57,xo58,xo59}, {xp4,xp5,xp6,xp7}, {b0,b1}, {xo56,xo57,xo58,xo59}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo60,xo61,xo62,xo63}, {xp4,xp5,xp6,xp7}, {b2,b3}, {xo60,xo61,xo62,xo63}; }", buffer + vRow + 4576L);
+                buffer = XaStageBytes - buffer;
+            }
+
+            // The quad's four partial sums make the row's sum; then normalise and write O and the natural-log LSE.
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 u; shfl.sync.bfly.b32 u, xl0, 1, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl0, 2, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl1, 1, 31, -1; add.f32 xl1, xl1, u; shfl.sync.bfly.b32 u, xl1, 2, 31, -1; add.f32 xl1, xl1, u; }");
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xm0, xl0};", out ulong stateLo);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xm1, xl1};", out ulong stateHi);
+            float maxLo = global::ILGPU.Interop.IntAsFloat((uint)(stateLo & 0xFFFFFFFFUL)), sumLo = global::ILGPU.Interop.IntAsFloat((uint)(stateLo >> 32));
+            float maxHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi & 0xFFFFFFFFUL)), sumHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi >> 32));
+            float invLo = sumLo != 0f ? 1f / sumLo : 0f;
+            float invHi = sumHi != 0f ? 1f / sumHi : 0f;
+            long outLo = ((long)(firstToken + rowLo) * Heads + head) * VHeadDim + 2 * t;
+            long outHi = ((long)(firstToken + rowHi) * Heads + head) * VHeadDim + 2 * t;
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo0, xo1};", out ulong lo0);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo2, xo3};", out ulong hi0);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 0] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 1] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 0] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 1] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo4, xo5};", out ulong lo1);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo6, xo7};", out ulong hi1);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 8] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 9] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 8] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 9] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo8, xo9};", out ulong lo2);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo10, xo11};", out ulong hi2);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 16] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 17] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 16] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 17] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo12, xo13};", out ulong lo3);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo14, xo15};", out ulong hi3);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 24] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 25] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 24] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 25] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo16, xo17};", out ulong lo4);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo18, xo19};", out ulong hi4);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 32] = global::ILGPU.Interop.IntAsFloat((uint)(lo4 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 33] = global::ILGPU.Interop.IntAsFloat((uint)(lo4 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 32] = global::ILGPU.Interop.IntAsFloat((uint)(hi4 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 33] = global::ILGPU.Interop.IntAsFloat((uint)(hi4 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo20, xo21};", out ulong lo5);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo22, xo23};", out ulong hi5);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 40] = global::ILGPU.Interop.IntAsFloat((uint)(lo5 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 41] = global::ILGPU.Interop.IntAsFloat((uint)(lo5 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 40] = global::ILGPU.Interop.IntAsFloat((uint)(hi5 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 41] = global::ILGPU.Interop.IntAsFloat((uint)(hi5 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo24, xo25};", out ulong lo6);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo26, xo27};", out ulong hi6);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 48] = global::ILGPU.Interop.IntAsFloat((uint)(lo6 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 49] = global::ILGPU.Interop.IntAsFloat((uint)(lo6 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 48] = global::ILGPU.Interop.IntAsFloat((uint)(hi6 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 49] = global::ILGPU.Interop.IntAsFloat((uint)(hi6 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo28, xo29};", out ulong lo7);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo30, xo31};", out ulong hi7);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 56] = global::ILGPU.Interop.IntAsFloat((uint)(lo7 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 57] = global::ILGPU.Interop.IntAsFloat((uint)(lo7 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 56] = global::ILGPU.Interop.IntAsFloat((uint)(hi7 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 57] = global::ILGPU.Interop.IntAsFloat((uint)(hi7 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo32, xo33};", out ulong lo8);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo34, xo35};", out ulong hi8);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 64] = global::ILGPU.Interop.IntAsFloat((uint)(lo8 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 65] = global::ILGPU.Interop.IntAsFloat((uint)(lo8 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 64] = global::ILGPU.Interop.IntAsFloat((uint)(hi8 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 65] = global::ILGPU.Interop.IntAsFloat((uint)(hi8 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo36, xo37};", out ulong lo9);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo38, xo39};", out ulong hi9);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 72] = global::ILGPU.Interop.IntAsFloat((uint)(lo9 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 73] = global::ILGPU.Interop.IntAsFloat((uint)(lo9 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 72] = global::ILGPU.Interop.IntAsFloat((uint)(hi9 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 73] = global::ILGPU.Interop.IntAsFloat((uint)(hi9 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo40, xo41};", out ulong lo10);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo42, xo43};", out ulong hi10);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 80] = global::ILGPU.Interop.IntAsFloat((uint)(lo10 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 81] = global::ILGPU.Interop.IntAsFloat((uint)(lo10 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 80] = global::ILGPU.Interop.IntAsFloat((uint)(hi10 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 81] = global::ILGPU.Interop.IntAsFloat((uint)(hi10 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo44, xo45};", out ulong lo11);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo46, xo47};", out ulong hi11);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 88] = global::ILGPU.Interop.IntAsFloat((uint)(lo11 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 89] = global::ILGPU.Interop.IntAsFloat((uint)(lo11 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 88] = global::ILGPU.Interop.IntAsFloat((uint)(hi11 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 89] = global::ILGPU.Interop.IntAsFloat((uint)(hi11 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo48, xo49};", out ulong lo12);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo50, xo51};", out ulong hi12);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 96] = global::ILGPU.Interop.IntAsFloat((uint)(lo12 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 97] = global::ILGPU.Interop.IntAsFloat((uint)(lo12 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 96] = global::ILGPU.Interop.IntAsFloat((uint)(hi12 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 97] = global::ILGPU.Interop.IntAsFloat((uint)(hi12 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo52, xo53};", out ulong lo13);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo54, xo55};", out ulong hi13);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 104] = global::ILGPU.Interop.IntAsFloat((uint)(lo13 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 105] = global::ILGPU.Interop.IntAsFloat((uint)(lo13 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 104] = global::ILGPU.Interop.IntAsFloat((uint)(hi13 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 105] = global::ILGPU.Interop.IntAsFloat((uint)(hi13 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo56, xo57};", out ulong lo14);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo58, xo59};", out ulong hi14);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 112] = global::ILGPU.Interop.IntAsFloat((uint)(lo14 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 113] = global::ILGPU.Interop.IntAsFloat((uint)(lo14 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 112] = global::ILGPU.Interop.IntAsFloat((uint)(hi14 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 113] = global::ILGPU.Interop.IntAsFloat((uint)(hi14 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo60, xo61};", out ulong lo15);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo62, xo63};", out ulong hi15);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 120] = global::ILGPU.Interop.IntAsFloat((uint)(lo15 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 121] = global::ILGPU.Interop.IntAsFloat((uint)(lo15 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 120] = global::ILGPU.Interop.IntAsFloat((uint)(hi15 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 121] = global::ILGPU.Interop.IntAsFloat((uint)(hi15 >> 32)) * invHi; }
+            if (t == 0)
+            {
+                if (rowLo < tokens)
+                    p.Lse[(long)(firstToken + rowLo) * Heads + head] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                if (rowHi < tokens)
+                    p.Lse[(long)(firstToken + rowHi) * Heads + head] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            }
+        }
+
         /// <summary>The kernels above, compiled for one accelerator in one path.</summary>
         internal sealed class Set : global::MlaGen.Kernels.MlaKernelSet
         {
@@ -1841,6 +2772,9 @@ partial class DeepSeekV3Attention
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.RmsNormParams> _queryLatentNorm;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.TensorCoreAttentionParams>? _tensorCoreAttention;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.TensorCoreCombineParams>? _tensorCoreCombine;
+            private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.HeadQueryParams> _headQuery;
+            private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.KeyValueExpandParams>? _keyValueExpand;
+            private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ExpandedAttentionParams>? _expandedAttention;
 
             public Set(global::ILGPU.Runtime.Accelerator accelerator, global::MlaGen.Kernels.MlaKernelPath path)
             {
@@ -1861,6 +2795,19 @@ partial class DeepSeekV3Attention
                 {
                     _tensorCoreAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.TensorCoreAttentionParams>(accelerator, TensorCoreAttentionKernel);
                     _tensorCoreCombine = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.TensorCoreCombineParams>(accelerator, TensorCoreCombineKernel);
+                }
+                _headQuery = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.HeadQueryParams>(accelerator, HeadQueryKernel);
+                if (_serial)
+                {
+                    _keyValueExpand = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.KeyValueExpandParams>(accelerator, KeyValueExpandSerialKernel);
+                    _expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ExpandedAttentionParams>(accelerator, ExpandedAttentionSerialKernel);
+                    ExpandedForm = global::MlaGen.Kernels.ExpandedAttentionKind.Serial;
+                }
+                else if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)
+                {
+                    _keyValueExpand = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.KeyValueExpandParams>(accelerator, KeyValueExpandTensorCoreKernel);
+                    _expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ExpandedAttentionParams>(accelerator, ExpandedAttentionTensorCoreKernel);
+                    ExpandedForm = global::MlaGen.Kernels.ExpandedAttentionKind.TensorCore;
                 }
             }
 
@@ -1957,6 +2904,27 @@ partial class DeepSeekV3Attention
                     base.TensorCoreCombine(stream, p);
                 else if (p.Blocks > 0)
                     _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * TcRows, Lanes), p);
+            }
+            public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
+
+            public override void HeadQuery(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.HeadQueryParams p)
+            {
+                if (p.Tokens > 0)
+                    _headQuery(stream, new global::ILGPU.KernelConfig(Groups(p.Tokens * Heads, ProjectionGroup), ProjectionGroup), p);
+            }
+            public override void KeyValueExpand(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.KeyValueExpandParams p)
+            {
+                if (_keyValueExpand is null)
+                    base.KeyValueExpand(stream, p);
+                else if (p.Keys > 0)
+                    _keyValueExpand(stream, ExpandedForm == global::MlaGen.Kernels.ExpandedAttentionKind.Serial ? new global::ILGPU.KernelConfig(Groups(p.Keys * Heads, ProjectionGroup), ProjectionGroup) : new global::ILGPU.KernelConfig(KeyValueExpandGroups(p.Keys), KvThreads), p);
+            }
+            public override void ExpandedAttention(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.ExpandedAttentionParams p)
+            {
+                if (_expandedAttention is null)
+                    base.ExpandedAttention(stream, p);
+                else if (p.Tiles > 0)
+                    _expandedAttention(stream, new global::ILGPU.KernelConfig(p.Tiles * Heads, ExpandedForm == global::MlaGen.Kernels.ExpandedAttentionKind.Serial ? ExpandedQueryTile : XaThreads), p);
             }
         }
     }
