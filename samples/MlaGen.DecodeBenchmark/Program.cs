@@ -45,6 +45,12 @@ internal static class Program
         var seed = new Option<int?>("--seed") { Description = "Seed of weights, hidden states, queries and page order (default: fresh each run, printed)." };
         var peerTimeout = new Option<double>("--peer-timeout") { Description = "Seconds the PyTorch peer may take.", DefaultValueFactory = _ => 300.0 };
         var soak = new Option<int>("--soak") { Description = "Instead of the grid: this many decode steps with sequences joining and leaving (reliability soak; 10000 on a GPU)." };
+        var decodeVariants = new Option<bool>("--decode-variants")
+        {
+            Description = "Instead of the grid (CUDA only): the tensor-core attention kernel as compiled and with .maxnreg 168 / 128 "
+                + "inserted into its PTX, each checked then timed at H16 and H128, B=128, S=4096, s_q=1; writes variants.csv/.md. "
+                + "Uses --device, --runs, --warmup-ms, --seed, --out.",
+        };
         var noTensorCores = new Option<bool>("--no-tensor-cores") { Description = "Time (and check) the general kernel even where the tensor-core kernel applies." };
         var kernelPath = new Option<MlaKernelPath>("--kernel-path")
         {
@@ -55,7 +61,7 @@ internal static class Program
         var root = new RootCommand(
             "Checks and times MlaGen's MLA decode attention (split-KV kernel + combine) on a FlashMLA-style paged cache, "
             + "against a PyTorch eager peer, and writes results.csv/.json/.md and plots.");
-        foreach (var option in new Option[] { device, heads, seq, batch, sq, lengths, quick, runs, warmup, splits, output, part, python, noPeer, noLayerCheck, seed, peerTimeout, kernelPath, noTensorCores, soak })
+        foreach (var option in new Option[] { device, heads, seq, batch, sq, lengths, quick, runs, warmup, splits, output, part, python, noPeer, noLayerCheck, seed, peerTimeout, kernelPath, noTensorCores, soak, decodeVariants })
             root.Options.Add(option);
 
         root.SetAction(result =>
@@ -71,6 +77,11 @@ internal static class Program
                 using var soakDevice = MlaGen.Devices.MlaDevice.Create(result.GetValue(device));
                 var shape = BenchShape.ForHeads(soakDevice.IsCuda ? 16 : 4);
                 return Soak.Run(soakDevice, shape, result.GetValue(soak), result.GetValue(seed) ?? Random.Shared.Next(),
+                    Path.GetFullPath(result.GetValue(output)!));
+            }
+            if (result.GetValue(decodeVariants))
+            {
+                return DecodeVariants.Run(result.GetValue(device), result.GetValue(runs), result.GetValue(warmup), result.GetValue(seed),
                     Path.GetFullPath(result.GetValue(output)!));
             }
             var options = new BenchOptions(

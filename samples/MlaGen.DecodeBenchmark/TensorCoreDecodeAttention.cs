@@ -9,22 +9,30 @@ namespace MlaGen.DecodeBenchmark;
 
 /// <summary>
 /// The tensor-core split-KV kernel (CUDA only): plans work items with <see cref="SplitKvScheduler"/> exactly as
-/// <see cref="AttentionLaunch"/> does inside the layer, then runs TensorCoreAttention + TensorCoreCombine.
+/// <see cref="AttentionLaunch"/> does inside the layer, then runs TensorCoreAttention + TensorCoreCombine. The attention
+/// launch can be replaced (same parameters, same grid) to time another build of the kernel, e.g. one loaded by
+/// <see cref="PtxKernelLoader"/> with a register cap (<see cref="DecodeVariants"/>).
 /// </summary>
 internal sealed class TensorCoreDecodeAttention : IDecodeAttention
 {
     private readonly MlaDevice _device;
     private readonly MlaKernelSet _kernels;
+    private readonly Action<AcceleratorStream, TensorCoreAttentionParams>? _attention;
 
-    public TensorCoreDecodeAttention(MlaDevice device, MlaKernelSet kernels)
+    /// <param name="attention">Launches the attention kernel instead of the set's (null: the set's own launch).</param>
+    /// <param name="variant">Appended to <see cref="Name"/> when <paramref name="attention"/> is given.</param>
+    public TensorCoreDecodeAttention(MlaDevice device, MlaKernelSet kernels,
+        Action<AcceleratorStream, TensorCoreAttentionParams>? attention = null, string? variant = null)
     {
         if (!kernels.HasTensorCoreDecode)
             throw new ArgumentException($"{kernels.Spec.Name} has no tensor-core decode kernel on {device.Name}.", nameof(kernels));
         _device = device;
         _kernels = kernels;
+        _attention = attention;
+        Name = "tensor-core split-KV (mma.sync bf16) + combine" + (attention is null ? "" : $" [{variant ?? "replaced attention launch"}]");
     }
 
-    public string Name => "tensor-core split-KV (mma.sync bf16) + combine";
+    public string Name { get; }
 
     /// <summary>Q and P enter the MMA as bf16 (2^-9 relative each): a stage fed identical cache rows agrees to ~3e-3, not 1e-6.</summary>
     public double StageTolerance => 1e-2;
@@ -51,7 +59,7 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
         }
         var plan = SplitKvScheduler.Build(sequenceTokens.ToArray(), lastPositions.ToArray(), spec.Heads, _kernels.TensorCoreTile,
             _device.Accelerator.NumMultiprocessors * AttentionLaunch.TensorCoreCtasPerSm);
-        return new Launch(_device.Accelerator, _kernels, problem, plan);
+        return new Launch(_device.Accelerator, _kernels, problem, plan, _attention);
     }
 
     private sealed class Launch : IDecodeLaunch
@@ -60,10 +68,13 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
         private readonly List<MemoryBuffer> _buffers = new();
         private readonly TensorCoreAttentionParams _attention;
         private readonly TensorCoreCombineParams _combine;
+        private readonly Action<AcceleratorStream, TensorCoreAttentionParams>? _attentionLaunch;
 
-        public Launch(Accelerator accelerator, MlaKernelSet kernels, DecodeProblem problem, SplitKvScheduler.Plan plan)
+        public Launch(Accelerator accelerator, MlaKernelSet kernels, DecodeProblem problem, SplitKvScheduler.Plan plan,
+            Action<AcceleratorStream, TensorCoreAttentionParams>? attentionLaunch)
         {
             _kernels = kernels;
+            _attentionLaunch = attentionLaunch;
             int latent = kernels.Spec.LatentRank;
             ArrayView<int> Ints(int[] values)
             {
@@ -114,7 +125,10 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
 
         public void Enqueue(AcceleratorStream stream)
         {
-            _kernels.TensorCoreAttention(stream, _attention);
+            if (_attentionLaunch is null)
+                _kernels.TensorCoreAttention(stream, _attention);
+            else
+                _attentionLaunch(stream, _attention);
             _kernels.TensorCoreCombine(stream, _combine);
         }
 

@@ -16,3 +16,7 @@ internal partial class RotateHalfYarnAttention { }
 /// <summary>Plain q_proj, interleaved RoPE with YaRN; DeepSeek-V3-like mscale = 1 so only mscale² differs from no-YaRN.</summary>
 [MlaConfig(32, 2, 32, 8, NopeHeadDim = 16, VHeadDim = 16, YarnFactor = 40, YarnOriginalMaxPositions = 32, PageSize = 16)]
 internal partial class InterleavedYarnAttention { }
+
+/// <summary>DeepSeek's decode shape (latent 512, rope 64, 16 heads): the tensor-core kernel as the benchmark runs it.</summary>
+[MlaConfig(2048, 16, 512, 64)]
+internal partial class DeepSeekDecodeShape { }

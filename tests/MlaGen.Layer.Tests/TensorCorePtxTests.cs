@@ -21,13 +21,16 @@ public class TensorCorePtxTests
 
     public TensorCorePtxTests(ITestOutputHelper output) => _output = output;
 
-    internal static string CompileToPtx(System.Reflection.MethodInfo kernel)
+    internal static string CompileToPtx(System.Reflection.MethodInfo kernel) => CompileToPtxWithEntry(kernel).Ptx;
+
+    /// <summary>The PTX and the name of its entry (ILGPU's <c>CompiledKernel.Name</c>, which the driver looks up).</summary>
+    internal static (string Ptx, string Entry) CompileToPtxWithEntry(System.Reflection.MethodInfo kernel)
     {
         using var context = Context.Create(b => b.Cuda().EnableAlgorithms());
         using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90,
             CudaInstructionSet.ISA_80, null!);
         var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(kernel), new KernelSpecialization());
-        return compiled.PTXAssembly;
+        return (compiled.PTXAssembly, compiled.Name);
     }
 
     [Fact]
