@@ -16,6 +16,8 @@ internal static class ExpandedEmitter
     {
         w.Line("// Expanded (non-absorbed) form: prefill and chunked prefill.");
         w.Line("public const int ExpandedQueryTile = 64; // query tokens of one sequence per work item");
+        bool pairs = s.NopeHeadDim % 2 == 0 && s.QHeadDim % 2 == 0; // rows start on a 4-byte boundary
+        w.Line($"public const int HeadQueryConvertsPerRow = {(pairs ? "NopeHeadDim / 2; // a pair" : "NopeHeadDim; // a value")} per thread; plus one RoPE thread per row");
         w.Line();
         EmitHeadQuery(w, s);
         EmitExpandSerial(w);
@@ -24,14 +26,28 @@ internal static class ExpandedEmitter
 
     private static void EmitHeadQuery(SourceWriter w, MlaShapeSpec s)
     {
-        w.Line("/// <summary>q → BF16 [q_nope | RoPE(q_pe)] per (token, head), one thread each (no shuffles: both accelerators).</summary>");
+        bool pairs = s.NopeHeadDim % 2 == 0 && s.QHeadDim % 2 == 0;
+        w.Line("/// <summary>");
+        w.Line("/// q → BF16 [q_nope | RoPE(q_pe)] per (token, head), no shuffles (both accelerators). The first threads convert");
+        w.Line("/// the nope part, one value (or pair) each so neighbouring threads touch neighbouring words; the last rows-many");
+        w.Line("/// threads rotate one row's RoPE part each, side by side so a warp's lanes all rotate (its double-precision angles are the cost).");
+        w.Line("/// </summary>");
         w.Open($"public static void HeadQueryKernel({K}.HeadQueryParams p)");
-        w.Line("int row = global::ILGPU.Grid.GlobalIndex.X; // token · Heads + head");
-        w.Line("if (row >= p.Tokens * Heads)");
+        w.Line("int index = global::ILGPU.Grid.GlobalIndex.X;");
+        w.Line("int rows = p.Tokens * Heads;");
+        w.Line("int converts = rows * HeadQueryConvertsPerRow;");
+        w.Open("if (index < converts)");
+        w.Line("int convertRow = index / HeadQueryConvertsPerRow; // token · Heads + head");
+        w.Line("int pair = index - convertRow * HeadQueryConvertsPerRow;");
+        w.Line(pairs
+            ? $"p.HeadQuery.Cast<uint>()[((long)convertRow * QHeadDim >> 1) + pair] = {K}.KernelMath.PackBf16(p.Query[(long)convertRow * QHeadDim + 2 * pair], p.Query[(long)convertRow * QHeadDim + 2 * pair + 1]);"
+            : $"p.HeadQuery[(long)convertRow * QHeadDim + pair] = {K}.KernelMath.FloatToBf16(p.Query[(long)convertRow * QHeadDim + pair]);");
+        w.Line("return;");
+        w.Close();
+        w.Line("int row = index - converts;");
+        w.Line("if (row >= rows)");
         w.Line("    return;");
         w.Line("long at = (long)row * QHeadDim;");
-        w.Line("for (int n = 0; n < NopeHeadDim; n++)");
-        w.Line($"    p.HeadQuery[at + n] = {K}.KernelMath.FloatToBf16(p.Query[at + n]);");
         w.Line("int position = p.TokenPosition[row / Heads];");
         EmitRope(w, s, "r", i => $"p.Query[at + NopeHeadDim + {i}]", (i, v) => $"p.HeadQuery[at + NopeHeadDim + {i}] = {K}.KernelMath.FloatToBf16({v})");
         w.Close();

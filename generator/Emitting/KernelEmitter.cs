@@ -476,7 +476,7 @@ internal static class KernelEmitter
         w.Line();
         w.Open($"public override void HeadQuery({Stream} stream, in {K}.HeadQueryParams p)");
         w.Line("if (p.Tokens > 0)");
-        w.Line($"    _headQuery(stream, new {Config}(Groups(p.Tokens * Heads, ProjectionGroup), ProjectionGroup), p);");
+        w.Line($"    _headQuery(stream, new {Config}(Groups(p.Tokens * Heads * (HeadQueryConvertsPerRow + 1), ProjectionGroup), ProjectionGroup), p);");
         w.Close();
         w.Open($"public override void KeyValueExpand({Stream} stream, in {K}.KeyValueExpandParams p)");
         w.Line("if (_keyValueExpand is null)");

@@ -852,16 +852,29 @@ partial class SmallQLoraAttention
 
         // Expanded (non-absorbed) form: prefill and chunked prefill.
         public const int ExpandedQueryTile = 64; // query tokens of one sequence per work item
+        public const int HeadQueryConvertsPerRow = NopeHeadDim / 2; // a pair per thread; plus one RoPE thread per row
 
-        /// <summary>q → BF16 [q_nope | RoPE(q_pe)] per (token, head), one thread each (no shuffles: both accelerators).</summary>
+        /// <summary>
+        /// q → BF16 [q_nope | RoPE(q_pe)] per (token, head), no shuffles (both accelerators). The first threads convert
+        /// the nope part, one value (or pair) each so neighbouring threads touch neighbouring words; the last rows-many
+        /// threads rotate one row's RoPE part each, side by side so a warp's lanes all rotate (its double-precision angles are the cost).
+        /// </summary>
         public static void HeadQueryKernel(global::MlaGen.Kernels.HeadQueryParams p)
         {
-            int row = global::ILGPU.Grid.GlobalIndex.X; // token · Heads + head
-            if (row >= p.Tokens * Heads)
+            int index = global::ILGPU.Grid.GlobalIndex.X;
+            int rows = p.Tokens * Heads;
+            int converts = rows * HeadQueryConvertsPerRow;
+            if (index < converts)
+            {
+                int convertRow = index / HeadQueryConvertsPerRow; // token · Heads + head
+                int pair = index - convertRow * HeadQueryConvertsPerRow;
+                p.HeadQuery.Cast<uint>()[((long)convertRow * QHeadDim >> 1) + pair] = global::MlaGen.Kernels.KernelMath.PackBf16(p.Query[(long)convertRow * QHeadDim + 2 * pair], p.Query[(long)convertRow * QHeadDim + 2 * pair + 1]);
+                return;
+            }
+            int row = index - converts;
+            if (row >= rows)
                 return;
             long at = (long)row * QHeadDim;
-            for (int n = 0; n < NopeHeadDim; n++)
-                p.HeadQuery[at + n] = global::MlaGen.Kernels.KernelMath.FloatToBf16(p.Query[at + n]);
             int position = p.TokenPosition[row / Heads];
             float r0 = p.Query[at + NopeHeadDim + 0];
             float r1 = p.Query[at + NopeHeadDim + 1];
@@ -1582,7 +1595,7 @@ partial class SmallQLoraAttention
             public override void HeadQuery(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.HeadQueryParams p)
             {
                 if (p.Tokens > 0)
-                    _headQuery(stream, new global::ILGPU.KernelConfig(Groups(p.Tokens * Heads, ProjectionGroup), ProjectionGroup), p);
+                    _headQuery(stream, new global::ILGPU.KernelConfig(Groups(p.Tokens * Heads * (HeadQueryConvertsPerRow + 1), ProjectionGroup), ProjectionGroup), p);
             }
             public override void KeyValueExpand(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.KeyValueExpandParams p)
             {
