@@ -97,7 +97,7 @@ internal static class Plots
     /// machine has them. With none, register a TTF: the one copied beside the program at build time, matplotlib's (as
     /// the peer reported), or any found on disk; else warn.
     /// </summary>
-    private static void EnsureFont(string? peerFont, Action<string> log)
+    internal static void EnsureFont(string? peerFont, Action<string> log)
     {
         // Without any font SkiaSharp still lists one family, named "", whose typeface has no glyphs.
         var families = SKFontManager.Default.GetFontFamilies().Where(f => !string.IsNullOrWhiteSpace(f)).ToArray();

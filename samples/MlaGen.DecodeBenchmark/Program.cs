@@ -52,6 +52,13 @@ internal static class Program
                 + "Uses --device, --runs, --warmup-ms, --seed, --out.",
         };
         var noTensorCores = new Option<bool>("--no-tensor-cores") { Description = "Time (and check) the general kernel even where the tensor-core kernel applies." };
+        var prefill = new Option<bool>("--prefill")
+        {
+            Description = "Instead of decode: the prefill benchmark (expanded form on tensor cores; plain prefill S ∈ {1024, 4096, 16384} × B ∈ {1, 8}, "
+                + "chunked C ∈ {64, 512, 2048} after P ∈ {4096, 16384, 32768}; H ∈ {16, 128}) against PyTorch SDPA and eager; writes prefill.csv/.json/.md and plots. "
+                + "Uses --device, --heads, --quick, --runs, --warmup-ms, --out, --python, --no-peer, --peer-timeout, --seed, --no-layer-check, --kernel-path.",
+        };
+        var prefillQuick = new Option<bool>("--prefill-quick") { Description = "--prefill on two cases only: S=4096 B=1 H=128 and C=512 P=16384 H=128 (the issue's targets)." };
         var kernelPath = new Option<MlaKernelPath>("--kernel-path")
         {
             Description = "Auto (warp kernels on CUDA, serial on the CPU), Warp or Serial: Warp on the CPU accelerator runs the GPU's kernels there (slowly).",
@@ -61,7 +68,7 @@ internal static class Program
         var root = new RootCommand(
             "Checks and times MlaGen's MLA decode attention (split-KV kernel + combine) on a FlashMLA-style paged cache, "
             + "against a PyTorch eager peer, and writes results.csv/.json/.md and plots.");
-        foreach (var option in new Option[] { device, heads, seq, batch, sq, lengths, quick, runs, warmup, splits, output, part, python, noPeer, noLayerCheck, seed, peerTimeout, kernelPath, noTensorCores, soak, decodeVariants })
+        foreach (var option in new Option[] { device, heads, seq, batch, sq, lengths, quick, runs, warmup, splits, output, part, python, noPeer, noLayerCheck, seed, peerTimeout, kernelPath, noTensorCores, soak, decodeVariants, prefill, prefillQuick })
             root.Options.Add(option);
 
         root.SetAction(result =>
@@ -72,6 +79,13 @@ internal static class Program
                 "variable" => new[] { LengthMode.Variable },
                 _ => Array.Empty<LengthMode>(),
             };
+            if (result.GetValue(prefill) || result.GetValue(prefillQuick))
+            {
+                return PrefillRunner.Run(new PrefillOptions(
+                    result.GetValue(device), result.GetValue(heads) ?? [], result.GetValue(quick) || result.GetValue(prefillQuick), result.GetValue(runs),
+                    result.GetValue(warmup), Path.GetFullPath(result.GetValue(output)!), result.GetValue(python)!, result.GetValue(noPeer),
+                    result.GetValue(noLayerCheck), result.GetValue(seed), result.GetValue(peerTimeout), result.GetValue(kernelPath)), string.Join(' ', args));
+            }
             if (result.GetValue(soak) > 0)
             {
                 using var soakDevice = MlaGen.Devices.MlaDevice.Create(result.GetValue(device));

@@ -45,6 +45,8 @@ internal sealed class StreamTimer : IDisposable
 
     public long FlushBytes => _flush?.Length ?? 0;
 
+    public Accelerator Accelerator => _accelerator;
+
     public TimingStats Time(Action<AcceleratorStream> enqueue, int runs, double warmupMs)
     {
         var stream = _accelerator.DefaultStream;
