@@ -131,7 +131,7 @@ public sealed class MlaLayer : IDisposable
     private MlaAttentionForm ResolveForm(MlaAttentionForm requested, ReadOnlySpan<int> newTokens, ReadOnlySpan<int> starts)
     {
         if (requested == MlaAttentionForm.Auto)
-            return AttentionFormRule.Choose(Kernels, newTokens, starts);
+            return AttentionFormRule.Choose(Kernels, newTokens, starts, Device.Accelerator.NumMultiprocessors);
         if (requested == MlaAttentionForm.Expanded && Kernels.ExpandedForm == ExpandedAttentionKind.None)
             throw new ArgumentException(
                 $"options.Form is Expanded, but {Spec.Name}'s kernels on {Device} have no expanded form (see HasTensorCorePrefill); expected Auto or Absorbed.", "options");

@@ -232,7 +232,7 @@ internal static class PrefillRunner
             accelerator.Synchronize();
             var keys = new ExpandedKeys(spec, weights, cache, ids);
             var newTokens = Enumerable.Repeat(c.Chunk, c.Batch).ToArray();
-            var auto = AttentionFormRule.Choose(layer.Kernels, newTokens, Enumerable.Repeat(c.Prefix, c.Batch).ToArray());
+            var auto = AttentionFormRule.Choose(layer.Kernels, newTokens, Enumerable.Repeat(c.Prefix, c.Batch).ToArray(), layer.Device.Accelerator.NumMultiprocessors);
             result = result with { AutoForm = auto.ToString().ToLowerInvariant() };
             float expandedAmplitude = ExpandedQueryAmplitude(spec, weights);
             var expandedOptions = new MlaForwardOptions { Form = MlaAttentionForm.Expanded };

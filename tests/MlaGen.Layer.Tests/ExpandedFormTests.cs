@@ -16,6 +16,7 @@ namespace MlaGen.Layer.Tests;
 public class ExpandedFormTests
 {
     private const double Bf16Tolerance = 2e-2;
+    private const int H100Sms = 132;
     private readonly MlaDevice _device;
 
     public ExpandedFormTests(CpuDeviceFixture fixture) => _device = fixture.Device;
@@ -91,13 +92,19 @@ public class ExpandedFormTests
         // DeepSeek-V3's attention shape (only its sizes matter to the rule).
         var v3 = new MlaSpec("V3", 7168, 128, 512, 64, 1536, 128, 128, RopeStyle.Interleaved, 10000, 1, 4096, 32, 1, 1, 1, 163840, 64,
             1e-6, 0.0722f, 1f, new float[32]);
-        var (decodeAbsorbed, decodeExpanded) = AttentionFormRule.EstimateSeconds(v3, new[] { 1 }, new[] { 4095 });
+        var (decodeAbsorbed, decodeExpanded) = AttentionFormRule.EstimateSeconds(v3, new[] { 1 }, new[] { 4095 }, H100Sms);
         Assert.True(decodeAbsorbed < decodeExpanded, $"decode: absorbed {decodeAbsorbed} s vs expanded {decodeExpanded} s");
-        var (prefillAbsorbed, prefillExpanded) = AttentionFormRule.EstimateSeconds(v3, new[] { 4096 }, new[] { 0 });
+        var (prefillAbsorbed, prefillExpanded) = AttentionFormRule.EstimateSeconds(v3, new[] { 4096 }, new[] { 0 }, H100Sms);
         Assert.True(prefillExpanded < prefillAbsorbed, $"prefill: absorbed {prefillAbsorbed} s vs expanded {prefillExpanded} s");
-        var (chunkAbsorbed, chunkExpanded) = AttentionFormRule.EstimateSeconds(v3, new[] { 512 }, new[] { 16384 });
+        var (chunkAbsorbed, chunkExpanded) = AttentionFormRule.EstimateSeconds(v3, new[] { 512 }, new[] { 16384 }, H100Sms);
         Assert.True(chunkExpanded < chunkAbsorbed, $"chunk 512 after 16384: absorbed {chunkAbsorbed} s vs expanded {chunkExpanded} s");
-        Assert.Throws<ArgumentException>("starts", () => AttentionFormRule.EstimateSeconds(v3, new[] { 1, 2 }, new[] { 0 }));
+        Assert.Throws<ArgumentException>("starts", () => AttentionFormRule.EstimateSeconds(v3, new[] { 1, 2 }, new[] { 0 }, H100Sms));
+        Assert.Throws<ArgumentOutOfRangeException>("multiprocessors", () => AttentionFormRule.EstimateSeconds(v3, new[] { 1 }, new[] { 0 }, 0));
+        // 16 heads, a 64-token chunk after 16,384 cached: 16 work items leave most SMs idle, so absorbed wins (measured 1.06 vs 1.88 ms).
+        var h16 = new MlaSpec("H16", 2048, 16, 512, 64, 0, 128, 128, RopeStyle.Interleaved, 10000, 1, 4096, 32, 1, 1, 1, 163840, 64,
+            1e-6, 0.0722f, 1f, new float[32]);
+        var (shortAbsorbed, shortExpanded) = AttentionFormRule.EstimateSeconds(h16, new[] { 64 }, new[] { 16384 }, H100Sms);
+        Assert.True(shortAbsorbed < shortExpanded, $"H16 chunk 64 after 16384: absorbed {shortAbsorbed} s vs expanded {shortExpanded} s");
     }
 
     private static void CheckEndToEnd(LayerHarness h, SequenceId[] ids, int[] newTokens, MlaForwardResult result)
