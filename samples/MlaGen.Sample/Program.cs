@@ -105,7 +105,7 @@ static int Run(string? deviceName, int? promptTokens, int? decodeTokens, int? ba
             $"Decode    {steps} steps × {sequences} sequences: median {median:F2} ms/step ({sequences * 1000 / median:F0} tokens/s), first {stepTimes[0]:F2} ms"));
     }
     Console.WriteLine($"Cache     {cache.PagesUsed}/{cache.NumPages} pages, {cache.TokensStored} tokens");
-    Console.WriteLine($"Attention {(usedTensorCores ? "tensor-core decode kernel" : "general kernel")}");
+    Console.WriteLine($"Attention prefill {prefill.Form} form{(prefill.UsedTensorCores ? " on tensor cores" : "")}; decode {(usedTensorCores ? "tensor-core decode kernel" : "general kernel")}");
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Checksum  {checksum:R}"));
     if (verify)
     {
