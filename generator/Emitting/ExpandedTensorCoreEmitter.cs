@@ -2,6 +2,7 @@ using System.Text;
 using MlaGen.Generator.Helpers;
 using MlaGen.Generator.Model;
 using static MlaGen.Generator.Emitting.KernelEmitter;
+using static MlaGen.Generator.Emitting.PtxText;
 using static MlaGen.Generator.Helpers.LiteralFormat;
 
 namespace MlaGen.Generator.Emitting;
@@ -15,8 +16,6 @@ namespace MlaGen.Generator.Emitting;
 /// </summary>
 internal static class ExpandedTensorCoreEmitter
 {
-    private const string Mma = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32";
-    private const string Asm = "global::ILGPU.Runtime.Cuda.CudaAsm.Emit";
     private const int Threads = 128;
     private const int Keys = 32;
     private const int ScoreTiles = Keys / 8; // n-tiles of S per warp
@@ -220,7 +219,7 @@ internal static class ExpandedTensorCoreEmitter
             w.Line($"        long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;");
             w.Line($"        long rope = column >= {nopeChunks} && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - {nopeChunks}) * 8) * 2L : 0L;");
             w.Line($"        long source = !inside ? p.KeyNopeAddress : column < {nopeChunks} ? nope : rope;");
-            w.Line("        global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }\", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);");
+            w.Line($"        {Asm}(\"{CopyAsync("xa_tiles")}\", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);");
             w.Line("    }");
         }
         for (int i = 0; i * Threads < vTotal; i++)
@@ -233,18 +232,10 @@ internal static class ExpandedTensorCoreEmitter
             w.Line($"        int column = ({chunk}) - row * {vChunks};");
             w.Line("        bool inside = first + row < end;");
             w.Line($"        long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);");
-            w.Line("        global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{ .reg .u64 d; mov.u64 d, xa_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }\", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);");
+            w.Line($"        {Asm}(\"{CopyAsync("xa_tiles")}\", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);");
             w.Line("    }");
         }
         w.Line("    global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"cp.async.commit_group;\");");
         w.Line("}");
-    }
-
-    private static string Repeat(int count, System.Func<int, string> line)
-    {
-        var sb = new StringBuilder();
-        for (int i = 0; i < count; i++)
-            sb.Append(line(i)).Append(i + 1 < count ? " " : "");
-        return sb.ToString();
     }
 }

@@ -2,6 +2,7 @@ using System.Text;
 using MlaGen.Generator.Helpers;
 using MlaGen.Generator.Model;
 using static MlaGen.Generator.Emitting.KernelEmitter;
+using static MlaGen.Generator.Emitting.PtxText;
 using static MlaGen.Generator.Helpers.LiteralFormat;
 
 namespace MlaGen.Generator.Emitting;
@@ -17,8 +18,6 @@ namespace MlaGen.Generator.Emitting;
 /// </summary>
 internal static class KeyValueExpandEmitter
 {
-    private const string Mma = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32";
-    private const string Asm = "global::ILGPU.Runtime.Cuda.CudaAsm.Emit";
     private const string Ldmatrix = "ldmatrix.sync.aligned.m8n8.x4.shared.b16";
 
     /// <summary>Keys per CTA (the A tile's rows).</summary>
@@ -131,7 +130,7 @@ internal static class KeyValueExpandEmitter
     /// <summary>One stage's cp.async: 2 key-row chunks and 4 weight-row chunks per thread, one commit group.</summary>
     private static void EmitCopy(SourceWriter w, string buffer)
     {
-        const string copy = "{ .reg .u64 d; mov.u64 d, kv_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }";
+        string copy = CopyAsync("kv_tiles");
         w.Line("{");
         w.Line($"    long at = {buffer} + into;");
         for (int i = 0; i < 2; i++)
@@ -204,13 +203,5 @@ internal static class KeyValueExpandEmitter
             }
             w.Close();
         }
-    }
-
-    private static string Repeat(int count, System.Func<int, string> line)
-    {
-        var sb = new StringBuilder();
-        for (int i = 0; i < count; i++)
-            sb.Append(line(i)).Append(i + 1 < count ? " " : "");
-        return sb.ToString();
     }
 }

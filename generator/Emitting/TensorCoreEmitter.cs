@@ -2,6 +2,7 @@ using System.Text;
 using MlaGen.Generator.Helpers;
 using MlaGen.Generator.Model;
 using static MlaGen.Generator.Emitting.KernelEmitter;
+using static MlaGen.Generator.Emitting.PtxText;
 using static MlaGen.Generator.Helpers.LiteralFormat;
 
 namespace MlaGen.Generator.Emitting;
@@ -15,7 +16,6 @@ namespace MlaGen.Generator.Emitting;
 /// </summary>
 internal static class TensorCoreEmitter
 {
-    private const string Mma = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32";
 
     public static void Emit(SourceWriter w, MlaShapeSpec s)
     {
@@ -47,7 +47,6 @@ internal static class TensorCoreEmitter
     {
         int kPerWarp = (s.CacheRowValues / 16 + 3) / 4;
         int tileBytes = 16 * (s.CacheRowValues / 2 + 4) * 4;
-        const string Asm = "global::ILGPU.Runtime.Cuda.CudaAsm.Emit";
         w.Line("/// <summary>Tensor-core split-KV decode attention: one CTA of 4 warps per work item (see TensorCoreEmitter).</summary>");
         w.Open($"public static void TensorCoreAttentionKernel({K}.TensorCoreAttentionParams p)");
         w.Line("// Named PTX registers and the two K tiles first, before any branch: ILGPU pastes inline PTX unbraced, so they");
@@ -187,7 +186,7 @@ internal static class TensorCoreEmitter
             w.Line($"        int column = ({chunk}) - row * TcChunksPerRow;");
             w.Line("        bool inside = row < valid;");
             w.Line("        long source = p.PagesAddress + (inside ? ((pageRow + row) * TcChunksPerRow + column) * 16L : 0L);");
-            w.Line("        global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"{ .reg .u64 d; mov.u64 d, mla_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }\", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);");
+            w.Line($"        {Asm}(\"{CopyAsync("mla_tiles")}\", into + (long)row * TcStride * 4 + column * 16, source, inside ? 16 : 0);");
             w.Line("    }");
         }
         w.Line("    global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"cp.async.commit_group;\");");
@@ -227,13 +226,5 @@ internal static class TensorCoreEmitter
         EmitWarpMerge(w, s, "count", "(long)(first + split) * TcRows + r", "p.BlockFirstRow[block] + r");
         w.Close();
         w.Line();
-    }
-
-    private static string Repeat(int count, System.Func<int, string> line)
-    {
-        var sb = new StringBuilder();
-        for (int i = 0; i < count; i++)
-            sb.Append(line(i)).Append(i + 1 < count ? " " : "");
-        return sb.ToString();
     }
 }
