@@ -1,7 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.ComponentModel;
-using System.Diagnostics;
 using System.IO;
 using System.Linq;
 using System.Text.Json;
@@ -61,69 +59,9 @@ internal static class PrefillPeer
                 c.AttentionFlop, c.Chunked || c.ScoreElements <= EagerScoreLimit)).ToArray());
         File.WriteAllText(gridPath, JsonSerializer.Serialize(grid, Peer.Json));
 
-        var start = new ProcessStartInfo(python)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        start.ArgumentList.Add(script);
-        start.ArgumentList.Add(gridPath);
-        start.ArgumentList.Add(resultPath);
-        start.Environment["PYTHONUNBUFFERED"] = "1";
-
-        using var logFile = new StreamWriter(logPath) { AutoFlush = true };
-        var tail = new Queue<string>();
-        void OnLine(string? line, bool isError)
-        {
-            if (line is null)
-                return;
-            lock (tail)
-            {
-                logFile.WriteLine(line);
-                tail.Enqueue(line);
-                if (tail.Count > 8)
-                    tail.Dequeue();
-            }
-            // The JSON lines are for the log file and for parsing; the console gets the human-readable ones.
-            if (!isError && !line.StartsWith('{'))
-                log(line);
-        }
-
-        Process process;
-        try
-        {
-            process = Process.Start(start) ?? throw new InvalidOperationException("Process.Start returned null");
-        }
-        catch (Win32Exception e)
-        {
-            return PrefillPeerReport.NotRun($"'{python}' could not be started ({e.Message}): no Python, so no PyTorch peer");
-        }
-        using (process)
-        {
-            process.OutputDataReceived += (_, e) => OnLine(e.Data, false);
-            process.ErrorDataReceived += (_, e) => OnLine(e.Data, true);
-            process.BeginOutputReadLine();
-            process.BeginErrorReadLine();
-            if (!process.WaitForExit(timeout))
-            {
-                process.Kill(entireProcessTree: true);
-                process.WaitForExit();
-                var partial = Read(resultPath);
-                string why = $"timed out after {timeout.TotalSeconds:F0} s (see peer_prefill.log)";
-                return partial is null ? PrefillPeerReport.NotRun(why) : partial with { Status = why + "; partial results kept" };
-            }
-            process.WaitForExit();
-            var report = Read(resultPath);
-            string last;
-            lock (tail)
-                last = string.Join(" | ", tail);
-            if (report is null)
-                return PrefillPeerReport.NotRun($"exited with code {process.ExitCode} without results: {last}");
-            if (process.ExitCode != 0 && report.Ran)
-                return report with { Status = $"exited with code {process.ExitCode}: {last}" };
-            return report;
-        }
+        // The JSON lines are for the log file and for parsing; the console gets the human-readable ones.
+        return PeerScript.Run(python, script, gridPath, resultPath, logPath, timeout, line => { if (!line.StartsWith('{')) log(line); },
+            Read, PrefillPeerReport.NotRun, report => report.Ran, (report, status) => report with { Status = status });
     }
 
     private static PrefillPeerReport? Read(string path)

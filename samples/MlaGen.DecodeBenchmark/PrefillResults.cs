@@ -5,6 +5,7 @@ using System.IO;
 using System.Linq;
 using System.Text;
 using System.Text.Json;
+using static MlaGen.DecodeBenchmark.CsvText;
 
 namespace MlaGen.DecodeBenchmark;
 
@@ -33,7 +34,6 @@ internal static class PrefillReports
 
     private static string F(double? value, string format) => value is double v && double.IsFinite(v) ? v.ToString(format, Inv) : "";
 
-    private static string Quote(string? s) => s is null ? "" : s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
 
     public static string Csv(PrefillSummary run)
     {

@@ -5,6 +5,7 @@ using System.IO;
 using System.Linq;
 using System.Text;
 using System.Text.Json;
+using static MlaGen.DecodeBenchmark.CsvText;
 
 namespace MlaGen.DecodeBenchmark;
 
@@ -84,7 +85,6 @@ internal static class Reports
         return sb.ToString();
     }
 
-    private static string Quote(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
 
     public static string Json(RunSummary run)
     {
@@ -199,4 +199,11 @@ internal static class Reports
         }
         return sb.ToString();
     }
+}
+
+/// <summary>CSV cells as RFC 4180 writes them, shared by the decode and the prefill reports.</summary>
+internal static class CsvText
+{
+    /// <summary>The text, quoted (with doubled quotes) when it holds a comma or a quote; null is an empty cell.</summary>
+    public static string Quote(string? s) => s is null ? "" : s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
 }

@@ -25,25 +25,14 @@ or {error} alone when PyTorch is missing. Written again after every configuratio
 
 import json
 import math
-import os
-import statistics
 import sys
 import time
 
-
-def write(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+from peer_common import open_torch, stats, write  # beside this script
 
 
-def stats(times_ms, warmup_runs):
-    ordered = sorted(times_ms)
-    n = len(ordered)
-    p90 = ordered[min(n - 1, max(0, math.ceil(0.9 * n) - 1))]
-    return {"ms_median": statistics.median(ordered), "ms_min": ordered[0], "ms_p90": p90,
-            "runs": n, "warmup_runs": warmup_runs}
+
+
 
 
 def bench(torch, fn, runs, warmup_ms, flush, cuda):
@@ -141,13 +130,6 @@ def bench_config(torch, cfg, grid, dev, cuda, flush):
     return timing
 
 
-def font_path():
-    try:
-        import matplotlib  # noqa: only to find its bundled DejaVu Sans
-        path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
-        return path if os.path.exists(path) else None
-    except Exception:
-        return None
 
 
 def main(argv):
@@ -158,26 +140,10 @@ def main(argv):
         grid = json.load(f)
     out_path = argv[2]
     out = {"error": None, "results": []}
-    try:
-        import torch
-    except Exception as e:  # ImportError, or a broken install
-        out["error"] = f"PyTorch is not available to {sys.executable}: {e}"
-        write(out_path, out)
-        print(out["error"], file=sys.stderr)
-        return 3
-    cuda = grid["device"] == "cuda"
-    if cuda and not torch.cuda.is_available():
-        out["error"] = f"PyTorch {torch.__version__} sees no CUDA device"
-        write(out_path, out)
-        print(out["error"], file=sys.stderr)
-        return 4
-    dev = torch.device("cuda" if cuda else "cpu")
-    torch.manual_seed(grid["seed"])
-    out["torch_version"] = torch.__version__
-    out["cuda_version"] = torch.version.cuda
-    out["device_name"] = torch.cuda.get_device_name(dev) if cuda else "cpu"
-    out["font_path"] = font_path()
-    print(f"[torch] PyTorch {torch.__version__} on {out['device_name']}", flush=True)
+    opened = open_torch(grid, out, out_path)
+    if isinstance(opened, int):
+        return opened
+    torch, dev, cuda = opened
 
     out["copy"] = measure_copy(torch, dev, grid["copy_bytes"], cuda)
     print(f"[torch] device copy of {grid['copy_bytes'] / 2**30:.2f} GiB: {out['copy']['ms_median']:.3f} ms, "
