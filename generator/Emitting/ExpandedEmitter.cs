@@ -106,11 +106,7 @@ internal static class ExpandedEmitter
         w.Line("for (int i = 0; i < RopeDim; i++)");
         w.Line($"    dot += {K}.KernelMath.Bf16ToFloat(p.HeadQuery[query + NopeHeadDim + i]) * {K}.KernelMath.Bf16ToFloat(p.Pages[rope + i]);");
         w.Line("float score = dot * ScoreScaleLog2;");
-        w.Line("float newMax = global::System.Math.Max(runningMax, score);");
-        w.Line($"float rescale = {K}.KernelMath.Exp2(runningMax - newMax);");
-        w.Line($"float weight = {K}.KernelMath.Exp2(score - newMax);");
-        w.Line("runningSum = runningSum * rescale + weight;");
-        w.Line("runningMax = newMax;");
+        EmitOnlineSoftmaxStep(w);
         w.Line("for (int d = 0; d < VHeadDim; d++)");
         w.Line($"    o[d] = o[d] * rescale + weight * {K}.KernelMath.Bf16ToFloat(p.Value[key * VHeadDim + d]);");
         w.Close();

@@ -202,40 +202,40 @@ internal static class ExpandedTensorCoreEmitter
     /// <summary>cp.async of one key tile into a stage: K rows [nope | rope] then V rows, 16-byte chunks; keys past <c>end</c> are zero-filled.</summary>
     private static void EmitCopy(SourceWriter w, MlaShapeSpec s, string start, string stage)
     {
-        int kChunks = s.QHeadDim / 8, nopeChunks = s.NopeHeadDim / 8, vChunks = s.VHeadDim / 8;
-        int kTotal = Keys * kChunks, vTotal = Keys * vChunks;
+        int nopeChunks = s.NopeHeadDim / 8;
         w.Line("{");
         w.Line($"    int first = {start};");
         w.Line($"    long into = {stage};");
-        for (int i = 0; i * Threads < kTotal; i++)
-        {
-            string chunk = $"tid + {i * Threads}";
-            bool guard = (i + 1) * Threads > kTotal;
-            w.Line(guard ? $"    if ({chunk} < {kTotal})" : "    // K chunk");
-            w.Line("    {");
-            w.Line($"        int row = ({chunk}) / {kChunks};");
-            w.Line($"        int column = ({chunk}) - row * {kChunks};");
-            w.Line("        bool inside = first + row < end;");
-            w.Line($"        long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;");
-            w.Line($"        long rope = column >= {nopeChunks} && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - {nopeChunks}) * 8) * 2L : 0L;");
-            w.Line($"        long source = !inside ? p.KeyNopeAddress : column < {nopeChunks} ? nope : rope;");
-            w.Line($"        {Asm}(\"{CopyAsync("xa_tiles")}\", into + (long)row * XaKStride * 4 + column * 16, source, inside ? 16 : 0);");
-            w.Line("    }");
-        }
-        for (int i = 0; i * Threads < vTotal; i++)
-        {
-            string chunk = $"tid + {i * Threads}";
-            bool guard = (i + 1) * Threads > vTotal;
-            w.Line(guard ? $"    if ({chunk} < {vTotal})" : "    // V chunk");
-            w.Line("    {");
-            w.Line($"        int row = ({chunk}) / {vChunks};");
-            w.Line($"        int column = ({chunk}) - row * {vChunks};");
-            w.Line("        bool inside = first + row < end;");
-            w.Line($"        long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);");
-            w.Line($"        {Asm}(\"{CopyAsync("xa_tiles")}\", into + XaVBytes + (long)row * XaVStride * 4 + column * 16, source, inside ? 16 : 0);");
-            w.Line("    }");
-        }
+        EmitChunks(w, "K", s.QHeadDim / 8, "into + (long)row * XaKStride * 4 + column * 16",
+            $"long nope = p.KeyNopeAddress + ((headKeys + first + row) * NopeHeadDim + column * 8) * 2L;",
+            $"long rope = column >= {nopeChunks} && inside ? p.PagesAddress + ((long)p.KeyCacheRow[keyStart + first + row] * CacheRowValues + LatentRank + (column - {nopeChunks}) * 8) * 2L : 0L;",
+            $"long source = !inside ? p.KeyNopeAddress : column < {nopeChunks} ? nope : rope;");
+        EmitChunks(w, "V", s.VHeadDim / 8, "into + XaVBytes + (long)row * XaVStride * 4 + column * 16",
+            "long source = p.ValueAddress + (inside ? ((headKeys + first + row) * VHeadDim + column * 8) * 2L : 0L);");
         w.Line("    global::ILGPU.Runtime.Cuda.CudaAsm.Emit(\"cp.async.commit_group;\");");
         w.Line("}");
+    }
+
+    /// <summary>
+    /// The copies of one operand: every thread takes chunks tid, tid + 128, ... of the tile's key rows × <paramref name="chunksPerRow"/>;
+    /// <paramref name="sourceLines"/> set <c>source</c> from <c>row</c>, <c>column</c> and <c>inside</c>.
+    /// </summary>
+    private static void EmitChunks(SourceWriter w, string operand, int chunksPerRow, string target, params string[] sourceLines)
+    {
+        int total = Keys * chunksPerRow;
+        for (int i = 0; i * Threads < total; i++)
+        {
+            string chunk = $"tid + {i * Threads}";
+            bool guard = (i + 1) * Threads > total;
+            w.Line(guard ? $"    if ({chunk} < {total})" : $"    // {operand} chunk");
+            w.Line("    {");
+            w.Line($"        int row = ({chunk}) / {chunksPerRow};");
+            w.Line($"        int column = ({chunk}) - row * {chunksPerRow};");
+            w.Line("        bool inside = first + row < end;");
+            foreach (string line in sourceLines)
+                w.Line("        " + line);
+            w.Line($"        {Asm}(\"{CopyAsync("xa_tiles")}\", {target}, source, inside ? 16 : 0);");
+            w.Line("    }");
+        }
     }
 }

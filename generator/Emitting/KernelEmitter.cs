@@ -125,6 +125,19 @@ internal static class KernelEmitter
         w.Line();
     }
 
+    /// <summary>
+    /// One key of the one-key-at-a-time online softmax (exp2 form): folds <c>score</c> into <c>runningMax</c> and
+    /// <c>runningSum</c>, leaving <c>rescale</c> for the accumulated output and <c>weight</c> for this key's value.
+    /// </summary>
+    internal static void EmitOnlineSoftmaxStep(SourceWriter w)
+    {
+        w.Line("float newMax = global::System.Math.Max(runningMax, score);");
+        w.Line($"float rescale = {K}.KernelMath.Exp2(runningMax - newMax);");
+        w.Line($"float weight = {K}.KernelMath.Exp2(score - newMax);");
+        w.Line("runningSum = runningSum * rescale + weight;");
+        w.Line("runningMax = newMax;");
+    }
+
     /// <summary>(chunk, guard) per lane-strided chunk of <paramref name="n"/> values: element = lane + 32·chunk.</summary>
     private static IEnumerable<(int Chunk, string? Guard)> LaneChunks(int n)
     {
@@ -252,11 +265,7 @@ internal static class KernelEmitter
         foreach (var (c, _) in rope)
             terms.Add($"qr{c} * k{c}");
         w.Line($"float score = {K}.KernelMath.WarpSum({string.Join(" + ", terms)}) * ScoreScaleLog2;");
-        w.Line("float newMax = global::System.Math.Max(runningMax, score);");
-        w.Line($"float rescale = {K}.KernelMath.Exp2(runningMax - newMax);");
-        w.Line($"float weight = {K}.KernelMath.Exp2(score - newMax);");
-        w.Line("runningSum = runningSum * rescale + weight;");
-        w.Line("runningMax = newMax;");
+        EmitOnlineSoftmaxStep(w);
         foreach (var (c, _) in latent)
             w.Line($"o{c} = o{c} * rescale + weight * c{c};");
         w.Close();

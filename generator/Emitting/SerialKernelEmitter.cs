@@ -111,11 +111,7 @@ internal static class SerialKernelEmitter
         w.Line("for (int c = 0; c < CacheRowValues; c++)");
         w.Line($"    dot += p.AbsorbedQuery[query + c] * {K}.KernelMath.Bf16ToFloat(p.Cache.Pages[cached + c]);");
         w.Line("float score = dot * ScoreScaleLog2;");
-        w.Line("float newMax = global::System.Math.Max(runningMax, score);");
-        w.Line($"float rescale = {K}.KernelMath.Exp2(runningMax - newMax);");
-        w.Line($"float weight = {K}.KernelMath.Exp2(score - newMax);");
-        w.Line("runningSum = runningSum * rescale + weight;");
-        w.Line("runningMax = newMax;");
+        EmitOnlineSoftmaxStep(w);
         w.Line("for (int c = 0; c < LatentRank; c++)");
         w.Line($"    p.PartialOutput[output + c] = p.PartialOutput[output + c] * rescale + weight * {K}.KernelMath.Bf16ToFloat(p.Cache.Pages[cached + c]);");
         w.Close();
