@@ -16,36 +16,29 @@ namespace MlaGen;
 public sealed class AttentionLaunch : ILayerAttention
 {
     private readonly MlaKernelSet _kernels;
+    private readonly ArrayView<ushort> _kvUp;
     private readonly AttentionParams _general;
     private readonly CombineParams _generalCombine;
     private readonly TensorCoreAttentionParams _tensorCore;
     private readonly TensorCoreCombineParams _tensorCoreCombine;
 
-    internal AttentionLaunch(MlaKernelSet kernels, LatentCache cache, LayerScratch scratch, AcceleratorStream stream, int[] slots, int[] positions,
-        int[] sequenceTokens, int[] lastPositions, MlaForwardOptions options)
+    internal AttentionLaunch(MlaKernelSet kernels, LatentCache cache, LayerScratch scratch, AcceleratorStream stream, ArrayView<ushort> kvUp,
+        int[] slots, int[] positions, int[] sequenceTokens, int[] lastPositions, MlaForwardOptions options)
     {
         _kernels = kernels;
+        _kvUp = kvUp;
         var spec = kernels.Spec;
         var accelerator = cache.Device.Accelerator;
         Tokens = slots.Length;
         Rows = Tokens * spec.Heads;
-        TokenSlot = scratch.TokenSlot.Get(Tokens);
-        TokenSlot.CopyFromCPU(stream, slots);
-        TokenPosition = scratch.TokenPosition.Get(Tokens);
-        TokenPosition.CopyFromCPU(stream, positions);
+        var addressing = Cache = scratch.Address(stream, cache, slots, positions);
+        TokenSlot = addressing.TokenSlot;
+        TokenPosition = addressing.TokenPosition;
         Query = scratch.Query.Get((long)Rows * spec.QHeadDim);
         HeadOutput = scratch.Heads.Get((long)Rows * spec.VHeadDim);
         AbsorbedQuery = scratch.Absorbed.Get((long)Rows * spec.CacheRowValues);
         LatentOutput = scratch.LatentOut.Get((long)Rows * spec.LatentRank);
         Lse = scratch.Lse.Get(Rows);
-        var addressing = Cache = new CacheAddressing
-        {
-            Pages = cache.PagesView,
-            BlockTable = cache.BlockTableView,
-            BlockTableStride = cache.MaxPagesPerSequence,
-            TokenSlot = TokenSlot,
-            TokenPosition = TokenPosition,
-        };
 
         UsesTensorCores = kernels.HasTensorCoreDecode && options.TensorCores && options.Splits == 0;
         if (UsesTensorCores)
@@ -55,16 +48,16 @@ public sealed class AttentionLaunch : ILayerAttention
             Parts = plan.Items;
             var partialOut = scratch.PartialOut.Get((long)plan.Items * MlaKernelSet.TensorCoreRows * spec.LatentRank);
             var partialLse = scratch.PartialLse.Get((long)plan.Items * MlaKernelSet.TensorCoreRows);
-            var blockFirstRow = Upload(stream, scratch.BlockFirstRow, plan.BlockFirstRow);
-            var blockRows = Upload(stream, scratch.BlockRows, plan.BlockRows);
+            var blockFirstRow = scratch.BlockFirstRow.Upload(stream, plan.BlockFirstRow);
+            var blockRows = scratch.BlockRows.Upload(stream, plan.BlockRows);
             _tensorCore = new TensorCoreAttentionParams
             {
                 AbsorbedQuery = AbsorbedQuery,
                 Cache = addressing,
                 PagesAddress = cache.PagesView.LoadEffectiveAddressAsPtr().ToInt64(),
-                ItemBlock = Upload(stream, scratch.ItemBlock, plan.ItemBlock),
-                ItemBegin = Upload(stream, scratch.ItemBegin, plan.ItemBegin),
-                ItemEnd = Upload(stream, scratch.ItemEnd, plan.ItemEnd),
+                ItemBlock = scratch.ItemBlock.Upload(stream, plan.ItemBlock),
+                ItemBegin = scratch.ItemBegin.Upload(stream, plan.ItemBegin),
+                ItemEnd = scratch.ItemEnd.Upload(stream, plan.ItemEnd),
                 BlockFirstRow = blockFirstRow,
                 BlockRows = blockRows,
                 PartialOutput = partialOut,
@@ -77,8 +70,8 @@ public sealed class AttentionLaunch : ILayerAttention
                 PartialLse = partialLse,
                 BlockFirstRow = blockFirstRow,
                 BlockRows = blockRows,
-                BlockFirstItem = Upload(stream, scratch.BlockFirstItem, plan.BlockFirstItem),
-                BlockItems = Upload(stream, scratch.BlockItems, plan.BlockItems),
+                BlockFirstItem = scratch.BlockFirstItem.Upload(stream, plan.BlockFirstItem),
+                BlockItems = scratch.BlockItems.Upload(stream, plan.BlockItems),
                 LatentOutput = LatentOutput,
                 Lse = Lse,
                 Blocks = plan.Blocks,
@@ -155,19 +148,13 @@ public sealed class AttentionLaunch : ILayerAttention
     }
 
     /// <summary>The layer's absorbed run: q → absorbed query, attention and combine, then W_UV per head.</summary>
-    void ILayerAttention.Run(AcceleratorStream stream, ArrayView<ushort> kvUp)
-    {
-        _kernels.QueryAbsorb(stream, new QueryAbsorbParams { Query = Query, KvUp = kvUp, TokenPosition = TokenPosition, AbsorbedQuery = AbsorbedQuery, Tokens = Tokens });
-        Launch(stream);
-        _kernels.ValueProjection(stream, new ValueProjectionParams { LatentOutput = LatentOutput, KvUp = kvUp, HeadOutput = HeadOutput, Tokens = Tokens });
-    }
+    MlaAttentionForm ILayerAttention.Form => MlaAttentionForm.Absorbed;
 
-    private static ArrayView<int> Upload(AcceleratorStream stream, DeviceScratch<int> scratch, int[] values)
+    void ILayerAttention.Run(AcceleratorStream stream)
     {
-        var view = scratch.Get(values.Length);
-        if (values.Length > 0)
-            view.SubView(0, values.Length).CopyFromCPU(stream, values);
-        return view;
+        _kernels.QueryAbsorb(stream, new QueryAbsorbParams { Query = Query, KvUp = _kvUp, TokenPosition = TokenPosition, AbsorbedQuery = AbsorbedQuery, Tokens = Tokens });
+        Launch(stream);
+        _kernels.ValueProjection(stream, new ValueProjectionParams { LatentOutput = LatentOutput, KvUp = _kvUp, HeadOutput = HeadOutput, Tokens = Tokens });
     }
 
     /// <summary>
@@ -197,6 +184,23 @@ internal sealed class LayerScratch : IDisposable
         TileFirstPosition = new(a); TileKeyStart = new(a);
         TokenSlot = new(a); TokenPosition = new(a); ItemBlock = new(a); ItemBegin = new(a); ItemEnd = new(a);
         BlockFirstRow = new(a); BlockRows = new(a); BlockFirstItem = new(a); BlockItems = new(a);
+    }
+
+    /// <summary>Uploads the call's token slots and positions and returns the cache addressing kernels read them through.</summary>
+    public CacheAddressing Address(AcceleratorStream stream, LatentCache cache, int[] slots, int[] positions)
+    {
+        var tokenSlot = TokenSlot.Get(slots.Length);
+        tokenSlot.CopyFromCPU(stream, slots);
+        var tokenPosition = TokenPosition.Get(positions.Length);
+        tokenPosition.CopyFromCPU(stream, positions);
+        return new CacheAddressing
+        {
+            Pages = cache.PagesView,
+            BlockTable = cache.BlockTableView,
+            BlockTableStride = cache.MaxPagesPerSequence,
+            TokenSlot = tokenSlot,
+            TokenPosition = tokenPosition,
+        };
     }
 
     public DeviceScratch<float> Hidden { get; }

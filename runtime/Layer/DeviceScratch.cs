@@ -24,6 +24,15 @@ internal sealed class DeviceScratch<T> : IDisposable
         return _buffer.View.SubView(0, Math.Max(1, length));
     }
 
+    /// <summary>A view of at least <paramref name="values"/>' length with them copied to its start, on <paramref name="stream"/>.</summary>
+    public ArrayView<T> Upload(AcceleratorStream stream, T[] values)
+    {
+        var view = Get(values.Length);
+        if (values.Length > 0)
+            view.SubView(0, values.Length).CopyFromCPU(stream, values);
+        return view;
+    }
+
     public void Dispose()
     {
         _buffer?.Dispose();

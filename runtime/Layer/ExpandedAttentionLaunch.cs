@@ -21,26 +21,22 @@ public sealed class ExpandedAttentionLaunch : ILayerAttention
     private readonly ExpandedAttentionParams _attention;
 
     internal ExpandedAttentionLaunch(MlaKernelSet kernels, LatentCache cache, LayerScratch scratch, AcceleratorStream stream,
-        ArrayView<ushort> kvUp, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens, ReadOnlySpan<int> starts, MlaForwardOptions options)
+        ArrayView<ushort> kvUp, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens, ReadOnlySpan<int> starts, int[] slots, int[] positions,
+        MlaForwardOptions options)
     {
-        if (kernels.ExpandedForm == ExpandedAttentionKind.None)
-            throw new NotSupportedException($"{kernels.Spec.Name} has no expanded-attention kernels on this accelerator; use the absorbed form.");
         _kernels = kernels;
         var spec = kernels.Spec;
         Kind = kernels.ExpandedForm;
 
-        // Token positions (as the layer's cache write and RoPE read them), key rows, and query tiles, longest first.
-        int tokens = 0, keys = 0;
+        // Key rows (every position of each sequence with new tokens) and query tiles, longest first.
+        int tokens = slots.Length, keys = 0;
         for (int i = 0; i < sequences.Length; i++)
         {
-            tokens += newTokens[i];
             if (newTokens[i] > 0)
                 keys += starts[i] + newTokens[i];
         }
         Tokens = tokens;
         Keys = keys;
-        var slots = new int[tokens];
-        var positions = new int[tokens];
         var keyCacheRow = new int[Math.Max(1, keys)];
         var tiles = new List<(int FirstToken, int Tokens, int FirstPosition, int KeyStart)>();
         int token = 0, key = 0;
@@ -48,16 +44,10 @@ public sealed class ExpandedAttentionLaunch : ILayerAttention
         {
             if (newTokens[i] == 0)
                 continue;
-            int slot = cache.GetSlot(sequences[i]);
             int[] pages = cache.GetPages(sequences[i]);
             int length = starts[i] + newTokens[i];
             for (int j = 0; j < length; j++)
                 keyCacheRow[key + j] = pages[j / spec.PageSize] * spec.PageSize + j % spec.PageSize;
-            for (int j = 0; j < newTokens[i]; j++)
-            {
-                slots[token + j] = slot;
-                positions[token + j] = starts[i] + j;
-            }
             for (int j = 0; j < newTokens[i]; j += MlaKernelSet.ExpandedQueryTile)
                 tiles.Add((token + j, Math.Min(MlaKernelSet.ExpandedQueryTile, newTokens[i] - j), starts[i] + j, key));
             token += newTokens[i];
@@ -66,20 +56,10 @@ public sealed class ExpandedAttentionLaunch : ILayerAttention
         tiles.Sort((a, b) => (b.FirstPosition + b.Tokens).CompareTo(a.FirstPosition + a.Tokens)); // longest first: the causal tail fills in behind
         Tiles = tiles.Count;
 
-        TokenSlot = scratch.TokenSlot.Get(tokens);
-        TokenSlot.CopyFromCPU(stream, slots);
-        TokenPosition = scratch.TokenPosition.Get(tokens);
-        TokenPosition.CopyFromCPU(stream, positions);
-        Cache = new CacheAddressing
-        {
-            Pages = cache.PagesView,
-            BlockTable = cache.BlockTableView,
-            BlockTableStride = cache.MaxPagesPerSequence,
-            TokenSlot = TokenSlot,
-            TokenPosition = TokenPosition,
-        };
-        var keyRows = scratch.KeyCacheRow.Get(keyCacheRow.Length);
-        keyRows.CopyFromCPU(stream, keyCacheRow);
+        Cache = scratch.Address(stream, cache, slots, positions);
+        TokenSlot = Cache.TokenSlot;
+        TokenPosition = Cache.TokenPosition;
+        var keyRows = scratch.KeyCacheRow.Upload(stream, keyCacheRow);
         Query = scratch.Query.Get((long)tokens * spec.Heads * spec.QHeadDim);
         HeadQuery = scratch.HeadQuery.Get((long)tokens * spec.Heads * spec.QHeadDim);
         KeyNope = scratch.KeyNope.Get((long)spec.Heads * keys * spec.NopeHeadDim);
@@ -111,10 +91,10 @@ public sealed class ExpandedAttentionLaunch : ILayerAttention
             PagesAddress = pagesAddress,
             KeyCacheRow = keyRows,
             Keys = keys,
-            TileFirstToken = Upload(stream, scratch.TileFirstToken, tiles.ConvertAll(x => x.FirstToken)),
-            TileTokens = Upload(stream, scratch.TileTokens, tiles.ConvertAll(x => x.Tokens)),
-            TileFirstPosition = Upload(stream, scratch.TileFirstPosition, tiles.ConvertAll(x => x.FirstPosition)),
-            TileKeyStart = Upload(stream, scratch.TileKeyStart, tiles.ConvertAll(x => x.KeyStart)),
+            TileFirstToken = scratch.TileFirstToken.Upload(stream, tiles.ConvertAll(x => x.FirstToken).ToArray()),
+            TileTokens = scratch.TileTokens.Upload(stream, tiles.ConvertAll(x => x.Tokens).ToArray()),
+            TileFirstPosition = scratch.TileFirstPosition.Upload(stream, tiles.ConvertAll(x => x.FirstPosition).ToArray()),
+            TileKeyStart = scratch.TileKeyStart.Upload(stream, tiles.ConvertAll(x => x.KeyStart).ToArray()),
             Tiles = Tiles,
             HeadOutput = HeadOutput,
             Lse = Lse,
@@ -131,6 +111,9 @@ public sealed class ExpandedAttentionLaunch : ILayerAttention
 
     /// <summary>Serial (CPU) or tensor-core (CUDA) kernels.</summary>
     public ExpandedAttentionKind Kind { get; }
+
+    /// <summary>Whether the tensor-core kernels run (CUDA), not the serial ones.</summary>
+    public bool UsesTensorCores => Kind == ExpandedAttentionKind.TensorCore;
 
     public int Tokens { get; }
 
@@ -181,7 +164,9 @@ public sealed class ExpandedAttentionLaunch : ILayerAttention
         LaunchAttention(stream);
     }
 
-    void ILayerAttention.Run(AcceleratorStream stream, ArrayView<ushort> kvUp) => Launch(stream);
+    MlaAttentionForm ILayerAttention.Form => MlaAttentionForm.Expanded;
+
+    void ILayerAttention.Run(AcceleratorStream stream) => Launch(stream);
 
     private static ArrayView<int> Upload(AcceleratorStream stream, DeviceScratch<int> scratch, List<int> values)
     {
@@ -202,10 +187,12 @@ internal interface ILayerAttention
     /// <summary>q <c>[T, H, nope + rope]</c>: the layer's projections write it here.</summary>
     ArrayView<float> Query { get; }
     ArrayView<float> Lse { get; }
+    bool UsesTensorCores { get; }
+    MlaAttentionForm Form { get; }
 
     /// <summary><c>[T, H, v]</c>: attention output per head, what o_proj reads.</summary>
     ArrayView<float> HeadOutput { get; }
 
-    /// <summary>Runs attention from <see cref="Query"/> to <see cref="HeadOutput"/> and <see cref="Lse"/>; <paramref name="kvUp"/> is kv_b_proj.</summary>
-    void Run(AcceleratorStream stream, ArrayView<ushort> kvUp);
+    /// <summary>Runs attention from <see cref="Query"/> to <see cref="HeadOutput"/> and <see cref="Lse"/>.</summary>
+    void Run(AcceleratorStream stream);
 }

@@ -123,7 +123,7 @@ public sealed class MlaLayer : IDisposable
             ILayerAttention attention = form == MlaAttentionForm.Expanded
                 ? PlanExpandedAttention(cache, sequences, newTokens, starts, options)
                 : PlanAttention(cache, sequences, newTokens, starts, options);
-            return Run(attention, hidden.ToArray(), options, form);
+            return Run(attention, hidden.ToArray(), options);
         }
     }
 
@@ -177,8 +177,11 @@ public sealed class MlaLayer : IDisposable
     }
 
     private ExpandedAttentionLaunch PlanExpandedAttention(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens,
-        int[] starts, MlaForwardOptions options) =>
-        new(Kernels, cache, _scratch, _stream, W(MlaWeights.KvBProjName), sequences, newTokens, starts, options);
+        int[] starts, MlaForwardOptions options)
+    {
+        var (slots, positions) = CallTokens(cache, sequences, newTokens, starts);
+        return new(Kernels, cache, _scratch, _stream, W(MlaWeights.KvBProjName), sequences, newTokens, starts, slots, positions, options);
+    }
 
     /// <summary>Where the last newTokens[i] tokens of each sequence start, checked against its length.</summary>
     private static int[] StartsOfLast(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens)
@@ -209,13 +212,29 @@ public sealed class MlaLayer : IDisposable
     private AttentionLaunch PlanAttention(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens,
         int[] starts, MlaForwardOptions options)
     {
+        var (slots, positions) = CallTokens(cache, sequences, newTokens, starts);
+        var sequenceTokens = new List<int>();
+        var lastPositions = new List<int>();
+        for (int i = 0; i < sequences.Length; i++)
+        {
+            if (newTokens[i] > 0)
+            {
+                sequenceTokens.Add(newTokens[i]);
+                lastPositions.Add(starts[i] + newTokens[i] - 1);
+            }
+        }
+        return new AttentionLaunch(Kernels, cache, _scratch, _stream, W(MlaWeights.KvBProjName), slots, positions, sequenceTokens.ToArray(),
+            lastPositions.ToArray(), options);
+    }
+
+    /// <summary>Cache slot and position of each new token of the call, sequence by sequence.</summary>
+    private static (int[] Slots, int[] Positions) CallTokens(LatentCache cache, ReadOnlySpan<SequenceId> sequences, ReadOnlySpan<int> newTokens, int[] starts)
+    {
         int tokens = 0;
         foreach (int n in newTokens)
             tokens += n;
         var slots = new int[tokens];
         var positions = new int[tokens];
-        var sequenceTokens = new System.Collections.Generic.List<int>();
-        var lastPositions = new System.Collections.Generic.List<int>();
         int t = 0;
         for (int i = 0; i < sequences.Length; i++)
         {
@@ -225,16 +244,11 @@ public sealed class MlaLayer : IDisposable
                 slots[t] = slot;
                 positions[t] = starts[i] + j;
             }
-            if (newTokens[i] > 0)
-            {
-                sequenceTokens.Add(newTokens[i]);
-                lastPositions.Add(starts[i] + newTokens[i] - 1);
-            }
         }
-        return new AttentionLaunch(Kernels, cache, _scratch, _stream, slots, positions, sequenceTokens.ToArray(), lastPositions.ToArray(), options);
+        return (slots, positions);
     }
 
-    private MlaForwardResult Run(ILayerAttention attention, float[] hidden, MlaForwardOptions options, MlaAttentionForm form)
+    private MlaForwardResult Run(ILayerAttention attention, float[] hidden, MlaForwardOptions options)
     {
         var stream = _stream;
         var s = Spec;
@@ -267,7 +281,7 @@ public sealed class MlaLayer : IDisposable
         }
         Kernels.KvLatentProjection(stream, new ProjectionParams { Input = x, Weight = W(MlaWeights.KvAProjWithMqaName), Output = kvLatent, Tokens = tokens });
         Kernels.KvCacheWrite(stream, new KvCacheWriteParams { KvLatent = kvLatent, NormWeight = W(MlaWeights.KvALayerNormName), Cache = attention.Cache, Tokens = tokens });
-        attention.Run(stream, W(MlaWeights.KvBProjName));
+        attention.Run(stream);
         Kernels.OutputProjection(stream, new ProjectionParams { Input = attention.HeadOutput, Weight = W(MlaWeights.OProjName), Output = output, Tokens = tokens });
         stream.Synchronize();
 
@@ -284,8 +298,7 @@ public sealed class MlaLayer : IDisposable
             absorbed.LatentOutput.SubView(0, latentHost.Length).CopyToCPU(stream, latentHost);
         }
         stream.Synchronize();
-        bool tensorCores = absorbed?.UsesTensorCores ?? Kernels.ExpandedForm == ExpandedAttentionKind.TensorCore;
-        return new MlaForwardResult(tokens, s.Heads, result, lseHost, absorbedHost, latentHost, tensorCores, form);
+        return new MlaForwardResult(tokens, s.Heads, result, lseHost, absorbedHost, latentHost, attention.UsesTensorCores, attention.Form);
     }
 
     private ArrayView<ushort> W(string name) => _weights[name].View;
