@@ -95,29 +95,44 @@ internal static class AttentionCheck
     /// <summary>float64 softmax attention of one query over the first <paramref name="visible"/> rows.</summary>
     private static (double[] Output, double Lse) Attend(ReadOnlySpan<float> q, float[] rows, int visible, int row, int latent, double scale)
     {
+        var query = q.ToArray();
+        return Attend(visible, scale,
+            t =>
+            {
+                var r = rows.AsSpan(t * row, row);
+                double dot = 0;
+                for (int c = 0; c < row; c++)
+                    dot += (double)query[c] * r[c];
+                return dot;
+            },
+            (t, w, output) =>
+            {
+                var r = rows.AsSpan(t * row, latent);
+                for (int c = 0; c < latent; c++)
+                    output[c] += w * r[c];
+            }, latent);
+    }
+
+    /// <summary>float64 softmax(scale · score(t)) over t &lt; visible; <paramref name="accumulate"/> adds weight · value row t.</summary>
+    internal static (double[] Output, double Lse) Attend(int visible, double scale, Func<int, double> score, Action<int, double, double[]> accumulate, int width)
+    {
         var scores = new double[visible];
         double max = double.NegativeInfinity;
         for (int t = 0; t < visible; t++)
         {
-            var r = rows.AsSpan(t * row, row);
-            double dot = 0;
-            for (int c = 0; c < row; c++)
-                dot += (double)q[c] * r[c];
-            scores[t] = scale * dot;
+            scores[t] = scale * score(t);
             max = Math.Max(max, scores[t]);
         }
-        var output = new double[latent];
+        var output = new double[width];
         double sum = 0;
         for (int t = 0; t < visible; t++)
         {
             double w = Math.Exp(scores[t] - max);
             sum += w;
-            var r = rows.AsSpan(t * row, latent);
-            for (int c = 0; c < latent; c++)
-                output[c] += w * r[c];
+            accumulate(t, w, output);
         }
-        for (int c = 0; c < latent; c++)
-            output[c] /= sum;
+        for (int i = 0; i < width; i++)
+            output[i] /= sum;
         return (output, max + Math.Log(sum));
     }
 }

@@ -259,7 +259,7 @@ internal static class PrefillStageCheck
                 qRaw[i] = DeviceFill.ValueAt(querySeed, qStart + nope + i, amplitude);
             double[] qPe = NaiveMlaReference.ApplyRope(spec, qRaw, position);
             var (kNope, kPe, value) = keys.Head(s, h);
-            (expectedOut[k], expectedLse[k]) = Attend(position + 1, scale,
+            (expectedOut[k], expectedLse[k]) = AttentionCheck.Attend(position + 1, scale,
                 t => ExpandedKeys.Dot(qNope, kNope.AsSpan(t * nope, nope)) + ExpandedKeys.Dot(qPe, kPe.AsSpan(t * rope, rope)),
                 (t, w, output) =>
                 {
@@ -313,7 +313,7 @@ internal static class PrefillStageCheck
                 q[i] = DeviceFill.ValueAt(querySeed, qStart + i, amplitude);
             var rows = keys.Rows(s);
             var r = new double[row];
-            (expectedOut[k], expectedLse[k]) = Attend(position + 1, scale,
+            (expectedOut[k], expectedLse[k]) = AttentionCheck.Attend(position + 1, scale,
                 t =>
                 {
                     for (int i = 0; i < row; i++)
@@ -328,29 +328,6 @@ internal static class PrefillStageCheck
         });
         return Compare(samples.Length, actualOut, expectedOut.SelectMany(x => x).ToArray(), actualLse, expectedLse,
             badOut + badLse, scannedOut + scannedLse, plan.UsesTensorCores ? TensorCoreTolerance : AttentionCheck.Tolerance, "latent output");
-    }
-
-    /// <summary>float64 softmax(scale · score(t)) over t &lt; visible; <paramref name="accumulate"/> adds weight · value row t.</summary>
-    private static (double[] Output, double Lse) Attend(int visible, double scale, Func<int, double> score, Action<int, double, double[]> accumulate, int width)
-    {
-        var scores = new double[visible];
-        double max = double.NegativeInfinity;
-        for (int t = 0; t < visible; t++)
-        {
-            scores[t] = scale * score(t);
-            max = Math.Max(max, scores[t]);
-        }
-        var output = new double[width];
-        double sum = 0;
-        for (int t = 0; t < visible; t++)
-        {
-            double w = Math.Exp(scores[t] - max);
-            sum += w;
-            accumulate(t, w, output);
-        }
-        for (int i = 0; i < width; i++)
-            output[i] /= sum;
-        return (output, max + Math.Log(sum));
     }
 
     private static StageCheckResult Compare(int samples, float[] actualOut, double[] expectedOut, float[] actualLse, double[] expectedLse,
