@@ -77,7 +77,12 @@ internal static class LayerCheck
                     done[i] += count[i];
             }
 
-            var capture = new MlaForwardOptions { PoisonBuffers = true, CaptureIntermediates = true, TensorCores = tensorCores };
+            // The decode steps' stage checks read the absorbed query and latent output, which only the absorbed form has: with
+            // short prefixes and 128 heads Auto may run a 2-token step expanded (it models that as faster), so name the form.
+            var capture = new MlaForwardOptions
+            {
+                PoisonBuffers = true, CaptureIntermediates = true, TensorCores = tensorCores, Form = MlaAttentionForm.Absorbed,
+            };
             var ones = Enumerable.Repeat(1, n).ToArray();
             step1 = layer.Forward(cache, ids, ones, Gather(history, done, ones, d), capture);
             for (int i = 0; i < n; i++)
