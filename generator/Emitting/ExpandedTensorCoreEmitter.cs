@@ -16,10 +16,10 @@ namespace MlaGen.Generator.Emitting;
 /// </summary>
 internal static class ExpandedTensorCoreEmitter
 {
-    private const int Threads = 128;
-    private const int Keys = 32;
-    private const int ScoreTiles = Keys / 8; // n-tiles of S per warp
-    private const string NegativeInfinity = "0fFF800000";
+    internal const int Threads = 128;
+    internal const int Keys = 32;
+    internal const int ScoreTiles = Keys / 8; // n-tiles of S per warp
+    internal const string NegativeInfinity = "0fFF800000";
 
     public static void Emit(SourceWriter w, MlaShapeSpec s)
     {
@@ -51,37 +51,9 @@ internal static class ExpandedTensorCoreEmitter
         w.Line("// the running max (log2 units) and per-thread partial sum of rows g and g + 8.");
         w.Line($"{Asm}(\".reg .f32 xs<{ScoreTiles * 4}>; .reg .b32 xp<{ScoreTiles * 2}>; .reg .f32 xo<{outTiles * 4}>; .reg .f32 xm<2>; .reg .f32 xl<2>; " +
             $".shared .align 16 .b8 xa_tiles[{2 * stageBytes}];\");");
-        w.Line("int tid = global::ILGPU.Group.IdxX;");
-        w.Line("int warp = tid >> 5;");
-        w.Line("int lane = tid & 31;");
-        w.Line("int g = lane >> 2; // mma group: rows g and g + 8");
-        w.Line("int t = lane & 3; // thread in group: columns 2t, 2t + 1");
-        w.Line("int item = global::ILGPU.Grid.IdxX;");
-        w.Line("int tile = item / Heads;");
-        w.Line("int head = item - tile * Heads;");
-        w.Line("int tokens = p.TileTokens[tile];");
-        w.Line("int firstToken = p.TileFirstToken[tile];");
-        w.Line("int firstPosition = p.TileFirstPosition[tile];");
-        w.Line("int keyStart = p.TileKeyStart[tile];");
-        w.Line("int end = firstPosition + tokens; // keys 0..end-1 of the sequence: no row of the tile sees further");
-        w.Line("int rowLo = warp * 16 + g;");
-        w.Line("int rowHi = rowLo + 8;");
-        w.Line("int visibleLo = rowLo < tokens ? firstPosition + rowLo + 1 : 0;");
-        w.Line("int visibleHi = rowHi < tokens ? firstPosition + rowHi + 1 : 0;");
-        w.Line("long headKeys = (long)head * p.Keys + keyStart;");
+        EmitTileSetup(w);
         w.Line();
-        w.Line($"// Q as bf16 A fragments: {qSteps} k-steps x 4 registers, read once.");
-        w.Line("global::ILGPU.ArrayView<uint> query = p.HeadQuery.Cast<uint>();");
-        w.Line("long qLo = (((long)(firstToken + rowLo) * Heads + head) * QHeadDim + 2 * t) / 2;");
-        w.Line("long qHi = (((long)(firstToken + rowHi) * Heads + head) * QHeadDim + 2 * t) / 2;");
-        for (int i = 0; i < qSteps; i++)
-        {
-            w.Line($"uint q{i}a = rowLo < tokens ? query[qLo + {8 * i}] : 0u;");
-            w.Line($"uint q{i}b = rowHi < tokens ? query[qHi + {8 * i}] : 0u;");
-            w.Line($"uint q{i}c = rowLo < tokens ? query[qLo + {8 * i + 4}] : 0u;");
-            w.Line($"uint q{i}d = rowHi < tokens ? query[qHi + {8 * i + 4}] : 0u;");
-        }
-        w.Line();
+        EmitQueryFragments(w, s);
         w.Line("// ldmatrix row addresses (bytes into a stage): lane l names row l % 8 of 8x8 matrix l / 8.");
         w.Line("int matrix = lane >> 3;");
         w.Line("long kRow = (long)(((lane & 7) + (matrix >> 1) * 8) * XaKStride * 4 + (matrix & 1) * 16); // K: keys x dims");
@@ -129,6 +101,54 @@ internal static class ExpandedTensorCoreEmitter
         w.Line("buffer = XaStageBytes - buffer;");
         w.Close();
         w.Line();
+        EmitEpilogue(w, s, outTiles);
+        w.Close();
+        w.Line();
+    }
+
+    /// <summary>The work item: thread coordinates, the (query tile, head) pair and the keys the tile's rows may see.</summary>
+    internal static void EmitTileSetup(SourceWriter w)
+    {
+        w.Line("int tid = global::ILGPU.Group.IdxX;");
+        w.Line("int warp = tid >> 5;");
+        w.Line("int lane = tid & 31;");
+        w.Line("int g = lane >> 2; // mma group: rows g and g + 8");
+        w.Line("int t = lane & 3; // thread in group: columns 2t, 2t + 1");
+        w.Line("int item = global::ILGPU.Grid.IdxX;");
+        w.Line("int head = item / p.Tiles; // head-major: the CTAs running together read one head's keys, which then stay in L2");
+        w.Line("int tile = item - head * p.Tiles;");
+        w.Line("int tokens = p.TileTokens[tile];");
+        w.Line("int firstToken = p.TileFirstToken[tile];");
+        w.Line("int firstPosition = p.TileFirstPosition[tile];");
+        w.Line("int keyStart = p.TileKeyStart[tile];");
+        w.Line("int end = firstPosition + tokens; // keys 0..end-1 of the sequence: no row of the tile sees further");
+        w.Line("int rowLo = warp * 16 + g;");
+        w.Line("int rowHi = rowLo + 8;");
+        w.Line("int visibleLo = rowLo < tokens ? firstPosition + rowLo + 1 : 0;");
+        w.Line("int visibleHi = rowHi < tokens ? firstPosition + rowHi + 1 : 0;");
+        w.Line("long headKeys = (long)head * p.Keys + keyStart;");
+    }
+
+    /// <summary>Q as bf16 A fragments in registers (the same layout for mma.sync m16k16 and a warpgroup's 16-row slice).</summary>
+    internal static void EmitQueryFragments(SourceWriter w, MlaShapeSpec s)
+    {
+        int qSteps = s.QHeadDim / 16;
+        w.Line($"// Q as bf16 A fragments: {qSteps} k-steps x 4 registers, read once.");
+        w.Line("global::ILGPU.ArrayView<uint> query = p.HeadQuery.Cast<uint>();");
+        w.Line("long qLo = (((long)(firstToken + rowLo) * Heads + head) * QHeadDim + 2 * t) / 2;");
+        w.Line("long qHi = (((long)(firstToken + rowHi) * Heads + head) * QHeadDim + 2 * t) / 2;");
+        for (int i = 0; i < qSteps; i++)
+        {
+            w.Line($"uint q{i}a = rowLo < tokens ? query[qLo + {8 * i}] : 0u;");
+            w.Line($"uint q{i}b = rowHi < tokens ? query[qHi + {8 * i}] : 0u;");
+            w.Line($"uint q{i}c = rowLo < tokens ? query[qLo + {8 * i + 4}] : 0u;");
+            w.Line($"uint q{i}d = rowHi < tokens ? query[qHi + {8 * i + 4}] : 0u;");
+        }
+    }
+
+    /// <summary>The quad's partial sums make each row's sum; then O is normalised and written with the natural-log LSE.</summary>
+    internal static void EmitEpilogue(SourceWriter w, MlaShapeSpec s, int outTiles)
+    {
         w.Line("// The quad's four partial sums make the row's sum; then normalise and write O and the natural-log LSE.");
         w.Line($"{Asm}(\"{{ .reg .f32 u; shfl.sync.bfly.b32 u, xl0, 1, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl0, 2, 31, -1; add.f32 xl0, xl0, u; " +
             "shfl.sync.bfly.b32 u, xl1, 1, 31, -1; add.f32 xl1, xl1, u; shfl.sync.bfly.b32 u, xl1, 2, 31, -1; add.f32 xl1, xl1, u; }\");");
@@ -154,8 +174,6 @@ internal static class ExpandedTensorCoreEmitter
         w.Line("if (rowHi < tokens)");
         w.Line($"    p.Lse[(long)(firstToken + rowHi) * Heads + head] = sumHi != 0f ? (maxHi + {K}.KernelMath.Log2(sumHi)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
         w.Close();
-        w.Close();
-        w.Line();
     }
 
     private static string Low(string packed) => $"global::ILGPU.Interop.IntAsFloat((uint)({packed} & 0xFFFFFFFFUL))";
@@ -166,7 +184,7 @@ internal static class ExpandedTensorCoreEmitter
     /// One PTX block: %0/%1 = keys visible to rows g/g+8 counted from this thread's first column, %2 = the log2 score scale.
     /// Thread-local sums are kept (the quad's sum is taken once at the end); a row with nothing visible yet keeps max −∞.
     /// </summary>
-    private static string SoftmaxPtx(int outTiles)
+    internal static string SoftmaxPtx(int outTiles)
     {
         var b = new StringBuilder("{ .reg .f32 m, r, u, base; .reg .pred q; ");
         for (int row = 0; row < 2; row++)

@@ -59,6 +59,7 @@ internal static class KernelEmitter
         {
             KeyValueExpandEmitter.Emit(w, s);
             ExpandedTensorCoreEmitter.Emit(w, s);
+            ExpandedWarpgroupEmitter.Emit(w, s);
         }
         EmitKernelSet(w, s, Identifier.EscapeDotted(spec.FullName), spec.Layout.TensorCoreDecode, spec.Layout.TensorCorePrefill);
         w.Close();
@@ -409,6 +410,7 @@ internal static class KernelEmitter
         w.Line($"private readonly {Launcher("HeadQueryParams")} _headQuery;");
         w.Line($"private readonly {Launcher("KeyValueExpandParams")}? _keyValueExpand;");
         w.Line($"private readonly {Launcher("ExpandedAttentionParams")}? _expandedAttention;");
+        w.Line("private readonly int _expandedThreads = MlaKernels.ExpandedQueryTile; // threads per CTA of the expanded attention");
         w.Line();
         w.Open($"public Set(global::ILGPU.Runtime.Accelerator accelerator, {K}.MlaKernelPath path)");
         w.Line($"Path = {K}.MlaKernelSet.Resolve(path, accelerator);");
@@ -439,8 +441,20 @@ internal static class KernelEmitter
             w.Line("else if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)");
             w.Open();
             w.Line($"_keyValueExpand = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.KeyValueExpandParams>(accelerator, KeyValueExpandTensorCoreKernel);");
+            w.Line("// Hopper: the attention on wgmma (PTX retargeted to sm_90a); elsewhere on mma.sync. (No `var`: the user's class may be named so.)");
+            w.Line($"{K}.PtxKernel<{K}.ExpandedAttentionParams>? warpgroup = {K}.WarpgroupKernels.TryLoad<{K}.ExpandedAttentionParams>(accelerator, ((global::System.Action<{K}.ExpandedAttentionParams>)ExpandedAttentionWarpgroupKernel).Method);");
+            w.Open("if (warpgroup is not null)");
+            w.Line("_expandedAttention = warpgroup.Launch;");
+            w.Line($"ExpandedForm = {K}.ExpandedAttentionKind.Warpgroup;");
+            w.Line("ExpandedQueryTile = XwRows;");
+            w.Line("_expandedThreads = XwThreads;");
+            w.Close();
+            w.Line("else");
+            w.Open();
             w.Line($"_expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.ExpandedAttentionParams>(accelerator, ExpandedAttentionTensorCoreKernel);");
             w.Line($"ExpandedForm = {K}.ExpandedAttentionKind.TensorCore;");
+            w.Line("_expandedThreads = XaThreads;");
+            w.Close();
             w.Close();
         }
         w.Close();
@@ -483,6 +497,8 @@ internal static class KernelEmitter
         }
         w.Line($"public override {K}.ExpandedAttentionKind ExpandedForm {{ get; }}");
         w.Line();
+        w.Line("public override int ExpandedQueryTile { get; } = MlaKernels.ExpandedQueryTile;");
+        w.Line();
         w.Open($"public override void HeadQuery({Stream} stream, in {K}.HeadQueryParams p)");
         w.Line("if (p.Tokens > 0)");
         w.Line($"    _headQuery(stream, new {Config}(Groups(p.Tokens * Heads * (HeadQueryConvertsPerRow + 1), ProjectionGroup), ProjectionGroup), p);");
@@ -500,9 +516,7 @@ internal static class KernelEmitter
         w.Line("if (_expandedAttention is null)");
         w.Line("    base.ExpandedAttention(stream, p);");
         w.Line("else if (p.Tiles > 0)");
-        w.Line(tensorCorePrefill
-            ? $"    _expandedAttention(stream, new {Config}(p.Tiles * Heads, ExpandedForm == {K}.ExpandedAttentionKind.Serial ? ExpandedQueryTile : XaThreads), p);"
-            : $"    _expandedAttention(stream, new {Config}(p.Tiles * Heads, ExpandedQueryTile), p);");
+        w.Line($"    _expandedAttention(stream, new {Config}(p.Tiles * Heads, _expandedThreads), p);");
         w.Close();
         if (!s.HasQLatent)
         {

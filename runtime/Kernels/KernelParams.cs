@@ -175,7 +175,7 @@ public struct ExpandedAttentionParams
     public ArrayView<int> KeyCacheRow;
     /// <summary>Row count of the head-major key arrays (their per-head stride).</summary>
     public int Keys;
-    /// <summary>Per query tile: first token of the call, token count (≤ 64), position of its first token, and where its sequence's keys start.</summary>
+    /// <summary>Per query tile: first token of the call, token count (≤ the set's ExpandedQueryTile), position of its first token, and where its sequence's keys start.</summary>
     public ArrayView<int> TileFirstToken;
     public ArrayView<int> TileTokens;
     public ArrayView<int> TileFirstPosition;

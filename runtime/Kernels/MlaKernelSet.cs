@@ -59,8 +59,8 @@ public abstract class MlaKernelSet
     public virtual void TensorCoreCombine(AcceleratorStream stream, in TensorCoreCombineParams p) =>
         throw new NotSupportedException($"{Spec.Name} has no tensor-core decode kernel on this accelerator.");
 
-    /// <summary>Query tokens per work item of the expanded (non-absorbed) attention.</summary>
-    public const int ExpandedQueryTile = 64;
+    /// <summary>Query tokens per work item of the expanded (non-absorbed) attention on this set.</summary>
+    public virtual int ExpandedQueryTile => 64;
 
     /// <summary>Keys per work item of <see cref="KeyValueExpand"/>: the key arrays are allocated in multiples of it.</summary>
     public const int ExpandedKeyTile = 64;
@@ -87,8 +87,11 @@ public enum ExpandedAttentionKind
     /// <summary>One thread per query row (the CPU accelerator): correct, for tests and small shapes.</summary>
     Serial = 1,
 
-    /// <summary>bf16 mma.sync kernels on a CUDA GPU (the fast path).</summary>
+    /// <summary>bf16 mma.sync kernels on a CUDA GPU.</summary>
     TensorCore = 2,
+
+    /// <summary>The attention on Hopper's warpgroup MMA (wgmma, sm_90a), the expansion on mma.sync: the fast path on an H100.</summary>
+    Warpgroup = 3,
 }
 
 /// <summary>Which form of the row-cooperative kernels (norms, cache write, absorb, attention, combine) a kernel set runs.</summary>

@@ -221,6 +221,36 @@ public static partial class PtxKernelLoader
         return string.Concat(ptx.AsSpan(0, close + 1), "\n", tuning.Directives, ptx.AsSpan(body));
     }
 
+    /// <summary>The PTX ISA version that introduced <c>sm_90a</c> (wgmma, setmaxnreg).</summary>
+    public static readonly Version ArchitectureSpecificIsa = new(8, 0);
+
+    /// <summary>
+    /// Retargets a module to <paramref name="target"/> (e.g. <c>sm_90a</c>, which wgmma needs and ILGPU 1.5.3 never writes:
+    /// it caps its target at sm_80), raising <c>.version</c> to 8.0 where it is older. Throws <see cref="ArgumentException"/>
+    /// when the module has no single <c>.target</c> or <c>.version</c> line.
+    /// </summary>
+    public static string WithTarget(string ptx, string target)
+    {
+        ArgumentNullException.ThrowIfNull(ptx);
+        ArgumentException.ThrowIfNullOrEmpty(target);
+        if (!Regex.IsMatch(target, "^sm_[0-9]+a?$"))
+            throw new ArgumentException($"Expected a PTX target like 'sm_90a'; got '{target}'.", nameof(target));
+        var targets = Regex.Matches(ptx, @"^\.target\s+[^\r\n]+$", RegexOptions.Multiline);
+        var versions = Regex.Matches(ptx, @"^\.version\s+([0-9]+)\.([0-9]+)\s*$", RegexOptions.Multiline);
+        if (targets.Count != 1 || versions.Count != 1)
+        {
+            throw new ArgumentException(
+                $"Expected one '.target' and one '.version' line in the PTX; found {targets.Count} and {versions.Count}.", nameof(ptx));
+        }
+        var version = new Version(int.Parse(versions[0].Groups[1].Value, CultureInfo.InvariantCulture), int.Parse(versions[0].Groups[2].Value, CultureInfo.InvariantCulture));
+        // Later edits first, so the earlier match's index stays valid.
+        var edits = new[] { (targets[0], $".target {target}"), (versions[0], version < ArchitectureSpecificIsa ? $".version {ArchitectureSpecificIsa}" : versions[0].Value) };
+        Array.Sort(edits, (a, b) => b.Item1.Index.CompareTo(a.Item1.Index));
+        foreach (var (match, text) in edits)
+            ptx = string.Concat(ptx.AsSpan(0, match.Index), text, ptx.AsSpan(match.Index + match.Length));
+        return ptx;
+    }
+
     /// <summary>The driver's view of a loaded CUDA kernel: registers, local (spill) bytes, static shared bytes, thread limit.</summary>
     public static CudaFunctionAttributes GetFunctionAttributes(Kernel kernel)
     {

@@ -6,11 +6,12 @@ namespace MlaGen;
 /// <summary>
 /// How the layer picks the attention form of a call when <see cref="MlaForwardOptions.Form"/> is Auto: the form with
 /// the smaller modelled time, FLOP over each kernel's rate measured on an H100 (docs/performance.md, "Absorbed or
-/// expanded"; the model picked the measured faster form in 26 of 26 benchmark cases).
+/// expanded"; the model picked the measured faster form in 26 of 26 benchmark cases with each expanded kernel: mma.sync in
+/// docs/bench/h100-prefill, wgmma in docs/bench/h100-prefill-wgmma).
 /// Absorbed: 2·(2·latent + rope) FLOP per (query, visible key, head) in the tensor-core kernel, plus the query absorb
 /// and W_UV, 2·latent·(nope + v) per (query, head) on CUDA cores. Expanded: 2·(nope + rope + v) per pair in a kernel
-/// whose rate falls with the share of the GPU its (64-query tile × head) work items fill, plus kv_b_proj over every
-/// key of the sequence, 2·latent·(nope + v) per (key, head). So decode and short chunks after long prefixes stay
+/// whose rate falls with the share of the GPU its (query tile × head) work items fill and with the share of tile rows
+/// the call's queries use, plus kv_b_proj over every key of the sequence, 2·latent·(nope + v) per (key, head). So decode and short chunks after long prefixes stay
 /// absorbed, prompts and long chunks go expanded. Only tensor-core expanded kernels compete: the serial ones (CPU)
 /// exist to check the form, not to be fast.
 /// </summary>
@@ -22,11 +23,15 @@ public static class AttentionFormRule
     /// <summary>The absorbed form's per-row query absorb and W_UV (CUDA cores), TFLOP/s.</summary>
     public const double AbsorbedRowTflops = 0.9;
 
-    /// <summary>Expanded attention with every SM busy, TFLOP/s.</summary>
-    public const double ExpandedAttentionTflops = 125;
+    /// <summary>The mma.sync expanded attention: 125 TFLOP/s with every SM busy, 64-query tiles, 2 CTAs per SM (255 registers, 128 threads).</summary>
+    public static ExpandedAttentionRate MmaSyncRate { get; } = new(125, 64, 2);
 
-    /// <summary>CTAs of the expanded attention resident per SM (255 registers per thread, 128 threads).</summary>
-    public const int ExpandedCtasPerSm = 2;
+    /// <summary>The wgmma expanded attention (Hopper): 190 TFLOP/s with every SM busy, 128-query tiles, 1 CTA per SM (194 registers, 256 threads).</summary>
+    public static ExpandedAttentionRate WarpgroupRate { get; } = new(190, 128, 1);
+
+    /// <summary>The rate the model uses for <paramref name="kind"/>'s expanded attention.</summary>
+    public static ExpandedAttentionRate RateOf(ExpandedAttentionKind kind) =>
+        kind == ExpandedAttentionKind.Warpgroup ? WarpgroupRate : MmaSyncRate;
 
     /// <summary>kv_b_proj expansion, TFLOP/s.</summary>
     public const double ExpandTflops = 140;
@@ -35,16 +40,17 @@ public static class AttentionFormRule
     public static MlaAttentionForm Choose(MlaKernelSet kernels, ReadOnlySpan<int> newTokens, ReadOnlySpan<int> starts, int multiprocessors)
     {
         ArgumentNullException.ThrowIfNull(kernels);
-        if (kernels.ExpandedForm != ExpandedAttentionKind.TensorCore)
+        if (kernels.ExpandedForm is not (ExpandedAttentionKind.TensorCore or ExpandedAttentionKind.Warpgroup))
             return MlaAttentionForm.Absorbed;
-        var (absorbed, expanded) = EstimateSeconds(kernels.Spec, newTokens, starts, multiprocessors);
+        var (absorbed, expanded) = EstimateSeconds(kernels.Spec, RateOf(kernels.ExpandedForm), newTokens, starts, multiprocessors);
         return expanded < absorbed ? MlaAttentionForm.Expanded : MlaAttentionForm.Absorbed;
     }
 
-    /// <summary>Modelled seconds of each form for the call on a GPU of <paramref name="multiprocessors"/> SMs.</summary>
-    public static (double Absorbed, double Expanded) EstimateSeconds(MlaSpec spec, ReadOnlySpan<int> newTokens, ReadOnlySpan<int> starts, int multiprocessors)
+    /// <summary>Modelled seconds of each form for the call on a GPU of <paramref name="multiprocessors"/> SMs, the expanded attention at <paramref name="rate"/>.</summary>
+    public static (double Absorbed, double Expanded) EstimateSeconds(MlaSpec spec, ExpandedAttentionRate rate, ReadOnlySpan<int> newTokens, ReadOnlySpan<int> starts, int multiprocessors)
     {
         ArgumentNullException.ThrowIfNull(spec);
+        ArgumentNullException.ThrowIfNull(rate);
         if (newTokens.Length != starts.Length)
             throw new ArgumentException($"starts has {starts.Length} entries, expected one per sequence ({newTokens.Length}).", nameof(starts));
         if (multiprocessors <= 0)
@@ -58,15 +64,29 @@ public static class AttentionFormRule
             pairs += c * starts[i] + c * (c + 1) / 2; // query at position p sees p + 1 keys
             keys += starts[i] + c;
             rows += c;
-            tiles += Math.Ceiling(c / MlaKernelSet.ExpandedQueryTile);
+            tiles += Math.Ceiling(c / rate.QueryTile);
         }
         double h = spec.Heads;
         double kvUpFlop = 2.0 * spec.LatentRank * (spec.NopeHeadDim + spec.VHeadDim);
-        double fill = Math.Min(1, tiles * h / (ExpandedCtasPerSm * (double)multiprocessors));
+        double fill = Math.Min(1, tiles * h / (rate.CtasPerSm * (double)multiprocessors));
+        double used = tiles <= 0 ? 0 : rows / (tiles * rate.QueryTile); // a tile's rows past its chunk's end compute nothing useful
         double absorbed = 2 * pairs * h * (2 * spec.LatentRank + spec.RopeDim) / (AbsorbedTflops * 1e12)
             + rows * h * kvUpFlop / (AbsorbedRowTflops * 1e12);
-        double expanded = fill <= 0 ? 0 : 2 * pairs * h * (spec.QHeadDim + spec.VHeadDim) / (ExpandedAttentionTflops * fill * 1e12)
+        double expanded = fill <= 0 ? 0 : 2 * pairs * h * (spec.QHeadDim + spec.VHeadDim) / (rate.Tflops * fill * used * 1e12)
             + keys * h * kvUpFlop / (ExpandTflops * 1e12);
         return (absorbed, expanded);
     }
+}
+
+/// <summary>How fast one expanded-attention kernel runs, for the form rule.</summary>
+/// <param name="Tflops">TFLOP/s (causal pairs × 2 · (nope + rope + v) per head) with every SM busy, measured on an H100.</param>
+/// <param name="QueryTile">Query tokens per work item.</param>
+/// <param name="CtasPerSm">Work items resident per SM.</param>
+public sealed record ExpandedAttentionRate(double Tflops, int QueryTile, int CtasPerSm)
+{
+    public double Tflops { get; } = Tflops > 0 ? Tflops : throw new ArgumentOutOfRangeException(nameof(Tflops), Tflops, "Expected a positive rate.");
+
+    public int QueryTile { get; } = QueryTile > 0 ? QueryTile : throw new ArgumentOutOfRangeException(nameof(QueryTile), QueryTile, "Expected at least one query per tile.");
+
+    public int CtasPerSm { get; } = CtasPerSm > 0 ? CtasPerSm : throw new ArgumentOutOfRangeException(nameof(CtasPerSm), CtasPerSm, "Expected at least one CTA per SM.");
 }

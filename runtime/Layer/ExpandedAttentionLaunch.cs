@@ -48,8 +48,8 @@ public sealed class ExpandedAttentionLaunch : ILayerAttention
             int length = starts[i] + newTokens[i];
             for (int j = 0; j < length; j++)
                 keyCacheRow[key + j] = pages[j / spec.PageSize] * spec.PageSize + j % spec.PageSize;
-            for (int j = 0; j < newTokens[i]; j += MlaKernelSet.ExpandedQueryTile)
-                tiles.Add((token + j, Math.Min(MlaKernelSet.ExpandedQueryTile, newTokens[i] - j), starts[i] + j, key));
+            for (int j = 0; j < newTokens[i]; j += kernels.ExpandedQueryTile)
+                tiles.Add((token + j, Math.Min(kernels.ExpandedQueryTile, newTokens[i] - j), starts[i] + j, key));
             token += newTokens[i];
             key += length;
         }
@@ -113,7 +113,7 @@ public sealed class ExpandedAttentionLaunch : ILayerAttention
     public ExpandedAttentionKind Kind { get; }
 
     /// <summary>Whether the tensor-core kernels run (CUDA), not the serial ones.</summary>
-    public bool UsesTensorCores => Kind == ExpandedAttentionKind.TensorCore;
+    public bool UsesTensorCores => Kind is ExpandedAttentionKind.TensorCore or ExpandedAttentionKind.Warpgroup;
 
     public int Tokens { get; }
 

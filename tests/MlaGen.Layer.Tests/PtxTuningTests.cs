@@ -134,6 +134,41 @@ public class PtxTuningTests
     }
 
     [Fact]
+    public void RetargetingRewritesTargetAndRaisesAnOldVersion()
+    {
+        var (ptx, _) = Attention.Value;
+        Assert.Matches(@"(?m)^\.target sm_80\b", ptx);
+        string edited = PtxKernelLoader.WithTarget(ptx, "sm_90a");
+        Assert.Matches(@"(?m)^\.target sm_90a$", edited);
+        Assert.DoesNotMatch(@"(?m)^\.target sm_80\b", edited);
+        var version = Version.Parse(Regex.Match(edited, @"(?m)^\.version ([0-9.]+)").Groups[1].Value);
+        Assert.True(version >= PtxKernelLoader.ArchitectureSpecificIsa, $".version {version}");
+        // Only those two lines change.
+        Assert.Equal(ptx.Split('\n').Length, edited.Split('\n').Length);
+        string old = Regex.Replace(ptx, @"(?m)^\.version [0-9.]+", ".version 7.8");
+        Assert.Contains(".version 8.0\n", PtxKernelLoader.WithTarget(old, "sm_90a").Replace("\r", "", StringComparison.Ordinal), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void RetargetingRejectsBadTargetsAndModules()
+    {
+        var (ptx, _) = Attention.Value;
+        Assert.Throws<ArgumentException>("target", () => PtxKernelLoader.WithTarget(ptx, "sm90a; .entry x"));
+        Assert.Throws<ArgumentException>("ptx", () => PtxKernelLoader.WithTarget(".version 8.0\n.entry x() {}", "sm_90a"));
+        Assert.Throws<ArgumentException>("ptx", () => PtxKernelLoader.WithTarget(ptx + "\n.target sm_80\n", "sm_90a"));
+    }
+
+    [Fact]
+    public void WarpgroupKernelsAreNotLoadedOffHopper()
+    {
+        using var context = Context.Create(b => b.CPU());
+        using var cpu = context.CreateCPUAccelerator(0);
+        Assert.False(WarpgroupKernels.IsAvailable(cpu));
+        var method = typeof(SmallQLoraAttention.MlaKernels).GetMethod(nameof(SmallQLoraAttention.MlaKernels.ExpandedAttentionWarpgroupKernel))!;
+        Assert.Null(WarpgroupKernels.TryLoad<ExpandedAttentionParams>(cpu, method));
+    }
+
+    [Fact]
     public void LoadingNeedsCuda()
     {
         using var context = Context.Create(b => b.CPU());

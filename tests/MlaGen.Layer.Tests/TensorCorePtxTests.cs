@@ -83,4 +83,32 @@ public class TensorCorePtxTests
         Assert.Equal(2 * outTiles + 2, slots);
         Assert.Equal(slots, Regex.Matches(ptx, @"\.local \.align").Count);
     }
+
+    [Fact]
+    public void WarpgroupAttentionKernelIssuesWgmmaFromSharedMemoryDescriptors()
+    {
+        var (ptx, entry) = CompileToPtxWithEntry(typeof(SmallQLoraAttention.MlaKernels).GetMethod(nameof(SmallQLoraAttention.MlaKernels.ExpandedAttentionWarpgroupKernel))!);
+        int qSteps = SmallQLoraAttention.QHeadDim / 16, outTiles = SmallQLoraAttention.VHeadDim / 8;
+        int wgmma = Regex.Matches(ptx, @"wgmma\.mma_async\.sync\.aligned\.m64n\d+k16\.f32\.bf16\.bf16").Count;
+        int values = Regex.Matches(ptx, $@"wgmma\.mma_async\.sync\.aligned\.m64n{SmallQLoraAttention.VHeadDim}k16\.f32\.bf16\.bf16 [^;]*, 1, 1, 1;").Count;
+        _output.WriteLine($"{ptx.Length} chars, {wgmma} wgmma, {values} of them P·V");
+        // One wgmma per 16-wide k-step of q·k (K-major B), one per 16 keys of P·V (transposed V: the last immediate is 1).
+        Assert.Equal(qSteps + SmallQLoraAttention.MlaKernels.XaKeys / 16, wgmma);
+        Assert.Equal(SmallQLoraAttention.MlaKernels.XaKeys / 16, values);
+        Assert.Contains("wgmma.fence.sync.aligned;", ptx);
+        Assert.Contains("wgmma.commit_group.sync.aligned;", ptx);
+        Assert.Contains("wgmma.wait_group.sync.aligned 0;", ptx);
+        Assert.Contains("fence.proxy.async.shared::cta;", ptx);
+        Assert.Contains($".shared .align 128 .b8 xw_tiles[{2 * SmallQLoraAttention.MlaKernels.XwStageBytes}];", ptx);
+        Assert.True(2 * SmallQLoraAttention.MlaKernels.XwStageBytes <= 48 * 1024, "static shared memory above 48 KB needs an opt-in ILGPU cannot make");
+        // Only 8-byte reads of PTX values go through local memory: the stages' shared address once, and the epilogue's as in
+        // the mma.sync kernel.
+        int slots = Regex.Matches(ptx, @"\.local \.align 8 \.b8 __local_depot\d+\[8\];").Count;
+        Assert.Equal(1 + 2 * outTiles + 2, slots);
+        Assert.Equal(slots, Regex.Matches(ptx, @"\.local \.align").Count);
+        // ILGPU writes sm_80, where wgmma does not exist: the loader retargets the module.
+        string hopper = MlaGen.Kernels.PtxKernelLoader.WithTarget(ptx, "sm_90a");
+        Assert.Contains(".target sm_90a", hopper);
+        Assert.Contains(entry, hopper);
+    }
 }

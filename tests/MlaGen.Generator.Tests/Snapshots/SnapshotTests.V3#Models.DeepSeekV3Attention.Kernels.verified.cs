@@ -2374,8 +2374,8 @@ partial class DeepSeekV3Attention
             int g = lane >> 2; // mma group: rows g and g + 8
             int t = lane & 3; // thread in group: columns 2t, 2t + 1
             int item = global::ILGPU.Grid.IdxX;
-            int tile = item / Heads;
-            int head = item - tile * Heads;
+            int head = item / p.Tiles; // head-major: the CTAs running together read one head's keys, which then stay in L2
+            int tile = item - head * p.Tiles;
             int tokens = p.TileTokens[tile];
             int firstToken = p.TileFirstToken[tile];
             int firstPosition = p.TileFirstPosition[tile];
@@ -2439,7 +2439,6 @@ partial class DeepSeekV3Attention
             uint q11b = rowHi < tokens ? query[qHi + 88] : 0u;
             uint q11c = rowLo < tokens ? query[qLo + 92] : 0u;
             uint q11d = rowHi < tokens ? query[qHi + 92] : 0u;
-
             // ldmatrix row addresses (bytes into a stage): lane l names row l % 8 of 8x8 matrix l / 8.
             int matrix = lane >> 3;
             long kRow = (long)(((lane & 7) + (matrix >> 1) * 8) * XaKStride * 4 + (matrix & 1) * 16); // K: keys x dims
@@ -2769,6 +2768,315 @@ partial class DeepSeekV3Attention
             }
         }
 
+        // Warpgroup (wgmma) expanded attention (Hopper): tile, stage layout and matrix descriptors.
+        public const int XwRows = 128; // query tokens per CTA: two warpgroups of 64
+        public const int XwThreads = 256;
+        public const int XwVBytes = 12288; // V's offset in a stage: K is 32 keys x QHeadDim in core matrices
+        public const int XwStageBytes = 20480;
+        public const long XwKeyDescriptor = 0xC000080000L; // K-major B: LBO 128 B (next 8 dims), SBO 3072 B (next 8 keys)
+        public const long XwValueDescriptor = 0x800800000L; // MN-major B: LBO 2048 B (next 8 keys), SBO 128 B (next 8 dims)
+
+        /// <summary>Causal expanded attention on warpgroup MMA (sm_90a): two warpgroups per (128-token query tile, head) (see ExpandedWarpgroupEmitter).</summary>
+        public static void ExpandedAttentionWarpgroupKernel(global::MlaGen.Kernels.ExpandedAttentionParams p)
+        {
+            // Named registers and the two stages first, before any branch (ILGPU pastes inline PTX unbraced).
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 xs<16>; .reg .b32 xp<8>; .reg .f32 xo<64>; .reg .f32 xm<2>; .reg .f32 xl<2>; .reg .pred xwz, xwa; .shared .align 128 .b8 xw_tiles[40960];");
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 z; mov.u32 z, 0; setp.ne.u32 xwz, z, 0; setp.eq.u32 xwa, z, 0; }"); // wgmma scale-d: false overwrites D, true accumulates
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.u64 %0, xw_tiles;", out long tiles);
+            int tid = global::ILGPU.Group.IdxX;
+            int warp = tid >> 5;
+            int lane = tid & 31;
+            int g = lane >> 2; // mma group: rows g and g + 8
+            int t = lane & 3; // thread in group: columns 2t, 2t + 1
+            int item = global::ILGPU.Grid.IdxX;
+            int head = item / p.Tiles; // head-major: the CTAs running together read one head's keys, which then stay in L2
+            int tile = item - head * p.Tiles;
+            int tokens = p.TileTokens[tile];
+            int firstToken = p.TileFirstToken[tile];
+            int firstPosition = p.TileFirstPosition[tile];
+            int keyStart = p.TileKeyStart[tile];
+            int end = firstPosition + tokens; // keys 0..end-1 of the sequence: no row of the tile sees further
+            int rowLo = warp * 16 + g;
+            int rowHi = rowLo + 8;
+            int visibleLo = rowLo < tokens ? firstPosition + rowLo + 1 : 0;
+            int visibleHi = rowHi < tokens ? firstPosition + rowHi + 1 : 0;
+            long headKeys = (long)head * p.Keys + keyStart;
+
+            // Q as bf16 A fragments: 12 k-steps x 4 registers, read once.
+            global::ILGPU.ArrayView<uint> query = p.HeadQuery.Cast<uint>();
+            long qLo = (((long)(firstToken + rowLo) * Heads + head) * QHeadDim + 2 * t) / 2;
+            long qHi = (((long)(firstToken + rowHi) * Heads + head) * QHeadDim + 2 * t) / 2;
+            uint q0a = rowLo < tokens ? query[qLo + 0] : 0u;
+            uint q0b = rowHi < tokens ? query[qHi + 0] : 0u;
+            uint q0c = rowLo < tokens ? query[qLo + 4] : 0u;
+            uint q0d = rowHi < tokens ? query[qHi + 4] : 0u;
+            uint q1a = rowLo < tokens ? query[qLo + 8] : 0u;
+            uint q1b = rowHi < tokens ? query[qHi + 8] : 0u;
+            uint q1c = rowLo < tokens ? query[qLo + 12] : 0u;
+            uint q1d = rowHi < tokens ? query[qHi + 12] : 0u;
+            uint q2a = rowLo < tokens ? query[qLo + 16] : 0u;
+            uint q2b = rowHi < tokens ? query[qHi + 16] : 0u;
+            uint q2c = rowLo < tokens ? query[qLo + 20] : 0u;
+            uint q2d = rowHi < tokens ? query[qHi + 20] : 0u;
+            uint q3a = rowLo < tokens ? query[qLo + 24] : 0u;
+            uint q3b = rowHi < tokens ? query[qHi + 24] : 0u;
+            uint q3c = rowLo < tokens ? query[qLo + 28] : 0u;
+            uint q3d = rowHi < tokens ? query[qHi + 28] : 0u;
+            uint q4a = rowLo < tokens ? query[qLo + 32] : 0u;
+            uint q4b = rowHi < tokens ? query[qHi + 32] : 0u;
+            uint q4c = rowLo < tokens ? query[qLo + 36] : 0u;
+            uint q4d = rowHi < tokens ? query[qHi + 36] : 0u;
+            uint q5a = rowLo < tokens ? query[qLo + 40] : 0u;
+            uint q5b = rowHi < tokens ? query[qHi + 40] : 0u;
+            uint q5c = rowLo < tokens ? query[qLo + 44] : 0u;
+            uint q5d = rowHi < tokens ? query[qHi + 44] : 0u;
+            uint q6a = rowLo < tokens ? query[qLo + 48] : 0u;
+            uint q6b = rowHi < tokens ? query[qHi + 48] : 0u;
+            uint q6c = rowLo < tokens ? query[qLo + 52] : 0u;
+            uint q6d = rowHi < tokens ? query[qHi + 52] : 0u;
+            uint q7a = rowLo < tokens ? query[qLo + 56] : 0u;
+            uint q7b = rowHi < tokens ? query[qHi + 56] : 0u;
+            uint q7c = rowLo < tokens ? query[qLo + 60] : 0u;
+            uint q7d = rowHi < tokens ? query[qHi + 60] : 0u;
+            uint q8a = rowLo < tokens ? query[qLo + 64] : 0u;
+            uint q8b = rowHi < tokens ? query[qHi + 64] : 0u;
+            uint q8c = rowLo < tokens ? query[qLo + 68] : 0u;
+            uint q8d = rowHi < tokens ? query[qHi + 68] : 0u;
+            uint q9a = rowLo < tokens ? query[qLo + 72] : 0u;
+            uint q9b = rowHi < tokens ? query[qHi + 72] : 0u;
+            uint q9c = rowLo < tokens ? query[qLo + 76] : 0u;
+            uint q9d = rowHi < tokens ? query[qHi + 76] : 0u;
+            uint q10a = rowLo < tokens ? query[qLo + 80] : 0u;
+            uint q10b = rowHi < tokens ? query[qHi + 80] : 0u;
+            uint q10c = rowLo < tokens ? query[qLo + 84] : 0u;
+            uint q10d = rowHi < tokens ? query[qHi + 84] : 0u;
+            uint q11a = rowLo < tokens ? query[qLo + 88] : 0u;
+            uint q11b = rowHi < tokens ? query[qHi + 88] : 0u;
+            uint q11c = rowLo < tokens ? query[qLo + 92] : 0u;
+            uint q11d = rowHi < tokens ? query[qHi + 92] : 0u;
+
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 xo0, 0f00000000; mov.f32 xo1, 0f00000000; mov.f32 xo2, 0f00000000; mov.f32 xo3, 0f00000000; mov.f32 xo4, 0f00000000; mov.f32 xo5, 0f00000000; mov.f32 xo6, 0f00000000; mov.f32 xo7, 0f00000000; mov.f32 xo8, 0f00000000; mov.f32 xo9, 0f00000000; mov.f32 xo10, 0f00000000; mov.f32 xo11, 0f00000000; mov.f32 xo12, 0f00000000; mov.f32 xo13, 0f00000000; mov.f32 xo14, 0f00000000; mov.f32 xo15, 0f00000000; mov.f32 xo16, 0f00000000; mov.f32 xo17, 0f00000000; mov.f32 xo18, 0f00000000; mov.f32 xo19, 0f00000000; mov.f32 xo20, 0f00000000; mov.f32 xo21, 0f00000000; mov.f32 xo22, 0f00000000; mov.f32 xo23, 0f00000000; mov.f32 xo24, 0f00000000; mov.f32 xo25, 0f00000000; mov.f32 xo26, 0f00000000; mov.f32 xo27, 0f00000000; mov.f32 xo28, 0f00000000; mov.f32 xo29, 0f00000000; mov.f32 xo30, 0f00000000; mov.f32 xo31, 0f00000000; mov.f32 xo32, 0f00000000; mov.f32 xo33, 0f00000000; mov.f32 xo34, 0f00000000; mov.f32 xo35, 0f00000000; mov.f32 xo36, 0f00000000; mov.f32 xo37, 0f00000000; mov.f32 xo38, 0f00000000; mov.f32 xo39, 0f00000000; mov.f32 xo40, 0f00000000; mov.f32 xo41, 0f00000000; mov.f32 xo42, 0f00000000; mov.f32 xo43, 0f00000000; mov.f32 xo44, 0f00000000; mov.f32 xo45, 0f00000000; mov.f32 xo46, 0f00000000; mov.f32 xo47, 0f00000000; mov.f32 xo48, 0f00000000; mov.f32 xo49, 0f00000000; mov.f32 xo50, 0f00000000; mov.f32 xo51, 0f00000000; mov.f32 xo52, 0f00000000; mov.f32 xo53, 0f00000000; mov.f32 xo54, 0f00000000; mov.f32 xo55, 0f00000000; mov.f32 xo56, 0f00000000; mov.f32 xo57, 0f00000000; mov.f32 xo58, 0f00000000; mov.f32 xo59, 0f00000000; mov.f32 xo60, 0f00000000; mov.f32 xo61, 0f00000000; mov.f32 xo62, 0f00000000; mov.f32 xo63, 0f00000000; mov.f32 xm0, 0fFF800000; mov.f32 xm1, 0fFF800000; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;");
+            // Copy constants per chunk of this thread (core-matrix order; see ExpandedWarpgroupEmitter.EmitChunkConstants).
+            int kRow0 = ((tid + 0) / 192) * 8 + (tid & 7);
+            int kColumn0 = ((tid + 0) >> 3) % 24;
+            bool kLive0 = (tid + 0) < 768;
+            bool kRope0 = kColumn0 >= 16;
+            long kOffset0 = kRope0 ? (LatentRank + (kColumn0 - 16) * 8) * 2L : ((long)kRow0 * NopeHeadDim + kColumn0 * 8) * 2L;
+            int kRow1 = ((tid + 256) / 192) * 8 + (tid & 7);
+            int kColumn1 = ((tid + 256) >> 3) % 24;
+            bool kLive1 = (tid + 256) < 768;
+            bool kRope1 = kColumn1 >= 16;
+            long kOffset1 = kRope1 ? (LatentRank + (kColumn1 - 16) * 8) * 2L : ((long)kRow1 * NopeHeadDim + kColumn1 * 8) * 2L;
+            int kRow2 = ((tid + 512) / 192) * 8 + (tid & 7);
+            int kColumn2 = ((tid + 512) >> 3) % 24;
+            bool kLive2 = (tid + 512) < 768;
+            bool kRope2 = kColumn2 >= 16;
+            long kOffset2 = kRope2 ? (LatentRank + (kColumn2 - 16) * 8) * 2L : ((long)kRow2 * NopeHeadDim + kColumn2 * 8) * 2L;
+            int vRow0 = ((tid + 0) / 128) * 8 + (tid & 7);
+            int vColumn0 = ((tid + 0) >> 3) % 16;
+            bool vLive0 = (tid + 0) < 512;
+            long vOffset0 = ((long)vRow0 * VHeadDim + vColumn0 * 8) * 2L;
+            int vRow1 = ((tid + 256) / 128) * 8 + (tid & 7);
+            int vColumn1 = ((tid + 256) >> 3) % 16;
+            bool vLive1 = (tid + 256) < 512;
+            long vOffset1 = ((long)vRow1 * VHeadDim + vColumn1 * 8) * 2L;
+            long nopeBase = p.KeyNopeAddress + headKeys * NopeHeadDim * 2L;
+            long valueBase = p.ValueAddress + headKeys * VHeadDim * 2L;
+            int cacheRow0 = p.KeyCacheRow[keyStart + global::System.Math.Min(0 + kRow0, end - 1)];
+            int cacheRow1 = p.KeyCacheRow[keyStart + global::System.Math.Min(0 + kRow1, end - 1)];
+            int cacheRow2 = p.KeyCacheRow[keyStart + global::System.Math.Min(0 + kRow2, end - 1)];
+            {
+                int first = 0;
+                long into = 0;
+                long nopeTile = nopeBase + first * NopeHeadDim * 2L;
+                long valueTile = valueBase + first * VHeadDim * 2L;
+                // K chunk 0
+                {
+                    bool inside = first + kRow0 < end;
+                    long source = !inside ? p.KeyNopeAddress : kRope0 ? p.PagesAddress + (long)cacheRow0 * CacheRowValues * 2L + kOffset0 : nopeTile + kOffset0;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 0) * 16L, source, inside ? 16 : 0);
+                }
+                // K chunk 1
+                {
+                    bool inside = first + kRow1 < end;
+                    long source = !inside ? p.KeyNopeAddress : kRope1 ? p.PagesAddress + (long)cacheRow1 * CacheRowValues * 2L + kOffset1 : nopeTile + kOffset1;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 256) * 16L, source, inside ? 16 : 0);
+                }
+                // K chunk 2
+                {
+                    bool inside = first + kRow2 < end;
+                    long source = !inside ? p.KeyNopeAddress : kRope2 ? p.PagesAddress + (long)cacheRow2 * CacheRowValues * 2L + kOffset2 : nopeTile + kOffset2;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 512) * 16L, source, inside ? 16 : 0);
+                }
+                // V chunk 0
+                {
+                    bool inside = first + vRow0 < end;
+                    long source = inside ? valueTile + vOffset0 : p.ValueAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (tid + 0) * 16L, source, inside ? 16 : 0);
+                }
+                // V chunk 1
+                {
+                    bool inside = first + vRow1 < end;
+                    long source = inside ? valueTile + vOffset1 : p.ValueAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (tid + 256) * 16L, source, inside ? 16 : 0);
+                }
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+            }
+            cacheRow0 = p.KeyCacheRow[keyStart + global::System.Math.Min(XaKeys + kRow0, end - 1)];
+            cacheRow1 = p.KeyCacheRow[keyStart + global::System.Math.Min(XaKeys + kRow1, end - 1)];
+            cacheRow2 = p.KeyCacheRow[keyStart + global::System.Math.Min(XaKeys + kRow2, end - 1)];
+            long buffer = 0;
+            for (int kt = 0; kt < end; kt += XaKeys)
+            {
+                // The tile's copies are visible to the tensor cores' (async) proxy only after this thread's proxy fence.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 0; fence.proxy.async.shared::cta;");
+                global::ILGPU.Group.Barrier(); // this tile has landed for everyone, and no wgmma still reads the other stage
+                long keyDescriptor = XwKeyDescriptor | (((tiles + buffer) >> 4) & 0x3FFF);
+                long valueDescriptor = XwValueDescriptor | (((tiles + buffer + XwVBytes) >> 4) & 0x3FFF);
+
+                // S = Q·Kᵀ: 12 wgmma m64n32k16, two per statement (k-step i reads K's core matrices at +256·i bytes); the first overwrites S.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.fence.sync.aligned; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, %0, xwz, 1, 1, 0; add.s64 b, %0, 16; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%5,%6,%7,%8}, b, xwa, 1, 1, 0; }", keyDescriptor + 0L, q0a, q0b, q0c, q0d, q1a, q1b, q1c, q1d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, %0, xwa, 1, 1, 0; add.s64 b, %0, 16; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%5,%6,%7,%8}, b, xwa, 1, 1, 0; }", keyDescriptor + 32L, q2a, q2b, q2c, q2d, q3a, q3b, q3c, q3d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, %0, xwa, 1, 1, 0; add.s64 b, %0, 16; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%5,%6,%7,%8}, b, xwa, 1, 1, 0; }", keyDescriptor + 64L, q4a, q4b, q4c, q4d, q5a, q5b, q5c, q5d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, %0, xwa, 1, 1, 0; add.s64 b, %0, 16; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%5,%6,%7,%8}, b, xwa, 1, 1, 0; }", keyDescriptor + 96L, q6a, q6b, q6c, q6d, q7a, q7b, q7c, q7d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, %0, xwa, 1, 1, 0; add.s64 b, %0, 16; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%5,%6,%7,%8}, b, xwa, 1, 1, 0; }", keyDescriptor + 128L, q8a, q8b, q8c, q8d, q9a, q9b, q9c, q9d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, %0, xwa, 1, 1, 0; add.s64 b, %0, 16; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%5,%6,%7,%8}, b, xwa, 1, 1, 0; }", keyDescriptor + 160L, q10a, q10b, q10c, q10d, q11a, q11b, q11c, q11d);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("wgmma.commit_group.sync.aligned;");
+                // While the tensor cores work: the next tile's copies (its cache rows were read a tile ago) and the cache rows of the one after.
+                if (kt + XaKeys < end)
+                {
+                    {
+                        int first = kt + XaKeys;
+                        long into = XwStageBytes - buffer;
+                        long nopeTile = nopeBase + first * NopeHeadDim * 2L;
+                        long valueTile = valueBase + first * VHeadDim * 2L;
+                        // K chunk 0
+                        {
+                            bool inside = first + kRow0 < end;
+                            long source = !inside ? p.KeyNopeAddress : kRope0 ? p.PagesAddress + (long)cacheRow0 * CacheRowValues * 2L + kOffset0 : nopeTile + kOffset0;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 0) * 16L, source, inside ? 16 : 0);
+                        }
+                        // K chunk 1
+                        {
+                            bool inside = first + kRow1 < end;
+                            long source = !inside ? p.KeyNopeAddress : kRope1 ? p.PagesAddress + (long)cacheRow1 * CacheRowValues * 2L + kOffset1 : nopeTile + kOffset1;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 256) * 16L, source, inside ? 16 : 0);
+                        }
+                        // K chunk 2
+                        {
+                            bool inside = first + kRow2 < end;
+                            long source = !inside ? p.KeyNopeAddress : kRope2 ? p.PagesAddress + (long)cacheRow2 * CacheRowValues * 2L + kOffset2 : nopeTile + kOffset2;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 512) * 16L, source, inside ? 16 : 0);
+                        }
+                        // V chunk 0
+                        {
+                            bool inside = first + vRow0 < end;
+                            long source = inside ? valueTile + vOffset0 : p.ValueAddress;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (tid + 0) * 16L, source, inside ? 16 : 0);
+                        }
+                        // V chunk 1
+                        {
+                            bool inside = first + vRow1 < end;
+                            long source = inside ? valueTile + vOffset1 : p.ValueAddress;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (tid + 256) * 16L, source, inside ? 16 : 0);
+                        }
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+                    }
+                }
+                cacheRow0 = p.KeyCacheRow[keyStart + global::System.Math.Min(kt + 2 * XaKeys + kRow0, end - 1)];
+                cacheRow1 = p.KeyCacheRow[keyStart + global::System.Math.Min(kt + 2 * XaKeys + kRow1, end - 1)];
+                cacheRow2 = p.KeyCacheRow[keyStart + global::System.Math.Min(kt + 2 * XaKeys + kRow2, end - 1)];
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("wgmma.wait_group.sync.aligned 0;");
+                // Scale to log2 units, causal mask, online softmax, rescale O, pack P as bf16 A fragments (as in the mma.sync kernel).
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 m, r, u, base; .reg .pred q; mul.f32 xs0, xs0, %2; setp.gt.s32 q, %0, 0; selp.f32 xs0, xs0, 0fFF800000, q; mul.f32 xs1, xs1, %2; setp.gt.s32 q, %0, 1; selp.f32 xs1, xs1, 0fFF800000, q; mul.f32 xs4, xs4, %2; setp.gt.s32 q, %0, 8; selp.f32 xs4, xs4, 0fFF800000, q; mul.f32 xs5, xs5, %2; setp.gt.s32 q, %0, 9; selp.f32 xs5, xs5, 0fFF800000, q; mul.f32 xs8, xs8, %2; setp.gt.s32 q, %0, 16; selp.f32 xs8, xs8, 0fFF800000, q; mul.f32 xs9, xs9, %2; setp.gt.s32 q, %0, 17; selp.f32 xs9, xs9, 0fFF800000, q; mul.f32 xs12, xs12, %2; setp.gt.s32 q, %0, 24; selp.f32 xs12, xs12, 0fFF800000, q; mul.f32 xs13, xs13, %2; setp.gt.s32 q, %0, 25; selp.f32 xs13, xs13, 0fFF800000, q; max.f32 m, xs0, xs1; max.f32 m, m, xs4; max.f32 m, m, xs5; max.f32 m, m, xs8; max.f32 m, m, xs9; max.f32 m, m, xs12; max.f32 m, m, xs13; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; max.f32 m, m, xm0; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm0, base; ex2.approx.ftz.f32 r, r; mov.f32 xm0, m; mul.f32 xl0, xl0, r; sub.f32 xs0, xs0, base; ex2.approx.ftz.f32 xs0, xs0; add.f32 xl0, xl0, xs0; sub.f32 xs1, xs1, base; ex2.approx.ftz.f32 xs1, xs1; add.f32 xl0, xl0, xs1; sub.f32 xs4, xs4, base; ex2.approx.ftz.f32 xs4, xs4; add.f32 xl0, xl0, xs4; sub.f32 xs5, xs5, base; ex2.approx.ftz.f32 xs5, xs5; add.f32 xl0, xl0, xs5; sub.f32 xs8, xs8, base; ex2.approx.ftz.f32 xs8, xs8; add.f32 xl0, xl0, xs8; sub.f32 xs9, xs9, base; ex2.approx.ftz.f32 xs9, xs9; add.f32 xl0, xl0, xs9; sub.f32 xs12, xs12, base; ex2.approx.ftz.f32 xs12, xs12; add.f32 xl0, xl0, xs12; sub.f32 xs13, xs13, base; ex2.approx.ftz.f32 xs13, xs13; add.f32 xl0, xl0, xs13; mul.f32 xo0, xo0, r; mul.f32 xo1, xo1, r; mul.f32 xo4, xo4, r; mul.f32 xo5, xo5, r; mul.f32 xo8, xo8, r; mul.f32 xo9, xo9, r; mul.f32 xo12, xo12, r; mul.f32 xo13, xo13, r; mul.f32 xo16, xo16, r; mul.f32 xo17, xo17, r; mul.f32 xo20, xo20, r; mul.f32 xo21, xo21, r; mul.f32 xo24, xo24, r; mul.f32 xo25, xo25, r; mul.f32 xo28, xo28, r; mul.f32 xo29, xo29, r; mul.f32 xo32, xo32, r; mul.f32 xo33, xo33, r; mul.f32 xo36, xo36, r; mul.f32 xo37, xo37, r; mul.f32 xo40, xo40, r; mul.f32 xo41, xo41, r; mul.f32 xo44, xo44, r; mul.f32 xo45, xo45, r; mul.f32 xo48, xo48, r; mul.f32 xo49, xo49, r; mul.f32 xo52, xo52, r; mul.f32 xo53, xo53, r; mul.f32 xo56, xo56, r; mul.f32 xo57, xo57, r; mul.f32 xo60, xo60, r; mul.f32 xo61, xo61, r; mul.f32 xs2, xs2, %2; setp.gt.s32 q, %1, 0; selp.f32 xs2, xs2, 0fFF800000, q; mul.f32 xs3, xs3, %2; setp.gt.s32 q, %1, 1; selp.f32 xs3, xs3, 0fFF800000, q; mul.f32 xs6, xs6, %2; setp.gt.s32 q, %1, 8; selp.f32 xs6, xs6, 0fFF800000, q; mul.f32 xs7, xs7, %2; setp.gt.s32 q, %1, 9; selp.f32 xs7, xs7, 0fFF800000, q; mul.f32 xs10, xs10, %2; setp.gt.s32 q, %1, 16; selp.f32 xs10, xs10, 0fFF800000, q; mul.f32 xs11, xs11, %2; setp.gt.s32 q, %1, 17; selp.f32 xs11, xs11, 0fFF800000, q; mul.f32 xs14, xs14, %2; setp.gt.s32 q, %1, 24; selp.f32 xs14, xs14, 0fFF800000, q; mul.f32 xs15, xs15, %2; setp.gt.s32 q, %1, 25; selp.f32 xs15, xs15, 0fFF800000, q; max.f32 m, xs2, xs3; max.f32 m, m, xs6; max.f32 m, m, xs7; max.f32 m, m, xs10; max.f32 m, m, xs11; max.f32 m, m, xs14; max.f32 m, m, xs15; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; max.f32 m, m, xm1; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm1, base; ex2.approx.ftz.f32 r, r; mov.f32 xm1, m; mul.f32 xl1, xl1, r; sub.f32 xs2, xs2, base; ex2.approx.ftz.f32 xs2, xs2; add.f32 xl1, xl1, xs2; sub.f32 xs3, xs3, base; ex2.approx.ftz.f32 xs3, xs3; add.f32 xl1, xl1, xs3; sub.f32 xs6, xs6, base; ex2.approx.ftz.f32 xs6, xs6; add.f32 xl1, xl1, xs6; sub.f32 xs7, xs7, base; ex2.approx.ftz.f32 xs7, xs7; add.f32 xl1, xl1, xs7; sub.f32 xs10, xs10, base; ex2.approx.ftz.f32 xs10, xs10; add.f32 xl1, xl1, xs10; sub.f32 xs11, xs11, base; ex2.approx.ftz.f32 xs11, xs11; add.f32 xl1, xl1, xs11; sub.f32 xs14, xs14, base; ex2.approx.ftz.f32 xs14, xs14; add.f32 xl1, xl1, xs14; sub.f32 xs15, xs15, base; ex2.approx.ftz.f32 xs15, xs15; add.f32 xl1, xl1, xs15; mul.f32 xo2, xo2, r; mul.f32 xo3, xo3, r; mul.f32 xo6, xo6, r; mul.f32 xo7, xo7, r; mul.f32 xo10, xo10, r; mul.f32 xo11, xo11, r; mul.f32 xo14, xo14, r; mul.f32 xo15, xo15, r; mul.f32 xo18, xo18, r; mul.f32 xo19, xo19, r; mul.f32 xo22, xo22, r; mul.f32 xo23, xo23, r; mul.f32 xo26, xo26, r; mul.f32 xo27, xo27, r; mul.f32 xo30, xo30, r; mul.f32 xo31, xo31, r; mul.f32 xo34, xo34, r; mul.f32 xo35, xo35, r; mul.f32 xo38, xo38, r; mul.f32 xo39, xo39, r; mul.f32 xo42, xo42, r; mul.f32 xo43, xo43, r; mul.f32 xo46, xo46, r; mul.f32 xo47, xo47, r; mul.f32 xo50, xo50, r; mul.f32 xo51, xo51, r; mul.f32 xo54, xo54, r; mul.f32 xo55, xo55, r; mul.f32 xo58, xo58, r; mul.f32 xo59, xo59, r; mul.f32 xo62, xo62, r; mul.f32 xo63, xo63, r; cvt.rn.bf16x2.f32 xp0, xs1, xs0; cvt.rn.bf16x2.f32 xp1, xs3, xs2; cvt.rn.bf16x2.f32 xp2, xs5, xs4; cvt.rn.bf16x2.f32 xp3, xs7, xs6; cvt.rn.bf16x2.f32 xp4, xs9, xs8; cvt.rn.bf16x2.f32 xp5, xs11, xs10; cvt.rn.bf16x2.f32 xp6, xs13, xs12; cvt.rn.bf16x2.f32 xp7, xs15, xs14; }", visibleLo - kt - 2 * t, visibleHi - kt - 2 * t, ScoreScaleLog2);
+                // O += P·V: 2 wgmma m64n128k16 with V transposed (MN-major) from shared memory; done before the next tile's barrier.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.fence.sync.aligned; wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {xo0,xo1,xo2,xo3,xo4,xo5,xo6,xo7,xo8,xo9,xo10,xo11,xo12,xo13,xo14,xo15,xo16,xo17,xo18,xo19,xo20,xo21,xo22,xo23,xo24,xo25,xo26,xo27,xo28,xo29,xo30,xo31,xo32,xo33,xo34,xo35,xo36,xo37,xo38,xo39,xo40,xo41,xo42,xo43,xo44,xo45,xo46,xo47,xo48,xo49,xo50,xo51,xo52,xo53,xo54,xo55,xo56,xo57,xo58,xo59,xo60,xo61,xo62,xo63}, {xp0,xp1,xp2,xp3}, %0, xwa, 1, 1, 1; add.s64 b, %0, 256; wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {xo0,xo1,xo2,xo3,xo4,xo5,xo6,xo7,xo8,xo9,xo10,xo11,xo12,xo13,xo14,xo15,xo16,xo17,xo18,xo19,xo20,xo21,xo22,xo23,xo24,xo25,xo26,xo27,xo28,xo29,xo30,xo31,xo32,xo33,xo34,xo35,xo36,xo37,xo38,xo39,xo40,xo41,xo42,xo43,xo44,xo45,xo46,xo47,xo48,xo49,xo50,xo51,xo52,xo53,xo54,xo55,xo56,xo57,xo58,xo59,xo60,xo61,xo62,xo63}, {xp4,xp5,xp6,xp7}, b, xwa, 1, 1, 1; wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }", valueDescriptor);
+                buffer = XwStageBytes - buffer;
+            }
+
+            // The quad's four partial sums make the row's sum; then normalise and write O and the natural-log LSE.
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 u; shfl.sync.bfly.b32 u, xl0, 1, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl0, 2, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl1, 1, 31, -1; add.f32 xl1, xl1, u; shfl.sync.bfly.b32 u, xl1, 2, 31, -1; add.f32 xl1, xl1, u; }");
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xm0, xl0};", out ulong stateLo);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xm1, xl1};", out ulong stateHi);
+            float maxLo = global::ILGPU.Interop.IntAsFloat((uint)(stateLo & 0xFFFFFFFFUL)), sumLo = global::ILGPU.Interop.IntAsFloat((uint)(stateLo >> 32));
+            float maxHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi & 0xFFFFFFFFUL)), sumHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi >> 32));
+            float invLo = sumLo != 0f ? 1f / sumLo : 0f;
+            float invHi = sumHi != 0f ? 1f / sumHi : 0f;
+            long outLo = ((long)(firstToken + rowLo) * Heads + head) * VHeadDim + 2 * t;
+            long outHi = ((long)(firstToken + rowHi) * Heads + head) * VHeadDim + 2 * t;
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo0, xo1};", out ulong lo0);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo2, xo3};", out ulong hi0);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 0] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 1] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 0] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 1] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo4, xo5};", out ulong lo1);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo6, xo7};", out ulong hi1);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 8] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 9] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 8] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 9] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo8, xo9};", out ulong lo2);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo10, xo11};", out ulong hi2);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 16] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 17] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 16] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 17] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo12, xo13};", out ulong lo3);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo14, xo15};", out ulong hi3);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 24] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 25] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 24] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 25] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo16, xo17};", out ulong lo4);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo18, xo19};", out ulong hi4);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 32] = global::ILGPU.Interop.IntAsFloat((uint)(lo4 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 33] = global::ILGPU.Interop.IntAsFloat((uint)(lo4 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 32] = global::ILGPU.Interop.IntAsFloat((uint)(hi4 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 33] = global::ILGPU.Interop.IntAsFloat((uint)(hi4 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo20, xo21};", out ulong lo5);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo22, xo23};", out ulong hi5);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 40] = global::ILGPU.Interop.IntAsFloat((uint)(lo5 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 41] = global::ILGPU.Interop.IntAsFloat((uint)(lo5 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 40] = global::ILGPU.Interop.IntAsFloat((uint)(hi5 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 41] = global::ILGPU.Interop.IntAsFloat((uint)(hi5 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo24, xo25};", out ulong lo6);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo26, xo27};", out ulong hi6);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 48] = global::ILGPU.Interop.IntAsFloat((uint)(lo6 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 49] = global::ILGPU.Interop.IntAsFloat((uint)(lo6 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 48] = global::ILGPU.Interop.IntAsFloat((uint)(hi6 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 49] = global::ILGPU.Interop.IntAsFloat((uint)(hi6 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo28, xo29};", out ulong lo7);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo30, xo31};", out ulong hi7);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 56] = global::ILGPU.Interop.IntAsFloat((uint)(lo7 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 57] = global::ILGPU.Interop.IntAsFloat((uint)(lo7 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 56] = global::ILGPU.Interop.IntAsFloat((uint)(hi7 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 57] = global::ILGPU.Interop.IntAsFloat((uint)(hi7 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo32, xo33};", out ulong lo8);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo34, xo35};", out ulong hi8);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 64] = global::ILGPU.Interop.IntAsFloat((uint)(lo8 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 65] = global::ILGPU.Interop.IntAsFloat((uint)(lo8 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 64] = global::ILGPU.Interop.IntAsFloat((uint)(hi8 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 65] = global::ILGPU.Interop.IntAsFloat((uint)(hi8 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo36, xo37};", out ulong lo9);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo38, xo39};", out ulong hi9);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 72] = global::ILGPU.Interop.IntAsFloat((uint)(lo9 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 73] = global::ILGPU.Interop.IntAsFloat((uint)(lo9 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 72] = global::ILGPU.Interop.IntAsFloat((uint)(hi9 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 73] = global::ILGPU.Interop.IntAsFloat((uint)(hi9 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo40, xo41};", out ulong lo10);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo42, xo43};", out ulong hi10);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 80] = global::ILGPU.Interop.IntAsFloat((uint)(lo10 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 81] = global::ILGPU.Interop.IntAsFloat((uint)(lo10 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 80] = global::ILGPU.Interop.IntAsFloat((uint)(hi10 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 81] = global::ILGPU.Interop.IntAsFloat((uint)(hi10 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo44, xo45};", out ulong lo11);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo46, xo47};", out ulong hi11);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 88] = global::ILGPU.Interop.IntAsFloat((uint)(lo11 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 89] = global::ILGPU.Interop.IntAsFloat((uint)(lo11 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 88] = global::ILGPU.Interop.IntAsFloat((uint)(hi11 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 89] = global::ILGPU.Interop.IntAsFloat((uint)(hi11 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo48, xo49};", out ulong lo12);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo50, xo51};", out ulong hi12);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 96] = global::ILGPU.Interop.IntAsFloat((uint)(lo12 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 97] = global::ILGPU.Interop.IntAsFloat((uint)(lo12 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 96] = global::ILGPU.Interop.IntAsFloat((uint)(hi12 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 97] = global::ILGPU.Interop.IntAsFloat((uint)(hi12 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo52, xo53};", out ulong lo13);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo54, xo55};", out ulong hi13);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 104] = global::ILGPU.Interop.IntAsFloat((uint)(lo13 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 105] = global::ILGPU.Interop.IntAsFloat((uint)(lo13 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 104] = global::ILGPU.Interop.IntAsFloat((uint)(hi13 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 105] = global::ILGPU.Interop.IntAsFloat((uint)(hi13 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo56, xo57};", out ulong lo14);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo58, xo59};", out ulong hi14);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 112] = global::ILGPU.Interop.IntAsFloat((uint)(lo14 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 113] = global::ILGPU.Interop.IntAsFloat((uint)(lo14 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 112] = global::ILGPU.Interop.IntAsFloat((uint)(hi14 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 113] = global::ILGPU.Interop.IntAsFloat((uint)(hi14 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo60, xo61};", out ulong lo15);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo62, xo63};", out ulong hi15);
+            if (rowLo < tokens) { p.HeadOutput[outLo + 120] = global::ILGPU.Interop.IntAsFloat((uint)(lo15 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 121] = global::ILGPU.Interop.IntAsFloat((uint)(lo15 >> 32)) * invLo; }
+            if (rowHi < tokens) { p.HeadOutput[outHi + 120] = global::ILGPU.Interop.IntAsFloat((uint)(hi15 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 121] = global::ILGPU.Interop.IntAsFloat((uint)(hi15 >> 32)) * invHi; }
+            if (t == 0)
+            {
+                if (rowLo < tokens)
+                    p.Lse[(long)(firstToken + rowLo) * Heads + head] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                if (rowHi < tokens)
+                    p.Lse[(long)(firstToken + rowHi) * Heads + head] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            }
+        }
+
         /// <summary>The kernels above, compiled for one accelerator in one path.</summary>
         internal sealed class Set : global::MlaGen.Kernels.MlaKernelSet
         {
@@ -2788,6 +3096,7 @@ partial class DeepSeekV3Attention
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.HeadQueryParams> _headQuery;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.KeyValueExpandParams>? _keyValueExpand;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ExpandedAttentionParams>? _expandedAttention;
+            private readonly int _expandedThreads = MlaKernels.ExpandedQueryTile; // threads per CTA of the expanded attention
 
             public Set(global::ILGPU.Runtime.Accelerator accelerator, global::MlaGen.Kernels.MlaKernelPath path)
             {
@@ -2819,8 +3128,21 @@ partial class DeepSeekV3Attention
                 else if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)
                 {
                     _keyValueExpand = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.KeyValueExpandParams>(accelerator, KeyValueExpandTensorCoreKernel);
-                    _expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ExpandedAttentionParams>(accelerator, ExpandedAttentionTensorCoreKernel);
-                    ExpandedForm = global::MlaGen.Kernels.ExpandedAttentionKind.TensorCore;
+                    // Hopper: the attention on wgmma (PTX retargeted to sm_90a); elsewhere on mma.sync. (No `var`: the user's class may be named so.)
+                    global::MlaGen.Kernels.PtxKernel<global::MlaGen.Kernels.ExpandedAttentionParams>? warpgroup = global::MlaGen.Kernels.WarpgroupKernels.TryLoad<global::MlaGen.Kernels.ExpandedAttentionParams>(accelerator, ((global::System.Action<global::MlaGen.Kernels.ExpandedAttentionParams>)ExpandedAttentionWarpgroupKernel).Method);
+                    if (warpgroup is not null)
+                    {
+                        _expandedAttention = warpgroup.Launch;
+                        ExpandedForm = global::MlaGen.Kernels.ExpandedAttentionKind.Warpgroup;
+                        ExpandedQueryTile = XwRows;
+                        _expandedThreads = XwThreads;
+                    }
+                    else
+                    {
+                        _expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ExpandedAttentionParams>(accelerator, ExpandedAttentionTensorCoreKernel);
+                        ExpandedForm = global::MlaGen.Kernels.ExpandedAttentionKind.TensorCore;
+                        _expandedThreads = XaThreads;
+                    }
                 }
             }
 
@@ -2920,6 +3242,8 @@ partial class DeepSeekV3Attention
             }
             public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
 
+            public override int ExpandedQueryTile { get; } = MlaKernels.ExpandedQueryTile;
+
             public override void HeadQuery(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.HeadQueryParams p)
             {
                 if (p.Tokens > 0)
@@ -2937,7 +3261,7 @@ partial class DeepSeekV3Attention
                 if (_expandedAttention is null)
                     base.ExpandedAttention(stream, p);
                 else if (p.Tiles > 0)
-                    _expandedAttention(stream, new global::ILGPU.KernelConfig(p.Tiles * Heads, ExpandedForm == global::MlaGen.Kernels.ExpandedAttentionKind.Serial ? ExpandedQueryTile : XaThreads), p);
+                    _expandedAttention(stream, new global::ILGPU.KernelConfig(p.Tiles * Heads, _expandedThreads), p);
             }
         }
     }

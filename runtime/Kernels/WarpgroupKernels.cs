@@ -1,0 +1,39 @@
+using System;
+using System.Reflection;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+
+namespace MlaGen.Kernels;
+
+/// <summary>
+/// Loads the kernels written for Hopper's warpgroup MMA (wgmma). ILGPU 1.5.3 writes <c>.target sm_80</c>, where wgmma
+/// does not exist, so these kernels go through <see cref="PtxKernelLoader"/> retargeted to <c>sm_90a</c>, whose code runs
+/// on compute capability 9.0 only. Everywhere else the callers keep their mma.sync kernels.
+/// </summary>
+public static class WarpgroupKernels
+{
+    /// <summary>Setting this environment variable to <c>0</c> keeps the mma.sync kernels on Hopper too (for comparisons).</summary>
+    public const string EnvironmentSwitch = "MLAGEN_WGMMA";
+
+    /// <summary>True on a CUDA device of compute capability 9.0 unless <see cref="EnvironmentSwitch"/> is <c>0</c>.</summary>
+    public static bool IsAvailable(Accelerator accelerator)
+    {
+        ArgumentNullException.ThrowIfNull(accelerator);
+        return accelerator is CudaAccelerator cuda
+            && cuda.Architecture is { Major: 9, Minor: 0 }
+            && Environment.GetEnvironmentVariable(EnvironmentSwitch) != "0";
+    }
+
+    /// <summary>
+    /// The kernel retargeted to sm_90a, or null where <see cref="IsAvailable"/> is false. A PTX or driver error is not
+    /// swallowed: a kernel that should load and does not is a bug to see.
+    /// </summary>
+    public static PtxKernel<TParams>? TryLoad<TParams>(Accelerator accelerator, MethodInfo kernel)
+        where TParams : struct
+    {
+        ArgumentNullException.ThrowIfNull(kernel);
+        return IsAvailable(accelerator)
+            ? PtxKernelLoader.Load<TParams>(accelerator, kernel, (ptx, _) => PtxKernelLoader.WithTarget(ptx, "sm_90a"))
+            : null;
+    }
+}
