@@ -109,6 +109,24 @@ internal static class Compare
     public static double RelativeL2(ReadOnlySpan<float> actual, ReadOnlySpan<double> expected) =>
         NaiveMlaReference.RelativeL2(actual, expected);
 
+    /// <summary>
+    /// The LSE's error: relative L2, but against at least 1 per element. An LSE off by δ is a softmax denominator off by
+    /// a factor e^δ ≈ 1 + δ whatever the LSE's size, so where |LSE| &lt; 1 (a 1-token sequence whose one score nearly
+    /// cancels) the absolute error is the meaningful one; plain relative L2 divides bf16 rounding by ~0 there.
+    /// </summary>
+    public static double LseError(ReadOnlySpan<float> actual, ReadOnlySpan<double> expected)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        double error = 0, norm = 0;
+        for (int i = 0; i < actual.Length; i++)
+        {
+            double e = actual[i] - expected[i];
+            error += e * e;
+            norm += expected[i] * expected[i];
+        }
+        return Math.Sqrt(error) / Math.Max(Math.Sqrt(norm), Math.Sqrt(actual.Length));
+    }
+
     public static void AtMost(double error, double tolerance, string what, string context)
     {
         Assert.True(error <= tolerance, $"{what}: relative L2 error {error:E3} > {tolerance:E1} ({context})");

@@ -199,6 +199,17 @@ public class NumericsEdgeTests
     /// the same BF16 rows: output, LSE and latent output within 1e-5.
     /// </summary>
     [Fact]
+    public void LseErrorIsRelativeAboveOneAndAbsoluteBelow()
+    {
+        // A 1-token row whose one score nearly cancels: LSE 1e-4 off by 2e-3 is a 0.2 % softmax denominator, not 2,000 %.
+        Assert.Equal(2e-3, Compare.LseError(new[] { 0.0021f }, new[] { 1e-4 }), 6);
+        // Large LSEs are compared relatively, and a real error still fails the end-to-end tolerance.
+        Assert.Equal(0.01, Compare.LseError(new[] { 10.1f, 0f }, new[] { 10.0, 0.0 }), 4);
+        Assert.True(Compare.LseError(new[] { 10f, 1.5f }, new[] { 10.0, 1.0 }) > 2e-2);
+        Assert.Throws<Xunit.Sdk.EqualException>(() => Compare.LseError(new[] { 1f }, new[] { 1.0, 2.0 }));
+    }
+
+    [Fact]
     public void NumericsDecodeAt131072TokensMatchesTheReference()
     {
         const int Prefix = 131_071;
