@@ -16,7 +16,7 @@ namespace MlaGen.Generator.Emitting;
 /// </summary>
 internal static class ExpandedTensorCoreEmitter
 {
-    internal const int Threads = 128;
+    private const int Threads = 128;
     internal const int Keys = 32;
     internal const int ScoreTiles = Keys / 8; // n-tiles of S per warp
     internal const string NegativeInfinity = "0fFF800000";

@@ -125,7 +125,7 @@ internal static class ExpandedWarpgroupEmitter
     private static int Passes(int chunksPerRow) => (Keys * chunksPerRow + Threads - 1) / Threads;
 
     /// <summary>
-    /// The per-thread constants of the tile copies, hoisted out of the loop: chunk c = tid + 128·j is row
+    /// The per-thread constants of the tile copies, hoisted out of the loop: chunk c = tid + 256·j is row
     /// (c / (8·chunks))·8 + c % 8, column (c / 8) % chunks, and lands at byte 16·c of its operand (core-matrix order, so a
     /// warp writes 512 contiguous bytes and reads 8 rows × 64 bytes); its source offset within the key row.
     /// </summary>

@@ -410,7 +410,6 @@ internal static class KernelEmitter
         w.Line($"private readonly {Launcher("HeadQueryParams")} _headQuery;");
         w.Line($"private readonly {Launcher("KeyValueExpandParams")}? _keyValueExpand;");
         w.Line($"private readonly {Launcher("ExpandedAttentionParams")}? _expandedAttention;");
-        w.Line("private readonly int _expandedThreads = MlaKernels.ExpandedQueryTile; // threads per CTA of the expanded attention");
         w.Line();
         w.Open($"public Set(global::ILGPU.Runtime.Accelerator accelerator, {K}.MlaKernelPath path)");
         w.Line($"Path = {K}.MlaKernelSet.Resolve(path, accelerator);");
@@ -446,14 +445,11 @@ internal static class KernelEmitter
             w.Open("if (warpgroup is not null)");
             w.Line("_expandedAttention = warpgroup.Launch;");
             w.Line($"ExpandedForm = {K}.ExpandedAttentionKind.Warpgroup;");
-            w.Line("ExpandedQueryTile = XwRows;");
-            w.Line("_expandedThreads = XwThreads;");
             w.Close();
             w.Line("else");
             w.Open();
             w.Line($"_expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.ExpandedAttentionParams>(accelerator, ExpandedAttentionTensorCoreKernel);");
             w.Line($"ExpandedForm = {K}.ExpandedAttentionKind.TensorCore;");
-            w.Line("_expandedThreads = XaThreads;");
             w.Close();
             w.Close();
         }
@@ -497,7 +493,18 @@ internal static class KernelEmitter
         }
         w.Line($"public override {K}.ExpandedAttentionKind ExpandedForm {{ get; }}");
         w.Line();
-        w.Line("public override int ExpandedQueryTile { get; } = MlaKernels.ExpandedQueryTile;");
+        if (tensorCorePrefill)
+        {
+            w.Line($"public override int ExpandedQueryTile => ExpandedForm == {K}.ExpandedAttentionKind.Warpgroup ? XwRows : MlaKernels.ExpandedQueryTile;");
+            w.Line();
+            w.Line("/// <summary>Threads per CTA of the expanded attention: the serial kernel takes one per query row.</summary>");
+            w.Line($"private int ExpandedThreads => ExpandedForm switch {{ {K}.ExpandedAttentionKind.Warpgroup => XwThreads, {K}.ExpandedAttentionKind.TensorCore => XaThreads, _ => MlaKernels.ExpandedQueryTile }};");
+        }
+        else
+        {
+            w.Line("/// <summary>Threads per CTA of the (serial) expanded attention: one per query row.</summary>");
+            w.Line("private int ExpandedThreads => MlaKernels.ExpandedQueryTile;");
+        }
         w.Line();
         w.Open($"public override void HeadQuery({Stream} stream, in {K}.HeadQueryParams p)");
         w.Line("if (p.Tokens > 0)");
@@ -516,7 +523,7 @@ internal static class KernelEmitter
         w.Line("if (_expandedAttention is null)");
         w.Line("    base.ExpandedAttention(stream, p);");
         w.Line("else if (p.Tiles > 0)");
-        w.Line($"    _expandedAttention(stream, new {Config}(p.Tiles * Heads, _expandedThreads), p);");
+        w.Line($"    _expandedAttention(stream, new {Config}(p.Tiles * Heads, ExpandedThreads), p);");
         w.Close();
         if (!s.HasQLatent)
         {

@@ -106,3 +106,11 @@ public enum MlaKernelPath
     /// <summary>One thread per row, no shuffles: the CPU accelerator turns every shuffle into an OS-thread barrier.</summary>
     Serial = 2,
 }
+
+/// <summary>What an <see cref="ExpandedAttentionKind"/> says about the hardware it runs on.</summary>
+public static class ExpandedAttentionKindExtensions
+{
+    /// <summary>True for the CUDA tensor-core kinds (mma.sync or wgmma): the ones fast enough to compete in the form rule.</summary>
+    public static bool RunsOnTensorCores(this ExpandedAttentionKind kind) =>
+        kind is ExpandedAttentionKind.TensorCore or ExpandedAttentionKind.Warpgroup;
+}

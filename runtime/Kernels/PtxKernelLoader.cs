@@ -235,20 +235,19 @@ public static partial class PtxKernelLoader
         ArgumentException.ThrowIfNullOrEmpty(target);
         if (!Regex.IsMatch(target, "^sm_[0-9]+a?$"))
             throw new ArgumentException($"Expected a PTX target like 'sm_90a'; got '{target}'.", nameof(target));
-        var targets = Regex.Matches(ptx, @"^\.target\s+[^\r\n]+$", RegexOptions.Multiline);
-        var versions = Regex.Matches(ptx, @"^\.version\s+([0-9]+)\.([0-9]+)\s*$", RegexOptions.Multiline);
-        if (targets.Count != 1 || versions.Count != 1)
+        var targetLine = new Regex(@"^\.target\s+[^\r\n]+$", RegexOptions.Multiline);
+        var versionLine = new Regex(@"^\.version\s+([0-9]+)\.([0-9]+)\s*$", RegexOptions.Multiline);
+        int targets = targetLine.Count(ptx), versions = versionLine.Count(ptx);
+        if (targets != 1 || versions != 1)
         {
             throw new ArgumentException(
-                $"Expected one '.target' and one '.version' line in the PTX; found {targets.Count} and {versions.Count}.", nameof(ptx));
+                $"Expected one '.target' and one '.version' line in the PTX; found {targets} and {versions}.", nameof(ptx));
         }
-        var version = new Version(int.Parse(versions[0].Groups[1].Value, CultureInfo.InvariantCulture), int.Parse(versions[0].Groups[2].Value, CultureInfo.InvariantCulture));
-        // Later edits first, so the earlier match's index stays valid.
-        var edits = new[] { (targets[0], $".target {target}"), (versions[0], version < ArchitectureSpecificIsa ? $".version {ArchitectureSpecificIsa}" : versions[0].Value) };
-        Array.Sort(edits, (a, b) => b.Item1.Index.CompareTo(a.Item1.Index));
-        foreach (var (match, text) in edits)
-            ptx = string.Concat(ptx.AsSpan(0, match.Index), text, ptx.AsSpan(match.Index + match.Length));
-        return ptx;
+        ptx = targetLine.Replace(ptx, $".target {target}");
+        return versionLine.Replace(ptx, m =>
+            new Version(int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)) < ArchitectureSpecificIsa
+                ? $".version {ArchitectureSpecificIsa}"
+                : m.Value);
     }
 
     /// <summary>The driver's view of a loaded CUDA kernel: registers, local (spill) bytes, static shared bytes, thread limit.</summary>

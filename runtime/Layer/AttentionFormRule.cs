@@ -40,7 +40,7 @@ public static class AttentionFormRule
     public static MlaAttentionForm Choose(MlaKernelSet kernels, ReadOnlySpan<int> newTokens, ReadOnlySpan<int> starts, int multiprocessors)
     {
         ArgumentNullException.ThrowIfNull(kernels);
-        if (kernels.ExpandedForm is not (ExpandedAttentionKind.TensorCore or ExpandedAttentionKind.Warpgroup))
+        if (!kernels.ExpandedForm.RunsOnTensorCores())
             return MlaAttentionForm.Absorbed;
         var (absorbed, expanded) = EstimateSeconds(kernels.Spec, RateOf(kernels.ExpandedForm), newTokens, starts, multiprocessors);
         return expanded < absorbed ? MlaAttentionForm.Expanded : MlaAttentionForm.Absorbed;

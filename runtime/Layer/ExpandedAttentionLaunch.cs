@@ -113,7 +113,7 @@ public sealed class ExpandedAttentionLaunch : ILayerAttention
     public ExpandedAttentionKind Kind { get; }
 
     /// <summary>Whether the tensor-core kernels run (CUDA), not the serial ones.</summary>
-    public bool UsesTensorCores => Kind is ExpandedAttentionKind.TensorCore or ExpandedAttentionKind.Warpgroup;
+    public bool UsesTensorCores => Kind.RunsOnTensorCores();
 
     public int Tokens { get; }
 

@@ -692,7 +692,6 @@ partial class RotateHalfYarnAttention
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.HeadQueryParams> _headQuery;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.KeyValueExpandParams>? _keyValueExpand;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ExpandedAttentionParams>? _expandedAttention;
-            private readonly int _expandedThreads = MlaKernels.ExpandedQueryTile; // threads per CTA of the expanded attention
 
             public Set(global::ILGPU.Runtime.Accelerator accelerator, global::MlaGen.Kernels.MlaKernelPath path)
             {
@@ -779,7 +778,8 @@ partial class RotateHalfYarnAttention
             }
             public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
 
-            public override int ExpandedQueryTile { get; } = MlaKernels.ExpandedQueryTile;
+            /// <summary>Threads per CTA of the (serial) expanded attention: one per query row.</summary>
+            private int ExpandedThreads => MlaKernels.ExpandedQueryTile;
 
             public override void HeadQuery(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.HeadQueryParams p)
             {
@@ -798,7 +798,7 @@ partial class RotateHalfYarnAttention
                 if (_expandedAttention is null)
                     base.ExpandedAttention(stream, p);
                 else if (p.Tiles > 0)
-                    _expandedAttention(stream, new global::ILGPU.KernelConfig(p.Tiles * Heads, _expandedThreads), p);
+                    _expandedAttention(stream, new global::ILGPU.KernelConfig(p.Tiles * Heads, ExpandedThreads), p);
             }
             public override void QueryLatentProjection(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.ProjectionParams p) =>
                 throw new global::System.InvalidOperationException("This shape has no q-LoRA (QLatentRank = 0): queries come from q_proj.");

@@ -1624,7 +1624,6 @@ partial class SmallQLoraAttention
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.HeadQueryParams> _headQuery;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.KeyValueExpandParams>? _keyValueExpand;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ExpandedAttentionParams>? _expandedAttention;
-            private readonly int _expandedThreads = MlaKernels.ExpandedQueryTile; // threads per CTA of the expanded attention
 
             public Set(global::ILGPU.Runtime.Accelerator accelerator, global::MlaGen.Kernels.MlaKernelPath path)
             {
@@ -1662,14 +1661,11 @@ partial class SmallQLoraAttention
                     {
                         _expandedAttention = warpgroup.Launch;
                         ExpandedForm = global::MlaGen.Kernels.ExpandedAttentionKind.Warpgroup;
-                        ExpandedQueryTile = XwRows;
-                        _expandedThreads = XwThreads;
                     }
                     else
                     {
                         _expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ExpandedAttentionParams>(accelerator, ExpandedAttentionTensorCoreKernel);
                         ExpandedForm = global::MlaGen.Kernels.ExpandedAttentionKind.TensorCore;
-                        _expandedThreads = XaThreads;
                     }
                 }
             }
@@ -1770,7 +1766,10 @@ partial class SmallQLoraAttention
             }
             public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
 
-            public override int ExpandedQueryTile { get; } = MlaKernels.ExpandedQueryTile;
+            public override int ExpandedQueryTile => ExpandedForm == global::MlaGen.Kernels.ExpandedAttentionKind.Warpgroup ? XwRows : MlaKernels.ExpandedQueryTile;
+
+            /// <summary>Threads per CTA of the expanded attention: the serial kernel takes one per query row.</summary>
+            private int ExpandedThreads => ExpandedForm switch { global::MlaGen.Kernels.ExpandedAttentionKind.Warpgroup => XwThreads, global::MlaGen.Kernels.ExpandedAttentionKind.TensorCore => XaThreads, _ => MlaKernels.ExpandedQueryTile };
 
             public override void HeadQuery(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.HeadQueryParams p)
             {
@@ -1789,7 +1788,7 @@ partial class SmallQLoraAttention
                 if (_expandedAttention is null)
                     base.ExpandedAttention(stream, p);
                 else if (p.Tiles > 0)
-                    _expandedAttention(stream, new global::ILGPU.KernelConfig(p.Tiles * Heads, _expandedThreads), p);
+                    _expandedAttention(stream, new global::ILGPU.KernelConfig(p.Tiles * Heads, ExpandedThreads), p);
             }
         }
     }
