@@ -149,15 +149,7 @@ internal static class ExpandedTensorCoreEmitter
     /// <summary>The quad's partial sums make each row's sum; then O is normalised and written with the natural-log LSE.</summary>
     internal static void EmitEpilogue(SourceWriter w, MlaShapeSpec s, int outTiles)
     {
-        w.Line("// The quad's four partial sums make the row's sum; then normalise and write O and the natural-log LSE.");
-        w.Line($"{Asm}(\"{{ .reg .f32 u; shfl.sync.bfly.b32 u, xl0, 1, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl0, 2, 31, -1; add.f32 xl0, xl0, u; " +
-            "shfl.sync.bfly.b32 u, xl1, 1, 31, -1; add.f32 xl1, xl1, u; shfl.sync.bfly.b32 u, xl1, 2, 31, -1; add.f32 xl1, xl1, u; }\");");
-        w.Line($"{Asm}(\"mov.b64 %0, {{xm0, xl0}};\", out ulong stateLo);");
-        w.Line($"{Asm}(\"mov.b64 %0, {{xm1, xl1}};\", out ulong stateHi);");
-        w.Line($"float maxLo = {Low("stateLo")}, sumLo = {High("stateLo")};");
-        w.Line($"float maxHi = {Low("stateHi")}, sumHi = {High("stateHi")};");
-        w.Line("float invLo = sumLo != 0f ? 1f / sumLo : 0f;");
-        w.Line("float invHi = sumHi != 0f ? 1f / sumHi : 0f;");
+        EmitRowStates(w);
         w.Line("long outLo = ((long)(firstToken + rowLo) * Heads + head) * VHeadDim + 2 * t;");
         w.Line("long outHi = ((long)(firstToken + rowHi) * Heads + head) * VHeadDim + 2 * t;");
         for (int nt = 0; nt < outTiles; nt++)
@@ -170,15 +162,36 @@ internal static class ExpandedTensorCoreEmitter
         }
         w.Open("if (t == 0)");
         w.Line("if (rowLo < tokens)");
-        w.Line($"    p.Lse[(long)(firstToken + rowLo) * Heads + head] = sumLo != 0f ? (maxLo + {K}.KernelMath.Log2(sumLo)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Line($"    p.Lse[(long)(firstToken + rowLo) * Heads + head] = {NaturalLse("Lo")};");
         w.Line("if (rowHi < tokens)");
-        w.Line($"    p.Lse[(long)(firstToken + rowHi) * Heads + head] = sumHi != 0f ? (maxHi + {K}.KernelMath.Log2(sumHi)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Line($"    p.Lse[(long)(firstToken + rowHi) * Heads + head] = {NaturalLse("Hi")};");
         w.Close();
     }
 
-    private static string Low(string packed) => $"global::ILGPU.Interop.IntAsFloat((uint)({packed} & 0xFFFFFFFFUL))";
+    /// <summary>
+    /// After the key loop: the quad's four partial sums make each row's sum; declares <c>maxLo/sumLo/invLo</c> and
+    /// <c>maxHi/sumHi/invHi</c> for rows g and g + 8 (inv 0 for a row that saw nothing).
+    /// </summary>
+    internal static void EmitRowStates(SourceWriter w)
+    {
+        w.Line("// The quad's four partial sums make the row's sum; then normalise and write O and the natural-log LSE.");
+        w.Line($"{Asm}(\"{{ .reg .f32 u; shfl.sync.bfly.b32 u, xl0, 1, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl0, 2, 31, -1; add.f32 xl0, xl0, u; " +
+            "shfl.sync.bfly.b32 u, xl1, 1, 31, -1; add.f32 xl1, xl1, u; shfl.sync.bfly.b32 u, xl1, 2, 31, -1; add.f32 xl1, xl1, u; }\");");
+        w.Line($"{Asm}(\"mov.b64 %0, {{xm0, xl0}};\", out ulong stateLo);");
+        w.Line($"{Asm}(\"mov.b64 %0, {{xm1, xl1}};\", out ulong stateHi);");
+        w.Line($"float maxLo = {Low("stateLo")}, sumLo = {High("stateLo")};");
+        w.Line($"float maxHi = {Low("stateHi")}, sumHi = {High("stateHi")};");
+        w.Line("float invLo = sumLo != 0f ? 1f / sumLo : 0f;");
+        w.Line("float invHi = sumHi != 0f ? 1f / sumHi : 0f;");
+    }
 
-    private static string High(string packed) => $"global::ILGPU.Interop.IntAsFloat((uint)({packed} >> 32))";
+    /// <summary>The natural-log LSE of row "Lo" or "Hi" from its log2-unit max and sum (−∞ for a row that saw nothing).</summary>
+    internal static string NaturalLse(string row) =>
+        $"sum{row} != 0f ? (max{row} + {K}.KernelMath.Log2(sum{row})) * {K}.KernelMath.Ln2 : float.NegativeInfinity";
+
+    internal static string Low(string packed) => $"global::ILGPU.Interop.IntAsFloat((uint)({packed} & 0xFFFFFFFFUL))";
+
+    internal static string High(string packed) => $"global::ILGPU.Interop.IntAsFloat((uint)({packed} >> 32))";
 
     /// <summary>
     /// One PTX block: %0/%1 = keys visible to rows g/g+8 counted from this thread's first column, %2 = the log2 score scale.

@@ -125,20 +125,22 @@ internal static class ExpandedWarpgroupEmitter
     private static int Passes(int chunksPerRow) => (Keys * chunksPerRow + Threads - 1) / Threads;
 
     /// <summary>
-    /// The per-thread constants of the tile copies, hoisted out of the loop: chunk c = tid + 256·j is row
-    /// (c / (8·chunks))·8 + c % 8, column (c / 8) % chunks, and lands at byte 16·c of its operand (core-matrix order, so a
-    /// warp writes 512 contiguous bytes and reads 8 rows × 64 bytes); its source offset within the key row.
+    /// The per-thread constants of the tile copies, hoisted out of the loop: chunk c = chunk + 256·j (the lane permutation of
+    /// <see cref="DecodeWarpgroupEmitter.CopyChunk"/>) is row (c / (8·chunks))·8 + c % 8, column (c / 8) % chunks, and lands at
+    /// byte 16·c of its operand (core-matrix order: a warp writes 512 contiguous bytes, each quarter-warp reads 4 rows × 32
+    /// bytes); its source offset within the key row.
     /// </summary>
     private static void EmitChunkConstants(SourceWriter w, MlaShapeSpec s)
     {
         int nopeChunks = s.NopeHeadDim / 8;
         w.Line("// Copy constants per chunk of this thread (core-matrix order; see ExpandedWarpgroupEmitter.EmitChunkConstants).");
+        w.Line($"int chunk = {DecodeWarpgroupEmitter.CopyChunk};");
         foreach (var (name, chunks) in new[] { ("k", KeyChunks(s)), ("v", ValueChunks(s)) })
         {
             for (int j = 0; j < Passes(chunks); j++)
             {
-                string chunk = $"(tid + {j * Threads})";
-                w.Line($"int {name}Row{j} = ({chunk} / {8 * chunks}) * 8 + (tid & 7);");
+                string chunk = $"(chunk + {j * Threads})";
+                w.Line($"int {name}Row{j} = ({chunk} / {8 * chunks}) * 8 + ({chunk} & 7);");
                 w.Line($"int {name}Column{j} = ({chunk} >> 3) % {chunks};");
                 w.Line($"bool {name}Live{j} = {chunk} < {Keys * chunks};");
                 if (name == "k")
@@ -185,7 +187,7 @@ internal static class ExpandedWarpgroupEmitter
                 w.Line(name == "k"
                     ? $"        long source = !inside ? p.KeyNopeAddress : kRope{j} ? p.PagesAddress + (long)cacheRow{j} * CacheRowValues * 2L + kOffset{j} : nopeTile + kOffset{j};"
                     : $"        long source = inside ? valueTile + vOffset{j} : p.ValueAddress;");
-                string target = name == "k" ? $"into + (tid + {j * Threads}) * 16L" : $"into + XwVBytes + (tid + {j * Threads}) * 16L";
+                string target = name == "k" ? $"into + (chunk + {j * Threads}) * 16L" : $"into + XwVBytes + (chunk + {j * Threads}) * 16L";
                 w.Line($"        {Asm}(\"{CopyAsync("xw_tiles")}\", {target}, source, inside ? 16 : 0);");
                 w.Line("    }");
             }

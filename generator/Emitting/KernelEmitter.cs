@@ -52,8 +52,11 @@ internal static class KernelEmitter
         EmitValueProjection(w, s);
         EmitProjection(w, "OutputProjectionKernel", "o_proj", s.Heads * s.VHeadDim, s.DModel, "HeadOutputWidth", "DModel");
         SerialKernelEmitter.Emit(w, s);
+        bool warpgroupDecode = spec.Layout.TensorCoreDecode && KernelLimits.FitsWarpgroupDecode(s);
         if (spec.Layout.TensorCoreDecode)
             TensorCoreEmitter.Emit(w, s);
+        if (warpgroupDecode)
+            DecodeWarpgroupEmitter.Emit(w, s);
         ExpandedEmitter.Emit(w, s);
         if (spec.Layout.TensorCorePrefill)
         {
@@ -61,7 +64,7 @@ internal static class KernelEmitter
             ExpandedTensorCoreEmitter.Emit(w, s);
             ExpandedWarpgroupEmitter.Emit(w, s);
         }
-        EmitKernelSet(w, s, Identifier.EscapeDotted(spec.FullName), spec.Layout.TensorCoreDecode, spec.Layout.TensorCorePrefill);
+        EmitKernelSet(w, s, Identifier.EscapeDotted(spec.FullName), spec.Layout.TensorCoreDecode, warpgroupDecode, spec.Layout.TensorCorePrefill);
         w.Close();
     }
 
@@ -374,7 +377,7 @@ internal static class KernelEmitter
         w.Line();
     }
 
-    private static void EmitKernelSet(SourceWriter w, MlaShapeSpec s, string fullName, bool tensorCores, bool tensorCorePrefill)
+    private static void EmitKernelSet(SourceWriter w, MlaShapeSpec s, string fullName, bool tensorCores, bool warpgroupDecode, bool tensorCorePrefill)
     {
         const string Stream = "global::ILGPU.Runtime.AcceleratorStream";
         const string Config = "global::ILGPU.KernelConfig";
@@ -406,6 +409,8 @@ internal static class KernelEmitter
         {
             w.Line($"private readonly {Launcher("TensorCoreAttentionParams")}? _tensorCoreAttention;");
             w.Line($"private readonly {Launcher("TensorCoreCombineParams")}? _tensorCoreCombine;");
+            if (warpgroupDecode)
+                w.Line($"private readonly {Launcher("TensorCoreAttentionParams")}? _warpgroupAttention;");
         }
         w.Line($"private readonly {Launcher("HeadQueryParams")} _headQuery;");
         w.Line($"private readonly {Launcher("KeyValueExpandParams")}? _keyValueExpand;");
@@ -426,6 +431,16 @@ internal static class KernelEmitter
             w.Line("// Inline PTX: only a CUDA accelerator can compile and run these.");
             w.Open("if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)");
             w.Line($"_tensorCoreAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.TensorCoreAttentionParams>(accelerator, TensorCoreAttentionKernel);");
+            w.Line($"DecodeForm = {K}.DecodeAttentionKind.TensorCore;");
+            if (warpgroupDecode)
+            {
+                w.Line("// Hopper: the decode on wgmma too (sm_90a, dynamic shared memory above 48 KB); DecodeKernelFor picks per call.");
+                w.Line($"{K}.PtxKernel<{K}.TensorCoreAttentionParams>? decodeWarpgroup = {K}.WarpgroupKernels.TryLoad<{K}.TensorCoreAttentionParams>(accelerator, ((global::System.Action<{K}.TensorCoreAttentionParams>)DecodeAttentionWarpgroupKernel).Method, DwSharedBytes);");
+                w.Open("if (decodeWarpgroup is not null)");
+                w.Line("_warpgroupAttention = decodeWarpgroup.Launch;");
+                w.Line($"DecodeForm = {K}.DecodeAttentionKind.Warpgroup;");
+                w.Close();
+            }
             w.Line($"_tensorCoreCombine = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.TensorCoreCombineParams>(accelerator, TensorCoreCombineKernel);");
             w.Close();
         }
@@ -474,21 +489,42 @@ internal static class KernelEmitter
         }
         if (tensorCores)
         {
-            w.Line("public override bool HasTensorCoreDecode => _tensorCoreAttention is not null;");
+            w.Line($"public override {K}.DecodeAttentionKind DecodeForm {{ get; }}");
             w.Line();
-            w.Line("public override int TensorCoreTile => TcTile;");
+            w.Line($"public override {K}.DecodeTiling TilingOf({K}.DecodeAttentionKind kernel) => kernel switch");
+            w.Line("{");
+            if (warpgroupDecode)
+                w.Line($"    {K}.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new {K}.DecodeTiling(DwRows, DwKeys, DwCtasPerSm),");
+            w.Line($"    {K}.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new {K}.DecodeTiling(TcRows, TcTile, TcCtasPerSm),");
+            w.Line("    _ => base.TilingOf(kernel),");
+            w.Line("};");
             w.Line();
-            w.Open($"public override void TensorCoreAttention({Stream} stream, in {K}.TensorCoreAttentionParams p)");
-            w.Line("if (_tensorCoreAttention is null)");
-            w.Line("    base.TensorCoreAttention(stream, p);");
-            w.Line("else if (p.Items > 0)");
+            w.Open($"public override void TensorCoreAttention({Stream} stream, in {K}.TensorCoreAttentionParams p, {K}.DecodeAttentionKind kernel)");
+            if (warpgroupDecode)
+            {
+                w.Line($"if (kernel == {K}.DecodeAttentionKind.Warpgroup && _warpgroupAttention is not null)");
+                w.Open();
+                w.Line("if (p.Items > 0)");
+                w.Line($"    _warpgroupAttention(stream, new {Config}(p.Items, DwThreads, global::ILGPU.SharedMemoryConfig.RequestDynamic<byte>(DwSharedBytes)), p);");
+                w.Close();
+                w.Line($"else if (kernel == {K}.DecodeAttentionKind.TensorCore && _tensorCoreAttention is not null)");
+            }
+            else
+            {
+                w.Line($"if (kernel == {K}.DecodeAttentionKind.TensorCore && _tensorCoreAttention is not null)");
+            }
+            w.Open();
+            w.Line("if (p.Items > 0)");
             w.Line($"    _tensorCoreAttention(stream, new {Config}(p.Items, TcThreads), p);");
+            w.Close();
+            w.Line("else");
+            w.Line("    base.TensorCoreAttention(stream, p, kernel);");
             w.Close();
             w.Open($"public override void TensorCoreCombine({Stream} stream, in {K}.TensorCoreCombineParams p)");
             w.Line("if (_tensorCoreCombine is null)");
             w.Line("    base.TensorCoreCombine(stream, p);");
             w.Line("else if (p.Blocks > 0)");
-            w.Line($"    _tensorCoreCombine(stream, new {Config}(p.Blocks * TcRows, Lanes), p);");
+            w.Line($"    _tensorCoreCombine(stream, new {Config}(p.Blocks * p.BlockCapacity, Lanes), p);");
             w.Close();
         }
         w.Line($"public override {K}.ExpandedAttentionKind ExpandedForm {{ get; }}");

@@ -32,6 +32,7 @@ internal static class TensorCoreEmitter
         w.Line("public const int TcTile = 16; // cached tokens per step");
         w.Line("public const int TcWarps = 4;");
         w.Line("public const int TcThreads = 128;");
+        w.Line("public const int TcCtasPerSm = 3; // 255 registers x 128 threads and 41 KB of shared memory each");
         w.Line($"public const int TcRowWords = {Int(rowWords)}; // a cache row as packed bf16 pairs");
         w.Line($"public const int TcStride = {Int(rowWords + 4)}; // shared-memory row stride in words: +4 spreads rows over banks");
         w.Line($"public const int TcKSteps = {Int(kSteps)}; // 16-wide steps of the [c_kv | k_pe] reduction");
@@ -217,13 +218,13 @@ internal static class TensorCoreEmitter
         w.Line("/// <summary>One warp per query row: merges the row block's items weighted by exp(lse_item − lse).</summary>");
         w.Open($"public static void TensorCoreCombineKernel({K}.TensorCoreCombineParams p)");
         w.Line("int lane = global::ILGPU.Group.IdxX;");
-        w.Line("int block = global::ILGPU.Grid.IdxX / TcRows;");
-        w.Line("int r = global::ILGPU.Grid.IdxX - block * TcRows;");
+        w.Line("int block = global::ILGPU.Grid.IdxX / p.BlockCapacity;");
+        w.Line("int r = global::ILGPU.Grid.IdxX - block * p.BlockCapacity;");
         w.Line("if (r >= p.BlockRows[block])");
         w.Line("    return;");
         w.Line("int first = p.BlockFirstItem[block];");
         w.Line("int count = p.BlockItems[block];");
-        EmitWarpMerge(w, s, "count", "(long)(first + split) * TcRows + r", "p.BlockFirstRow[block] + r");
+        EmitWarpMerge(w, s, "count", "(long)(first + split) * p.BlockCapacity + r", "p.BlockFirstRow[block] + r");
         w.Close();
         w.Line();
     }

@@ -27,6 +27,12 @@ internal static class KernelLimits
     }
 
     /// <summary>
+    /// The Hopper decode kernel on top of the tensor-core one: its two warpgroups split Q·Kᵀ's 16-wide k-steps evenly, so
+    /// latent + rope must be a multiple of 32 (DeepSeek's 576 is). Other shapes keep the mma.sync kernel on Hopper too.
+    /// </summary>
+    public static bool FitsWarpgroupDecode(MlaShapeSpec s) => WhyNoTensorCoreDecode(s) is null && s.CacheRowValues % 32 == 0;
+
+    /// <summary>
     /// The tensor-core prefill kernels. The attention keeps a warp's 16 query rows as bf16 A fragments ((nope + rope)/16
     /// k-steps, at most 12) and its output as v/8 accumulator tiles (at most 16), and copies K and V in 16-byte chunks.
     /// The kv_b_proj expansion stages the latent 32 columns at a time and tiles kv_b_proj's H·(nope + v) rows by 128.

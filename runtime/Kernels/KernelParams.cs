@@ -103,7 +103,7 @@ public struct TensorCoreAttentionParams
     public ArrayView<int> ItemBlock;
     public ArrayView<int> ItemBegin;
     public ArrayView<int> ItemEnd;
-    /// <summary>Per row block: first query row (token · H + head) and row count (≤ 16).</summary>
+    /// <summary>Per row block: first query row (token · H + head) and row count (≤ the kernel's <see cref="DecodeTiling.Rows"/>).</summary>
     public ArrayView<int> BlockFirstRow;
     public ArrayView<int> BlockRows;
     public ArrayView<float> PartialOutput;
@@ -123,6 +123,8 @@ public struct TensorCoreCombineParams
     public ArrayView<float> LatentOutput;
     public ArrayView<float> Lse;
     public int Blocks;
+    /// <summary>Rows each item's partial output holds: the attention kernel's <see cref="DecodeTiling.Rows"/>.</summary>
+    public int BlockCapacity;
 }
 
 /// <summary>

@@ -44,17 +44,40 @@ public abstract class MlaKernelSet
     /// <summary>o_proj: head outputs <c>[T, H·v]</c> → <c>[T, dModel]</c>.</summary>
     public abstract void OutputProjection(AcceleratorStream stream, in ProjectionParams p);
 
-    /// <summary>True when this set holds the tensor-core decode kernels (shape supported and a CUDA accelerator).</summary>
-    public virtual bool HasTensorCoreDecode => false;
+    /// <summary>The fastest decode kernel this set holds (a Warpgroup set holds the mma.sync kernel too).</summary>
+    public virtual DecodeAttentionKind DecodeForm => DecodeAttentionKind.General;
 
-    /// <summary>Tokens per tile of the tensor-core kernel: work items cover multiples of it.</summary>
-    public virtual int TensorCoreTile => 16;
+    /// <summary>True when this set holds a tensor-core decode kernel (mma.sync or wgmma) with its split-KV combine.</summary>
+    public bool HasTensorCoreDecode => DecodeForm is DecodeAttentionKind.TensorCore or DecodeAttentionKind.Warpgroup;
 
-    /// <summary>Rows (token × head) per block of the tensor-core kernel (one mma M tile).</summary>
-    public const int TensorCoreRows = 16;
+    /// <summary>A tensor-core decode kernel's work-item shape: what <see cref="SplitKvScheduler"/> plans for.</summary>
+    public virtual DecodeTiling TilingOf(DecodeAttentionKind kernel) =>
+        throw new NotSupportedException($"{Spec.Name} has no {kernel} decode kernel on this accelerator.");
 
-    public virtual void TensorCoreAttention(AcceleratorStream stream, in TensorCoreAttentionParams p) =>
-        throw new NotSupportedException($"{Spec.Name} has no tensor-core decode kernel on this accelerator.");
+    /// <summary>
+    /// The tensor-core decode kernel for a call whose longest sequence brings <paramref name="maxRowsPerSequence"/> query rows
+    /// (new tokens × heads): wgmma where more rows than one mma.sync block (16) would share its 64-row tile, mma.sync where
+    /// 16 or fewer would leave three quarters of it empty (measured on the H100: H = 16, s_q = 1 runs 0.36 ms on mma.sync,
+    /// 0.41 ms on wgmma; docs/performance.md, decode v5).
+    /// </summary>
+    public DecodeAttentionKind DecodeKernelFor(int maxRowsPerSequence)
+    {
+        if (!HasTensorCoreDecode)
+            throw new NotSupportedException($"{Spec.Name} has no tensor-core decode kernel on this accelerator.");
+        return ChooseDecodeKernel(DecodeForm, maxRowsPerSequence, TilingOf(DecodeAttentionKind.TensorCore).Rows);
+    }
+
+    /// <summary><see cref="DecodeKernelFor"/>'s rule: <paramref name="best"/>, except mma.sync where one of its blocks holds every sequence's rows.</summary>
+    public static DecodeAttentionKind ChooseDecodeKernel(DecodeAttentionKind best, int maxRowsPerSequence, int mmaSyncRows)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxRowsPerSequence);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(mmaSyncRows);
+        return best == DecodeAttentionKind.Warpgroup && maxRowsPerSequence <= mmaSyncRows ? DecodeAttentionKind.TensorCore : best;
+    }
+
+    /// <summary>Runs <paramref name="kernel"/> (TensorCore or Warpgroup) over a plan made with <see cref="TilingOf"/> of it.</summary>
+    public virtual void TensorCoreAttention(AcceleratorStream stream, in TensorCoreAttentionParams p, DecodeAttentionKind kernel) =>
+        throw new NotSupportedException($"{Spec.Name} has no {kernel} decode kernel on this accelerator.");
 
     public virtual void TensorCoreCombine(AcceleratorStream stream, in TensorCoreCombineParams p) =>
         throw new NotSupportedException($"{Spec.Name} has no tensor-core decode kernel on this accelerator.");
@@ -77,6 +100,25 @@ public abstract class MlaKernelSet
     public virtual void ExpandedAttention(AcceleratorStream stream, in ExpandedAttentionParams p) =>
         throw new NotSupportedException($"{Spec.Name} has no expanded-attention kernels on this accelerator.");
 }
+
+/// <summary>How a kernel set runs the absorbed (decode) attention.</summary>
+public enum DecodeAttentionKind
+{
+    /// <summary>The general kernel (one warp or thread per query row): every accelerator and shape.</summary>
+    General = 0,
+
+    /// <summary>bf16 mma.sync, 16 query rows per CTA, on a CUDA GPU.</summary>
+    TensorCore = 1,
+
+    /// <summary>Hopper's warpgroup MMA (wgmma, sm_90a), 64 query rows per CTA: the fast path on an H100.</summary>
+    Warpgroup = 2,
+}
+
+/// <summary>The work item of a tensor-core decode kernel.</summary>
+/// <param name="Rows">Query rows (token × head of one sequence) per block: the partial output holds this many per item.</param>
+/// <param name="Tokens">Cached tokens per tile: items cover multiples of it.</param>
+/// <param name="CtasPerSm">CTAs that fit on one SM at once: the scheduler fills SMs × this.</param>
+public readonly record struct DecodeTiling(int Rows, int Tokens, int CtasPerSm);
 
 /// <summary>How a kernel set runs the expanded (non-absorbed) attention form.</summary>
 public enum ExpandedAttentionKind

@@ -130,6 +130,12 @@ public sealed class PtxKernel<TParams> : IDisposable
     /// <summary>Registers, local (spill) bytes, static shared bytes and thread limit as the driver compiled them.</summary>
     public CudaFunctionAttributes Attributes => PtxKernelLoader.GetFunctionAttributes(Kernel);
 
+    /// <summary>
+    /// Lets launches ask for up to <paramref name="bytes"/> of dynamic shared memory per CTA. The driver allows 48 KB
+    /// unless a function opts in (<c>MAX_DYNAMIC_SHARED_SIZE_BYTES</c>), which ILGPU never does; the H100 allows 227 KB.
+    /// </summary>
+    public void AllowDynamicSharedMemory(int bytes) => PtxKernelLoader.SetMaxDynamicSharedBytes(Kernel, bytes);
+
     public void Dispose() => Kernel.Dispose();
 }
 
@@ -265,6 +271,25 @@ public static partial class PtxKernelLoader
             MaxThreadsPerBlock: Attribute(cuda.FunctionPtr, CuFuncAttribute.MaxThreadsPerBlock));
     }
 
+    /// <summary>Raises a loaded CUDA kernel's dynamic shared-memory limit (<c>cuFuncSetAttribute</c>, MAX_DYNAMIC_SHARED_SIZE_BYTES).</summary>
+    public static void SetMaxDynamicSharedBytes(Kernel kernel, int bytes)
+    {
+        ArgumentNullException.ThrowIfNull(kernel);
+        ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        if (kernel is not CudaKernel cuda)
+            throw new NotSupportedException($"Dynamic shared-memory limits are CUDA function attributes; this kernel runs on {kernel.Accelerator.AcceleratorType}.");
+        kernel.Accelerator.Bind();
+        int error = OperatingSystem.IsWindows()
+            ? NativeWindows.cuFuncSetAttribute(cuda.FunctionPtr, CuFuncAttribute.MaxDynamicSharedSizeBytes, bytes)
+            : NativeLinux.cuFuncSetAttribute(cuda.FunctionPtr, CuFuncAttribute.MaxDynamicSharedSizeBytes, bytes);
+        if (error != 0)
+        {
+            throw new InvalidOperationException(
+                $"cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, {bytes}) failed: {(CudaError)error} ({error}); {kernel.Accelerator.Name} allows "
+                + $"{kernel.Accelerator.MaxSharedMemoryPerGroup} bytes per block without opt-in, and its opt-in limit is lower than {bytes}.");
+        }
+    }
+
     /// <summary>A copy of <paramref name="compiled"/> with other PTX text: ILGPU's constructor is internal, so by reflection.</summary>
     internal static PTXCompiledKernel WithPtx(PTXCompiledKernel compiled, string ptx)
     {
@@ -299,6 +324,7 @@ public static partial class PtxKernelLoader
         SharedSizeBytes = 1,
         LocalSizeBytes = 3,
         NumRegs = 4,
+        MaxDynamicSharedSizeBytes = 8,
     }
 
     // The driver library ILGPU binds too ("nvcuda" / libcuda); libcuda.so.1 exists wherever a driver is installed.
@@ -307,11 +333,18 @@ public static partial class PtxKernelLoader
         [LibraryImport("nvcuda")]
         [UnmanagedCallConv(CallConvs = new[] { typeof(System.Runtime.CompilerServices.CallConvStdcall) })]
         internal static partial int cuFuncGetAttribute(out int value, CuFuncAttribute attribute, IntPtr function);
+
+        [LibraryImport("nvcuda")]
+        [UnmanagedCallConv(CallConvs = new[] { typeof(System.Runtime.CompilerServices.CallConvStdcall) })]
+        internal static partial int cuFuncSetAttribute(IntPtr function, CuFuncAttribute attribute, int value);
     }
 
     private static partial class NativeLinux
     {
         [LibraryImport("libcuda.so.1")]
         internal static partial int cuFuncGetAttribute(out int value, CuFuncAttribute attribute, IntPtr function);
+
+        [LibraryImport("libcuda.so.1")]
+        internal static partial int cuFuncSetAttribute(IntPtr function, CuFuncAttribute attribute, int value);
     }
 }

@@ -5,7 +5,7 @@ namespace MlaGen.Kernels;
 
 /// <summary>
 /// Divides decode attention into work items of roughly equal cost so variable lengths still fill every SM:
-/// each row block (≤ 16 query rows of one sequence) costs its tiles plus a fixed overhead, and is split into as many
+/// each row block (up to the kernel's rows, of one sequence) costs its tiles plus a fixed overhead, and is split into as many
 /// token ranges as its share of the total calls for (FlashMLA's rule: Σ(pages + overhead) over the SM parts).
 /// </summary>
 public static class SplitKvScheduler
@@ -25,24 +25,27 @@ public static class SplitKvScheduler
     /// <param name="sequenceTokens">New tokens per sequence in call order (their rows are contiguous, token-major).</param>
     /// <param name="lastPosition">Position of the last new token of each sequence: the block sees up to it.</param>
     /// <param name="heads">Heads per token.</param>
-    /// <param name="tile">Tokens per tile.</param>
+    /// <param name="tiling">The kernel's rows per block and tokens per tile.</param>
     /// <param name="targetItems">Items that fill the device (SMs × resident CTAs per SM).</param>
-    public static Plan Build(ReadOnlySpan<int> sequenceTokens, ReadOnlySpan<int> lastPosition, int heads, int tile, int targetItems)
+    public static Plan Build(ReadOnlySpan<int> sequenceTokens, ReadOnlySpan<int> lastPosition, int heads, DecodeTiling tiling, int targetItems)
     {
+        int tile = tiling.Tokens, blockRows = tiling.Rows;
         if (tile <= 0)
-            throw new ArgumentOutOfRangeException(nameof(tile), tile, "The tile must hold at least one token.");
+            throw new ArgumentOutOfRangeException(nameof(tiling), tile, "The tile must hold at least one token.");
+        if (blockRows <= 0)
+            throw new ArgumentOutOfRangeException(nameof(tiling), blockRows, "A block must hold at least one query row.");
         var blockFirstRow = new List<int>();
-        var blockRows = new List<int>();
+        var rowsOfBlock = new List<int>();
         var blockTiles = new List<int>();
         int row = 0;
         for (int s = 0; s < sequenceTokens.Length; s++)
         {
             int rows = sequenceTokens[s] * heads;
             int tiles = (lastPosition[s] + 1 + tile - 1) / tile;
-            for (int first = 0; first < rows; first += MlaKernelSet.TensorCoreRows)
+            for (int first = 0; first < rows; first += blockRows)
             {
                 blockFirstRow.Add(row + first);
-                blockRows.Add(Math.Min(MlaKernelSet.TensorCoreRows, rows - first));
+                rowsOfBlock.Add(Math.Min(blockRows, rows - first));
                 blockTiles.Add(tiles);
             }
             row += rows;
@@ -73,6 +76,6 @@ public static class SplitKvScheduler
             blockItems[b] = itemBlock.Count - blockFirstItem[b];
         }
         return new Plan(itemBlock.ToArray(), itemBegin.ToArray(), itemEnd.ToArray(),
-            blockFirstRow.ToArray(), blockRows.ToArray(), blockFirstItem, blockItems);
+            blockFirstRow.ToArray(), rowsOfBlock.ToArray(), blockFirstItem, blockItems);
     }
 }

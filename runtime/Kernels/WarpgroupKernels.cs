@@ -28,12 +28,27 @@ public static class WarpgroupKernels
     /// The kernel retargeted to sm_90a, or null where <see cref="IsAvailable"/> is false. A PTX or driver error is not
     /// swallowed: a kernel that should load and does not is a bug to see.
     /// </summary>
-    public static PtxKernel<TParams>? TryLoad<TParams>(Accelerator accelerator, MethodInfo kernel)
+    /// <param name="accelerator">Where to load it.</param>
+    /// <param name="kernel">The explicitly grouped kernel method.</param>
+    /// <param name="dynamicSharedBytes">Dynamic shared memory its launches ask for; above 48 KB the function opts in here.</param>
+    public static PtxKernel<TParams>? TryLoad<TParams>(Accelerator accelerator, MethodInfo kernel, int dynamicSharedBytes = 0)
         where TParams : struct
     {
         ArgumentNullException.ThrowIfNull(kernel);
-        return IsAvailable(accelerator)
-            ? PtxKernelLoader.Load<TParams>(accelerator, kernel, (ptx, _) => PtxKernelLoader.WithTarget(ptx, "sm_90a"))
-            : null;
+        ArgumentOutOfRangeException.ThrowIfNegative(dynamicSharedBytes);
+        if (!IsAvailable(accelerator))
+            return null;
+        var loaded = PtxKernelLoader.Load<TParams>(accelerator, kernel, (ptx, _) => PtxKernelLoader.WithTarget(ptx, "sm_90a"));
+        try
+        {
+            if (dynamicSharedBytes > 0)
+                loaded.AllowDynamicSharedMemory(dynamicSharedBytes);
+            return loaded;
+        }
+        catch
+        {
+            loaded.Dispose();
+            throw;
+        }
     }
 }

@@ -43,11 +43,16 @@ public sealed class AttentionLaunch : ILayerAttention
         UsesTensorCores = kernels.HasTensorCoreDecode && options.TensorCores && options.Splits == 0;
         if (UsesTensorCores)
         {
-            var plan = SplitKvScheduler.Build(sequenceTokens, lastPositions, spec.Heads, kernels.TensorCoreTile,
-                targetItems: accelerator.NumMultiprocessors * TensorCoreCtasPerSm);
+            int maxRows = 0;
+            foreach (int tokens in sequenceTokens)
+                maxRows = Math.Max(maxRows, tokens * spec.Heads);
+            DecodeKernel = kernels.DecodeKernelFor(maxRows);
+            var tiling = kernels.TilingOf(DecodeKernel);
+            var plan = SplitKvScheduler.Build(sequenceTokens, lastPositions, spec.Heads, tiling,
+                targetItems: accelerator.NumMultiprocessors * tiling.CtasPerSm);
             Parts = plan.Items;
-            var partialOut = scratch.PartialOut.Get((long)plan.Items * MlaKernelSet.TensorCoreRows * spec.LatentRank);
-            var partialLse = scratch.PartialLse.Get((long)plan.Items * MlaKernelSet.TensorCoreRows);
+            var partialOut = scratch.PartialOut.Get((long)plan.Items * tiling.Rows * spec.LatentRank);
+            var partialLse = scratch.PartialLse.Get((long)plan.Items * tiling.Rows);
             var blockFirstRow = scratch.BlockFirstRow.Upload(stream, plan.BlockFirstRow);
             var blockRows = scratch.BlockRows.Upload(stream, plan.BlockRows);
             _tensorCore = new TensorCoreAttentionParams
@@ -75,6 +80,7 @@ public sealed class AttentionLaunch : ILayerAttention
                 LatentOutput = LatentOutput,
                 Lse = Lse,
                 Blocks = plan.Blocks,
+                BlockCapacity = tiling.Rows,
             };
         }
         else
@@ -106,12 +112,12 @@ public sealed class AttentionLaunch : ILayerAttention
         }
     }
 
-    /// <summary>CTAs of the tensor-core kernel that fit on one SM at once (registers and 41 KB of shared memory).</summary>
-    public const int TensorCoreCtasPerSm = 3;
-
     public int Tokens { get; }
     public int Rows { get; }
     public bool UsesTensorCores { get; }
+
+    /// <summary>The tensor-core kernel this call runs (<see cref="MlaKernelSet.DecodeKernelFor"/>), or General.</summary>
+    public DecodeAttentionKind DecodeKernel { get; }
 
     /// <summary>Work items (tensor-core path) or splits per row (general path).</summary>
     public int Parts { get; }
@@ -137,7 +143,7 @@ public sealed class AttentionLaunch : ILayerAttention
     {
         if (UsesTensorCores)
         {
-            _kernels.TensorCoreAttention(stream, _tensorCore);
+            _kernels.TensorCoreAttention(stream, _tensorCore, DecodeKernel);
             _kernels.TensorCoreCombine(stream, _tensorCoreCombine);
         }
         else

@@ -42,6 +42,10 @@ internal static class DecodeVariants
         (128, new Action<TensorCoreAttentionParams>(Heads128Attention.MlaKernels.TensorCoreAttentionKernel).Method, Heads128Attention.MlaKernels.TcThreads),
     };
 
+    /// <summary>The mma.sync kernel's work item (the same constants for every shape), which the variants are builds of.</summary>
+    private static readonly DecodeTiling MmaSyncTiling =
+        new(Heads16Attention.MlaKernels.TcRows, Heads16Attention.MlaKernels.TcTile, Heads16Attention.MlaKernels.TcCtasPerSm);
+
     public static int Run(string? deviceSelection, int? runsOption, double warmupMs, int? seedOption, string outDir)
     {
         using var device = MlaDevice.Create(deviceSelection);
@@ -97,7 +101,7 @@ internal static class DecodeVariants
             {
                 if (p.Items > 0)
                     kernel.Launch(stream, new KernelConfig(p.Items, threads), p);
-            }, name);
+            }, MmaSyncTiling, name);
             using var launch = attention.Prepare(buffers.Problem);
             var check = AttentionCheck.Run(device.Accelerator, buffers, launch, seed, attention.StageTolerance);
             string regs = $"{attributes.Registers} registers, {attributes.LocalBytes} B local";

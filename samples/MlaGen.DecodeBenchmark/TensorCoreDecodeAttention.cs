@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using ILGPU;
 using ILGPU.Runtime;
 using MlaGen.Devices;
@@ -18,18 +19,26 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
     private readonly MlaDevice _device;
     private readonly MlaKernelSet _kernels;
     private readonly Action<AcceleratorStream, TensorCoreAttentionParams>? _attention;
+    private readonly DecodeTiling? _tiling;
 
     /// <param name="attention">Launches the attention kernel instead of the set's (null: the set's own launch).</param>
+    /// <param name="tiling">The replacement kernel's work item (required with <paramref name="attention"/>).</param>
     /// <param name="variant">Appended to <see cref="Name"/> when <paramref name="attention"/> is given.</param>
     public TensorCoreDecodeAttention(MlaDevice device, MlaKernelSet kernels,
-        Action<AcceleratorStream, TensorCoreAttentionParams>? attention = null, string? variant = null)
+        Action<AcceleratorStream, TensorCoreAttentionParams>? attention = null, DecodeTiling? tiling = null, string? variant = null)
     {
         if (!kernels.HasTensorCoreDecode)
             throw new ArgumentException($"{kernels.Spec.Name} has no tensor-core decode kernel on {device.Name}.", nameof(kernels));
+        if (attention is not null && tiling is null)
+            throw new ArgumentException("A replaced attention launch needs its kernel's tiling: the plan and the combine depend on it.", nameof(tiling));
         _device = device;
         _kernels = kernels;
         _attention = attention;
-        Name = "tensor-core split-KV (mma.sync bf16) + combine" + (attention is null ? "" : $" [{variant ?? "replaced attention launch"}]");
+        _tiling = tiling;
+        string kernel = attention is not null || kernels.DecodeForm == DecodeAttentionKind.TensorCore
+            ? "mma.sync bf16"
+            : "wgmma bf16 sm_90a above 16 rows per sequence, else mma.sync";
+        Name = $"tensor-core split-KV ({kernel}) + combine" + (attention is null ? "" : $" [{variant ?? "replaced attention launch"}]");
     }
 
     public string Name { get; }
@@ -57,9 +66,13 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
             sequenceTokens[^1]++;
             lastPositions[^1] = positions[t];
         }
-        var plan = SplitKvScheduler.Build(sequenceTokens.ToArray(), lastPositions.ToArray(), spec.Heads, _kernels.TensorCoreTile,
-            _device.Accelerator.NumMultiprocessors * AttentionLaunch.TensorCoreCtasPerSm);
-        return new Launch(_device.Accelerator, _kernels, problem, plan, _attention);
+        // The kernel the layer would run for this call (AttentionLaunch: the same rule over the same rows).
+        var kernel = _kernels.DecodeKernelFor(sequenceTokens.Count == 0 ? 0 : sequenceTokens.Max() * spec.Heads);
+        var tiling = _tiling ?? _kernels.TilingOf(kernel);
+        var plan = SplitKvScheduler.Build(sequenceTokens.ToArray(), lastPositions.ToArray(), spec.Heads, tiling,
+            _device.Accelerator.NumMultiprocessors * tiling.CtasPerSm);
+        Action<AcceleratorStream, TensorCoreAttentionParams> attention = _attention ?? ((stream, p) => _kernels.TensorCoreAttention(stream, p, kernel));
+        return new Launch(_device.Accelerator, _kernels, problem, plan, tiling.Rows, attention);
     }
 
     private sealed class Launch : IDecodeLaunch
@@ -68,10 +81,10 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
         private readonly List<MemoryBuffer> _buffers = new();
         private readonly TensorCoreAttentionParams _attention;
         private readonly TensorCoreCombineParams _combine;
-        private readonly Action<AcceleratorStream, TensorCoreAttentionParams>? _attentionLaunch;
+        private readonly Action<AcceleratorStream, TensorCoreAttentionParams> _attentionLaunch;
 
-        public Launch(Accelerator accelerator, MlaKernelSet kernels, DecodeProblem problem, SplitKvScheduler.Plan plan,
-            Action<AcceleratorStream, TensorCoreAttentionParams>? attentionLaunch)
+        public Launch(Accelerator accelerator, MlaKernelSet kernels, DecodeProblem problem, SplitKvScheduler.Plan plan, int blockRows,
+            Action<AcceleratorStream, TensorCoreAttentionParams> attentionLaunch)
         {
             _kernels = kernels;
             _attentionLaunch = attentionLaunch;
@@ -82,8 +95,8 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
                 _buffers.Add(buffer);
                 return buffer.View;
             }
-            var partialOut = accelerator.Allocate1D<float>((long)plan.Items * MlaKernelSet.TensorCoreRows * latent);
-            var partialLse = accelerator.Allocate1D<float>((long)plan.Items * MlaKernelSet.TensorCoreRows);
+            var partialOut = accelerator.Allocate1D<float>((long)plan.Items * blockRows * latent);
+            var partialLse = accelerator.Allocate1D<float>((long)plan.Items * blockRows);
             _buffers.Add(partialOut);
             _buffers.Add(partialLse);
             ScratchBytes = (partialOut.Length + partialLse.Length) * sizeof(float);
@@ -115,6 +128,7 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
                 LatentOutput = problem.LatentOutput,
                 Lse = problem.Lse,
                 Blocks = plan.Blocks,
+                BlockCapacity = blockRows,
             };
         }
 
@@ -125,10 +139,7 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
 
         public void Enqueue(AcceleratorStream stream)
         {
-            if (_attentionLaunch is null)
-                _kernels.TensorCoreAttention(stream, _attention);
-            else
-                _attentionLaunch(stream, _attention);
+            _attentionLaunch(stream, _attention);
             _kernels.TensorCoreCombine(stream, _combine);
         }
 

@@ -112,3 +112,38 @@ public class TensorCorePtxTests
         Assert.Contains(entry, hopper);
     }
 }
+
+/// <summary>The Hopper decode kernel (wgmma, dynamic shared memory) compiled to PTX for DeepSeek's shape, without a GPU.</summary>
+public class DecodeWarpgroupPtxTests
+{
+    private readonly ITestOutputHelper _output;
+
+    public DecodeWarpgroupPtxTests(ITestOutputHelper output) => _output = output;
+
+    [Fact]
+    public void DecodeKernelIssuesWgmmaFromDynamicSharedMemory()
+    {
+        var (ptx, entry) = TensorCorePtxTests.CompileToPtxWithEntry(
+            typeof(ExpandPtxDeepSeekShape.MlaKernels).GetMethod(nameof(ExpandPtxDeepSeekShape.MlaKernels.DecodeAttentionWarpgroupKernel))!);
+        System.IO.File.WriteAllText("/tmp/decode-wgmma.ptx", ptx);
+        int halfSteps = ExpandPtxDeepSeekShape.CacheRowValues / 32, keys = ExpandPtxDeepSeekShape.MlaKernels.DwKeys;
+        int scores = Regex.Matches(ptx, $@"wgmma\.mma_async\.sync\.aligned\.m64n{keys}k16\.f32\.bf16\.bf16 [^;]*, 1, 1, 0, 0;").Count;
+        int values = Regex.Matches(ptx, $@"wgmma\.mma_async\.sync\.aligned\.m64n{ExpandPtxDeepSeekShape.LatentRank / 2}k16\.f32\.bf16\.bf16 [^;]*, 1, 1, 1;").Count;
+        _output.WriteLine($"{ptx.Length} chars, {scores} Q·Kᵀ and {values} P·V wgmma");
+        // Each warpgroup: one wgmma per 16-wide k-step of its half of Q·Kᵀ (A and B by descriptor, both K-major), one per 16
+        // keys of P·V over its half of the latent columns (A = P in registers, transposed V).
+        Assert.Equal(halfSteps, scores);
+        Assert.Equal(keys / 16, values);
+        Assert.Equal(halfSteps + keys / 16, Regex.Matches(ptx, @"wgmma\.mma_async").Count);
+        Assert.Contains("fence.proxy.async.shared::cta;", ptx);
+        Assert.Contains("cp.async.wait_group 1;", ptx);
+        // The stages live in the dynamic block under ILGPU's internal name (the kernel names it in PTX): guard it here.
+        Assert.Matches(@"\.extern \.shared \.align \d+ \.b8 __dyn_shared_alloca\[\];", ptx);
+        Assert.DoesNotMatch(@"\.shared \.align \d+ \.b8 (?!__dyn_shared_alloca)\w+\[\d+\]", ptx);
+        Assert.True(ExpandPtxDeepSeekShape.MlaKernels.DwSharedBytes <= 227 * 1024, "an H100 CTA gets at most 227 KB of shared memory");
+        int slots = Regex.Matches(ptx, @"\.local \.align 8 \.b8 __local_depot\d+\[8\];").Count;
+        _output.WriteLine($"{slots} local slots");
+        string hopper = MlaGen.Kernels.PtxKernelLoader.WithTarget(ptx, "sm_90a");
+        Assert.Contains(entry, hopper);
+    }
+}

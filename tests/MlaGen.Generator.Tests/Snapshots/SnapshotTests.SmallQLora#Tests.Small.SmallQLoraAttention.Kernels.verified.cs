@@ -605,6 +605,7 @@ partial class SmallQLoraAttention
         public const int TcTile = 16; // cached tokens per step
         public const int TcWarps = 4;
         public const int TcThreads = 128;
+        public const int TcCtasPerSm = 3; // 255 registers x 128 threads and 41 KB of shared memory each
         public const int TcRowWords = 40; // a cache row as packed bf16 pairs
         public const int TcStride = 44; // shared-memory row stride in words: +4 spreads rows over banks
         public const int TcKSteps = 5; // 16-wide steps of the [c_kv | k_pe] reduction
@@ -817,29 +818,29 @@ partial class SmallQLoraAttention
         public static void TensorCoreCombineKernel(global::MlaGen.Kernels.TensorCoreCombineParams p)
         {
             int lane = global::ILGPU.Group.IdxX;
-            int block = global::ILGPU.Grid.IdxX / TcRows;
-            int r = global::ILGPU.Grid.IdxX - block * TcRows;
+            int block = global::ILGPU.Grid.IdxX / p.BlockCapacity;
+            int r = global::ILGPU.Grid.IdxX - block * p.BlockCapacity;
             if (r >= p.BlockRows[block])
                 return;
             int first = p.BlockFirstItem[block];
             int count = p.BlockItems[block];
             float maxLse = float.NegativeInfinity;
             for (int split = 0; split < count; split++)
-                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + split) * TcRows + r]);
+                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + split) * p.BlockCapacity + r]);
             float total = 0f;
             if (maxLse != float.NegativeInfinity)
                 for (int split = 0; split < count; split++)
-                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + split) * TcRows + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + split) * p.BlockCapacity + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
             for (int split = 0; split < count; split++)
             {
-                float partLse = p.PartialLse[(long)(first + split) * TcRows + r];
+                float partLse = p.PartialLse[(long)(first + split) * p.BlockCapacity + r];
                 if (partLse == float.NegativeInfinity)
                     continue;
                 float share = global::MlaGen.Kernels.KernelMath.Exp2((partLse - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part = ((long)(first + split) * TcRows + r) * LatentRank;
+                long part = ((long)(first + split) * p.BlockCapacity + r) * LatentRank;
                 o0 += share * p.PartialOutput[part + lane + 0];
                 o1 += share * p.PartialOutput[part + lane + 32];
             }
@@ -1493,14 +1494,15 @@ partial class SmallQLoraAttention
 
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 xo0, 0f00000000; mov.f32 xo1, 0f00000000; mov.f32 xo2, 0f00000000; mov.f32 xo3, 0f00000000; mov.f32 xo4, 0f00000000; mov.f32 xo5, 0f00000000; mov.f32 xo6, 0f00000000; mov.f32 xo7, 0f00000000; mov.f32 xo8, 0f00000000; mov.f32 xo9, 0f00000000; mov.f32 xo10, 0f00000000; mov.f32 xo11, 0f00000000; mov.f32 xo12, 0f00000000; mov.f32 xo13, 0f00000000; mov.f32 xo14, 0f00000000; mov.f32 xo15, 0f00000000; mov.f32 xm0, 0fFF800000; mov.f32 xm1, 0fFF800000; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;");
             // Copy constants per chunk of this thread (core-matrix order; see ExpandedWarpgroupEmitter.EmitChunkConstants).
-            int kRow0 = ((tid + 0) / 48) * 8 + (tid & 7);
-            int kColumn0 = ((tid + 0) >> 3) % 6;
-            bool kLive0 = (tid + 0) < 192;
+            int chunk = (tid & ~31) + (((lane >> 4) * 2 + ((lane >> 2) & 1)) * 8 + ((lane >> 3) & 1) * 4 + (lane & 3));
+            int kRow0 = ((chunk + 0) / 48) * 8 + ((chunk + 0) & 7);
+            int kColumn0 = ((chunk + 0) >> 3) % 6;
+            bool kLive0 = (chunk + 0) < 192;
             bool kRope0 = kColumn0 >= 4;
             long kOffset0 = kRope0 ? (LatentRank + (kColumn0 - 4) * 8) * 2L : ((long)kRow0 * NopeHeadDim + kColumn0 * 8) * 2L;
-            int vRow0 = ((tid + 0) / 32) * 8 + (tid & 7);
-            int vColumn0 = ((tid + 0) >> 3) % 4;
-            bool vLive0 = (tid + 0) < 128;
+            int vRow0 = ((chunk + 0) / 32) * 8 + ((chunk + 0) & 7);
+            int vColumn0 = ((chunk + 0) >> 3) % 4;
+            bool vLive0 = (chunk + 0) < 128;
             long vOffset0 = ((long)vRow0 * VHeadDim + vColumn0 * 8) * 2L;
             long nopeBase = p.KeyNopeAddress + headKeys * NopeHeadDim * 2L;
             long valueBase = p.ValueAddress + headKeys * VHeadDim * 2L;
@@ -1514,13 +1516,13 @@ partial class SmallQLoraAttention
                 {
                     bool inside = first + kRow0 < end;
                     long source = !inside ? p.KeyNopeAddress : kRope0 ? p.PagesAddress + (long)cacheRow0 * CacheRowValues * 2L + kOffset0 : nopeTile + kOffset0;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 0) * 16L, source, inside ? 16 : 0);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
                 }
                 if (vLive0)
                 {
                     bool inside = first + vRow0 < end;
                     long source = inside ? valueTile + vOffset0 : p.ValueAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (tid + 0) * 16L, source, inside ? 16 : 0);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (chunk + 0) * 16L, source, inside ? 16 : 0);
                 }
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
             }
@@ -1550,13 +1552,13 @@ partial class SmallQLoraAttention
                         {
                             bool inside = first + kRow0 < end;
                             long source = !inside ? p.KeyNopeAddress : kRope0 ? p.PagesAddress + (long)cacheRow0 * CacheRowValues * 2L + kOffset0 : nopeTile + kOffset0;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 0) * 16L, source, inside ? 16 : 0);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
                         }
                         if (vLive0)
                         {
                             bool inside = first + vRow0 < end;
                             long source = inside ? valueTile + vOffset0 : p.ValueAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (tid + 0) * 16L, source, inside ? 16 : 0);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (chunk + 0) * 16L, source, inside ? 16 : 0);
                         }
                         global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
                     }
@@ -1643,6 +1645,7 @@ partial class SmallQLoraAttention
                 if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)
                 {
                     _tensorCoreAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.TensorCoreAttentionParams>(accelerator, TensorCoreAttentionKernel);
+                    DecodeForm = global::MlaGen.Kernels.DecodeAttentionKind.TensorCore;
                     _tensorCoreCombine = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.TensorCoreCombineParams>(accelerator, TensorCoreCombineKernel);
                 }
                 _headQuery = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.HeadQueryParams>(accelerator, HeadQueryKernel);
@@ -1746,23 +1749,30 @@ partial class SmallQLoraAttention
                 int count = p.Tokens;
                 _queryLatentNorm(stream, _serial ? new global::ILGPU.KernelConfig(Groups(count, SerialGroup), SerialGroup) : new global::ILGPU.KernelConfig(count, Lanes), p);
             }
-            public override bool HasTensorCoreDecode => _tensorCoreAttention is not null;
+            public override global::MlaGen.Kernels.DecodeAttentionKind DecodeForm { get; }
 
-            public override int TensorCoreTile => TcTile;
-
-            public override void TensorCoreAttention(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.TensorCoreAttentionParams p)
+            public override global::MlaGen.Kernels.DecodeTiling TilingOf(global::MlaGen.Kernels.DecodeAttentionKind kernel) => kernel switch
             {
-                if (_tensorCoreAttention is null)
-                    base.TensorCoreAttention(stream, p);
-                else if (p.Items > 0)
-                    _tensorCoreAttention(stream, new global::ILGPU.KernelConfig(p.Items, TcThreads), p);
+                global::MlaGen.Kernels.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new global::MlaGen.Kernels.DecodeTiling(TcRows, TcTile, TcCtasPerSm),
+                _ => base.TilingOf(kernel),
+            };
+
+            public override void TensorCoreAttention(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.TensorCoreAttentionParams p, global::MlaGen.Kernels.DecodeAttentionKind kernel)
+            {
+                if (kernel == global::MlaGen.Kernels.DecodeAttentionKind.TensorCore && _tensorCoreAttention is not null)
+                {
+                    if (p.Items > 0)
+                        _tensorCoreAttention(stream, new global::ILGPU.KernelConfig(p.Items, TcThreads), p);
+                }
+                else
+                    base.TensorCoreAttention(stream, p, kernel);
             }
             public override void TensorCoreCombine(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.TensorCoreCombineParams p)
             {
                 if (_tensorCoreCombine is null)
                     base.TensorCoreCombine(stream, p);
                 else if (p.Blocks > 0)
-                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * TcRows, Lanes), p);
+                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * p.BlockCapacity, Lanes), p);
             }
             public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
 

@@ -1238,6 +1238,7 @@ partial class DeepSeekV2LiteAttention
         public const int TcTile = 16; // cached tokens per step
         public const int TcWarps = 4;
         public const int TcThreads = 128;
+        public const int TcCtasPerSm = 3; // 255 registers x 128 threads and 41 KB of shared memory each
         public const int TcRowWords = 288; // a cache row as packed bf16 pairs
         public const int TcStride = 292; // shared-memory row stride in words: +4 spreads rows over banks
         public const int TcKSteps = 36; // 16-wide steps of the [c_kv | k_pe] reduction
@@ -1695,19 +1696,19 @@ partial class DeepSeekV2LiteAttention
         public static void TensorCoreCombineKernel(global::MlaGen.Kernels.TensorCoreCombineParams p)
         {
             int lane = global::ILGPU.Group.IdxX;
-            int block = global::ILGPU.Grid.IdxX / TcRows;
-            int r = global::ILGPU.Grid.IdxX - block * TcRows;
+            int block = global::ILGPU.Grid.IdxX / p.BlockCapacity;
+            int r = global::ILGPU.Grid.IdxX - block * p.BlockCapacity;
             if (r >= p.BlockRows[block])
                 return;
             int first = p.BlockFirstItem[block];
             int count = p.BlockItems[block];
             float maxLse = float.NegativeInfinity;
             for (int split = 0; split < count; split++)
-                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + split) * TcRows + r]);
+                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + split) * p.BlockCapacity + r]);
             float total = 0f;
             if (maxLse != float.NegativeInfinity)
                 for (int split = 0; split < count; split++)
-                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + split) * TcRows + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + split) * p.BlockCapacity + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
@@ -1727,11 +1728,11 @@ partial class DeepSeekV2LiteAttention
             float o15 = 0f;
             for (int split = 0; split < count; split++)
             {
-                float partLse = p.PartialLse[(long)(first + split) * TcRows + r];
+                float partLse = p.PartialLse[(long)(first + split) * p.BlockCapacity + r];
                 if (partLse == float.NegativeInfinity)
                     continue;
                 float share = global::MlaGen.Kernels.KernelMath.Exp2((partLse - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part = ((long)(first + split) * TcRows + r) * LatentRank;
+                long part = ((long)(first + split) * p.BlockCapacity + r) * LatentRank;
                 o0 += share * p.PartialOutput[part + lane + 0];
                 o1 += share * p.PartialOutput[part + lane + 32];
                 o2 += share * p.PartialOutput[part + lane + 64];
@@ -1768,6 +1769,457 @@ partial class DeepSeekV2LiteAttention
             p.LatentOutput[output + lane + 480] = o15;
             if (lane == 0)
                 p.Lse[p.BlockFirstRow[block] + r] = lse;
+        }
+
+        // Warpgroup (wgmma) decode attention (Hopper): tile, shared-memory map and matrix descriptors.
+        public const int DwRows = 64; // query rows (token x head) per CTA: one wgmma M
+        public const int DwKeys = 32; // cached tokens per tile
+        public const int DwThreads = 256; // two warpgroups
+        public const int DwStages = 3;
+        public const int DwCtasPerSm = 1; // the shared memory below fills an SM
+        public const int DwHalfSteps = 18; // 16-wide k-steps of Q·Kᵀ per warpgroup
+        public const int DwStageBytes = 36864; // 32 cache rows in core matrices
+        public const int DwQueryBytes = 73728; // Q: 64 rows in core matrices, at offset 0
+        public const int DwExchangeBytes = 16384; // each thread's partial S, for the other warpgroup
+        public const int DwExchange = DwQueryBytes + DwStages * DwStageBytes;
+        public const int DwSharedBytes = DwExchange + DwExchangeBytes + 128; // + slack to align the dynamic block to 128 B
+        public const long DwRowDescriptor = 0x24000080000L; // K-major Q (A) and K (B): LBO 128 B (next 8 dims), SBO 9216 B (next 8 rows)
+        public const long DwValueDescriptor = 0x802400000L; // MN-major V (B): LBO 9216 B (next 8 keys), SBO 128 B (next 8 columns)
+
+        /// <summary>Split-KV decode attention on warpgroup MMA (sm_90a): one CTA of two warpgroups per work item (see DecodeWarpgroupEmitter).</summary>
+        public static void DecodeAttentionWarpgroupKernel(global::MlaGen.Kernels.TensorCoreAttentionParams p)
+        {
+            // Named registers first, before any branch (ILGPU pastes inline PTX unbraced): S, P, O, running max and sum.
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 xs<16>; .reg .b32 xp<8>; .reg .f32 xo<128>; .reg .f32 xm<2>; .reg .f32 xl<2>; .reg .pred xwz, xwa;");
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 z; mov.u32 z, 0; setp.ne.u32 xwz, z, 0; setp.eq.u32 xwa, z, 0; }"); // wgmma scale-d: false overwrites D, true accumulates
+            // The dynamic block (DwSharedBytes at launch): ILGPU declares it as __dyn_shared_alloca once the kernel asks for it.
+            global::ILGPU.ArrayView<byte> dynamicShared = global::ILGPU.SharedMemory.GetDynamic<byte>();
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.u64 %0, __dyn_shared_alloca;", out long sharedStart);
+            long shared = (sharedStart + 127) & ~127L;
+            long exchange = shared + DwExchange;
+            int tid = global::ILGPU.Group.IdxX;
+            int half = tid >> 7; // warpgroup: its half of the reduction and of the output columns
+            int lane = tid & 31;
+            int g = lane >> 2; // rows g and g + 8 of the warp's 16
+            int t = lane & 3; // columns 2t, 2t + 1 of each 8-column tile
+            int rowLo = ((tid >> 5) & 3) * 16 + g;
+            int rowHi = rowLo + 8;
+            int item = global::ILGPU.Grid.IdxX;
+            int block = p.ItemBlock[item];
+            int firstRow = p.BlockFirstRow[block];
+            int rows = p.BlockRows[block];
+            int lastToken = (firstRow + rows - 1) / Heads;
+            int begin = p.ItemBegin[item];
+            int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further
+            long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;
+            int visibleLo = rowLo < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowLo) / Heads] + 1, end) : 0;
+            int visibleHi = rowHi < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowHi) / Heads] + 1, end) : 0;
+
+            // Q → bf16 core matrices in shared memory: chunk c (8 values) is row (c / (8·chunks))·8 + c % 8, column (c / 8) % chunks.
+            for (int c = tid; c < DwRows * TcChunksPerRow; c += DwThreads)
+            {
+                int row = c / (8 * TcChunksPerRow) * 8 + (c & 7);
+                long from = (long)(firstRow + row) * CacheRowValues + ((c >> 3) % TcChunksPerRow) * 8;
+                bool real = row < rows;
+                uint q0 = real ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[from + 0], p.AbsorbedQuery[from + 1]) : 0u;
+                uint q1 = real ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[from + 2], p.AbsorbedQuery[from + 3]) : 0u;
+                uint q2 = real ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[from + 4], p.AbsorbedQuery[from + 5]) : 0u;
+                uint q3 = real ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[from + 6], p.AbsorbedQuery[from + 7]) : 0u;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", shared + c * 16L, q0, q1, q2, q3);
+            }
+
+            // Copy constants of this thread's chunks of a tile (core-matrix order, like Q): row and source byte in the tile's rows.
+            int chunk = (tid & ~31) + (((lane >> 4) * 2 + ((lane >> 2) & 1)) * 8 + ((lane >> 3) & 1) * 4 + (lane & 3));
+            int copyRow0 = (chunk + 0) / 576 * 8 + ((chunk + 0) & 7);
+            int copyFrom0 = (copyRow0 * TcChunksPerRow + ((chunk + 0) >> 3) % TcChunksPerRow) * 16;
+            int copyRow1 = (chunk + 256) / 576 * 8 + ((chunk + 256) & 7);
+            int copyFrom1 = (copyRow1 * TcChunksPerRow + ((chunk + 256) >> 3) % TcChunksPerRow) * 16;
+            int copyRow2 = (chunk + 512) / 576 * 8 + ((chunk + 512) & 7);
+            int copyFrom2 = (copyRow2 * TcChunksPerRow + ((chunk + 512) >> 3) % TcChunksPerRow) * 16;
+            int copyRow3 = (chunk + 768) / 576 * 8 + ((chunk + 768) & 7);
+            int copyFrom3 = (copyRow3 * TcChunksPerRow + ((chunk + 768) >> 3) % TcChunksPerRow) * 16;
+            int copyRow4 = (chunk + 1024) / 576 * 8 + ((chunk + 1024) & 7);
+            int copyFrom4 = (copyRow4 * TcChunksPerRow + ((chunk + 1024) >> 3) % TcChunksPerRow) * 16;
+            int copyRow5 = (chunk + 1280) / 576 * 8 + ((chunk + 1280) & 7);
+            int copyFrom5 = (copyRow5 * TcChunksPerRow + ((chunk + 1280) >> 3) % TcChunksPerRow) * 16;
+            int copyRow6 = (chunk + 1536) / 576 * 8 + ((chunk + 1536) & 7);
+            int copyFrom6 = (copyRow6 * TcChunksPerRow + ((chunk + 1536) >> 3) % TcChunksPerRow) * 16;
+            int copyRow7 = (chunk + 1792) / 576 * 8 + ((chunk + 1792) & 7);
+            int copyFrom7 = (copyRow7 * TcChunksPerRow + ((chunk + 1792) >> 3) % TcChunksPerRow) * 16;
+            int copyRow8 = (chunk + 2048) / 576 * 8 + ((chunk + 2048) & 7);
+            int copyFrom8 = (copyRow8 * TcChunksPerRow + ((chunk + 2048) >> 3) % TcChunksPerRow) * 16;
+
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 xo0, 0f00000000; mov.f32 xo1, 0f00000000; mov.f32 xo2, 0f00000000; mov.f32 xo3, 0f00000000; mov.f32 xo4, 0f00000000; mov.f32 xo5, 0f00000000; mov.f32 xo6, 0f00000000; mov.f32 xo7, 0f00000000; mov.f32 xo8, 0f00000000; mov.f32 xo9, 0f00000000; mov.f32 xo10, 0f00000000; mov.f32 xo11, 0f00000000; mov.f32 xo12, 0f00000000; mov.f32 xo13, 0f00000000; mov.f32 xo14, 0f00000000; mov.f32 xo15, 0f00000000; mov.f32 xo16, 0f00000000; mov.f32 xo17, 0f00000000; mov.f32 xo18, 0f00000000; mov.f32 xo19, 0f00000000; mov.f32 xo20, 0f00000000; mov.f32 xo21, 0f00000000; mov.f32 xo22, 0f00000000; mov.f32 xo23, 0f00000000; mov.f32 xo24, 0f00000000; mov.f32 xo25, 0f00000000; mov.f32 xo26, 0f00000000; mov.f32 xo27, 0f00000000; mov.f32 xo28, 0f00000000; mov.f32 xo29, 0f00000000; mov.f32 xo30, 0f00000000; mov.f32 xo31, 0f00000000; mov.f32 xo32, 0f00000000; mov.f32 xo33, 0f00000000; mov.f32 xo34, 0f00000000; mov.f32 xo35, 0f00000000; mov.f32 xo36, 0f00000000; mov.f32 xo37, 0f00000000; mov.f32 xo38, 0f00000000; mov.f32 xo39, 0f00000000; mov.f32 xo40, 0f00000000; mov.f32 xo41, 0f00000000; mov.f32 xo42, 0f00000000; mov.f32 xo43, 0f00000000; mov.f32 xo44, 0f00000000; mov.f32 xo45, 0f00000000; mov.f32 xo46, 0f00000000; mov.f32 xo47, 0f00000000; mov.f32 xo48, 0f00000000; mov.f32 xo49, 0f00000000; mov.f32 xo50, 0f00000000; mov.f32 xo51, 0f00000000; mov.f32 xo52, 0f00000000; mov.f32 xo53, 0f00000000; mov.f32 xo54, 0f00000000; mov.f32 xo55, 0f00000000; mov.f32 xo56, 0f00000000; mov.f32 xo57, 0f00000000; mov.f32 xo58, 0f00000000; mov.f32 xo59, 0f00000000; mov.f32 xo60, 0f00000000; mov.f32 xo61, 0f00000000; mov.f32 xo62, 0f00000000; mov.f32 xo63, 0f00000000; mov.f32 xo64, 0f00000000; mov.f32 xo65, 0f00000000; mov.f32 xo66, 0f00000000; mov.f32 xo67, 0f00000000; mov.f32 xo68, 0f00000000; mov.f32 xo69, 0f00000000; mov.f32 xo70, 0f00000000; mov.f32 xo71, 0f00000000; mov.f32 xo72, 0f00000000; mov.f32 xo73, 0f00000000; mov.f32 xo74, 0f00000000; mov.f32 xo75, 0f00000000; mov.f32 xo76, 0f00000000; mov.f32 xo77, 0f00000000; mov.f32 xo78, 0f00000000; mov.f32 xo79, 0f00000000; mov.f32 xo80, 0f00000000; mov.f32 xo81, 0f00000000; mov.f32 xo82, 0f00000000; mov.f32 xo83, 0f00000000; mov.f32 xo84, 0f00000000; mov.f32 xo85, 0f00000000; mov.f32 xo86, 0f00000000; mov.f32 xo87, 0f00000000; mov.f32 xo88, 0f00000000; mov.f32 xo89, 0f00000000; mov.f32 xo90, 0f00000000; mov.f32 xo91, 0f00000000; mov.f32 xo92, 0f00000000; mov.f32 xo93, 0f00000000; mov.f32 xo94, 0f00000000; mov.f32 xo95, 0f00000000; mov.f32 xo96, 0f00000000; mov.f32 xo97, 0f00000000; mov.f32 xo98, 0f00000000; mov.f32 xo99, 0f00000000; mov.f32 xo100, 0f00000000; mov.f32 xo101, 0f00000000; mov.f32 xo102, 0f00000000; mov.f32 xo103, 0f00000000; mov.f32 xo104, 0f00000000; mov.f32 xo105, 0f00000000; mov.f32 xo106, 0f00000000; mov.f32 xo107, 0f00000000; mov.f32 xo108, 0f00000000; mov.f32 xo109, 0f00000000; mov.f32 xo110, 0f00000000; mov.f32 xo111, 0f00000000; mov.f32 xo112, 0f00000000; mov.f32 xo113, 0f00000000; mov.f32 xo114, 0f00000000; mov.f32 xo115, 0f00000000; mov.f32 xo116, 0f00000000; mov.f32 xo117, 0f00000000; mov.f32 xo118, 0f00000000; mov.f32 xo119, 0f00000000; mov.f32 xo120, 0f00000000; mov.f32 xo121, 0f00000000; mov.f32 xo122, 0f00000000; mov.f32 xo123, 0f00000000; mov.f32 xo124, 0f00000000; mov.f32 xo125, 0f00000000; mov.f32 xo126, 0f00000000; mov.f32 xo127, 0f00000000; mov.f32 xm0, 0fFF800000; mov.f32 xm1, 0fFF800000; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;");
+            // Tiles 0 and 1 in flight before the loop; each tile's pages are read an iteration before its copy.
+            long pageAhead0 = (long)p.Cache.BlockTable[blockRow + (global::System.Math.Min(begin + 0 * PageSize, end - 1) >> PageShift)] * PageSize + (global::System.Math.Min(begin + 0 * PageSize, end - 1) & PageMask);
+            {
+                int first = begin;
+                long into = shared + DwQueryBytes + 0;
+                long rows0 = p.PagesAddress + (pageAhead0 - 0) * CacheRowValues * 2L;
+                // chunk 0
+                {
+                    bool inside = first + copyRow0 < end;
+                    long source = inside ? rows0 + copyFrom0 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 1
+                {
+                    bool inside = first + copyRow1 < end;
+                    long source = inside ? rows0 + copyFrom1 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 256) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 2
+                {
+                    bool inside = first + copyRow2 < end;
+                    long source = inside ? rows0 + copyFrom2 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 512) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 3
+                {
+                    bool inside = first + copyRow3 < end;
+                    long source = inside ? rows0 + copyFrom3 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 768) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 4
+                {
+                    bool inside = first + copyRow4 < end;
+                    long source = inside ? rows0 + copyFrom4 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1024) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 5
+                {
+                    bool inside = first + copyRow5 < end;
+                    long source = inside ? rows0 + copyFrom5 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1280) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 6
+                {
+                    bool inside = first + copyRow6 < end;
+                    long source = inside ? rows0 + copyFrom6 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1536) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 7
+                {
+                    bool inside = first + copyRow7 < end;
+                    long source = inside ? rows0 + copyFrom7 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1792) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 8
+                {
+                    bool inside = first + copyRow8 < end;
+                    long source = inside ? rows0 + copyFrom8 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 2048) * 16L, source, inside ? 16 : 0);
+                }
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+            }
+            pageAhead0 = (long)p.Cache.BlockTable[blockRow + (global::System.Math.Min(begin + DwKeys + 0 * PageSize, end - 1) >> PageShift)] * PageSize + (global::System.Math.Min(begin + DwKeys + 0 * PageSize, end - 1) & PageMask);
+            {
+                int first = begin + DwKeys;
+                long into = shared + DwQueryBytes + DwStageBytes;
+                long rows0 = p.PagesAddress + (pageAhead0 - 0) * CacheRowValues * 2L;
+                // chunk 0
+                {
+                    bool inside = first + copyRow0 < end;
+                    long source = inside ? rows0 + copyFrom0 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 1
+                {
+                    bool inside = first + copyRow1 < end;
+                    long source = inside ? rows0 + copyFrom1 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 256) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 2
+                {
+                    bool inside = first + copyRow2 < end;
+                    long source = inside ? rows0 + copyFrom2 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 512) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 3
+                {
+                    bool inside = first + copyRow3 < end;
+                    long source = inside ? rows0 + copyFrom3 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 768) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 4
+                {
+                    bool inside = first + copyRow4 < end;
+                    long source = inside ? rows0 + copyFrom4 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1024) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 5
+                {
+                    bool inside = first + copyRow5 < end;
+                    long source = inside ? rows0 + copyFrom5 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1280) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 6
+                {
+                    bool inside = first + copyRow6 < end;
+                    long source = inside ? rows0 + copyFrom6 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1536) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 7
+                {
+                    bool inside = first + copyRow7 < end;
+                    long source = inside ? rows0 + copyFrom7 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1792) * 16L, source, inside ? 16 : 0);
+                }
+                // chunk 8
+                {
+                    bool inside = first + copyRow8 < end;
+                    long source = inside ? rows0 + copyFrom8 : p.PagesAddress;
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 2048) * 16L, source, inside ? 16 : 0);
+                }
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+            }
+            pageAhead0 = (long)p.Cache.BlockTable[blockRow + (global::System.Math.Min(begin + 2 * DwKeys + 0 * PageSize, end - 1) >> PageShift)] * PageSize + (global::System.Math.Min(begin + 2 * DwKeys + 0 * PageSize, end - 1) & PageMask);
+            long stage = 0;
+            long qSteps = shared + half * DwHalfSteps * 256L; // this warpgroup's k-steps: 16 dims = two core matrices = 256 B each
+            for (int tile = begin; tile < end; tile += DwKeys)
+            {
+                // Tile `tile` has landed (one later group may still fly); the proxy fence hands it (and Q) to the tensor cores.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 1; fence.proxy.async.shared::cta;");
+                global::ILGPU.Group.Barrier(); // landed for everyone, and no wgmma still reads the stage refilled next
+                long queryDescriptor = DwRowDescriptor | ((qSteps >> 4) & 0x3FFF);
+                long keyDescriptor = DwRowDescriptor | (((qSteps + DwQueryBytes + stage) >> 4) & 0x3FFF);
+                // S (this half) = Q·Kᵀ: 18 wgmma m64n32k16 with both operands read from shared memory through descriptors.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; wgmma.fence.sync.aligned; add.s64 a, %0, 0; add.s64 b, %1, 0; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwz, 1, 1, 0, 0; add.s64 a, %0, 16; add.s64 b, %1, 16; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 32; add.s64 b, %1, 32; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 48; add.s64 b, %1, 48; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 64; add.s64 b, %1, 64; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 80; add.s64 b, %1, 80; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 96; add.s64 b, %1, 96; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 112; add.s64 b, %1, 112; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 128; add.s64 b, %1, 128; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 144; add.s64 b, %1, 144; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 160; add.s64 b, %1, 160; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 176; add.s64 b, %1, 176; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 192; add.s64 b, %1, 192; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 208; add.s64 b, %1, 208; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 224; add.s64 b, %1, 224; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 240; add.s64 b, %1, 240; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 256; add.s64 b, %1, 256; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 272; add.s64 b, %1, 272; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("wgmma.commit_group.sync.aligned;");
+                // While the tensor cores work: tile + 2's copies into the stage tile - 1 used, then the page of tile + 3.
+                long refill = stage == 0 ? 2 * DwStageBytes : stage - DwStageBytes;
+                if (tile + 2 * DwKeys < end)
+                {
+                    {
+                        int first = tile + 2 * DwKeys;
+                        long into = shared + DwQueryBytes + refill;
+                        long rows0 = p.PagesAddress + (pageAhead0 - 0) * CacheRowValues * 2L;
+                        // chunk 0
+                        {
+                            bool inside = first + copyRow0 < end;
+                            long source = inside ? rows0 + copyFrom0 : p.PagesAddress;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
+                        }
+                        // chunk 1
+                        {
+                            bool inside = first + copyRow1 < end;
+                            long source = inside ? rows0 + copyFrom1 : p.PagesAddress;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 256) * 16L, source, inside ? 16 : 0);
+                        }
+                        // chunk 2
+                        {
+                            bool inside = first + copyRow2 < end;
+                            long source = inside ? rows0 + copyFrom2 : p.PagesAddress;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 512) * 16L, source, inside ? 16 : 0);
+                        }
+                        // chunk 3
+                        {
+                            bool inside = first + copyRow3 < end;
+                            long source = inside ? rows0 + copyFrom3 : p.PagesAddress;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 768) * 16L, source, inside ? 16 : 0);
+                        }
+                        // chunk 4
+                        {
+                            bool inside = first + copyRow4 < end;
+                            long source = inside ? rows0 + copyFrom4 : p.PagesAddress;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1024) * 16L, source, inside ? 16 : 0);
+                        }
+                        // chunk 5
+                        {
+                            bool inside = first + copyRow5 < end;
+                            long source = inside ? rows0 + copyFrom5 : p.PagesAddress;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1280) * 16L, source, inside ? 16 : 0);
+                        }
+                        // chunk 6
+                        {
+                            bool inside = first + copyRow6 < end;
+                            long source = inside ? rows0 + copyFrom6 : p.PagesAddress;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1536) * 16L, source, inside ? 16 : 0);
+                        }
+                        // chunk 7
+                        {
+                            bool inside = first + copyRow7 < end;
+                            long source = inside ? rows0 + copyFrom7 : p.PagesAddress;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1792) * 16L, source, inside ? 16 : 0);
+                        }
+                        // chunk 8
+                        {
+                            bool inside = first + copyRow8 < end;
+                            long source = inside ? rows0 + copyFrom8 : p.PagesAddress;
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 2048) * 16L, source, inside ? 16 : 0);
+                        }
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+                    }
+                }
+                else
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;"); // an empty group keeps wait_group 1's count
+                pageAhead0 = (long)p.Cache.BlockTable[blockRow + (global::System.Math.Min(tile + 3 * DwKeys + 0 * PageSize, end - 1) >> PageShift)] * PageSize + (global::System.Math.Min(tile + 3 * DwKeys + 0 * PageSize, end - 1) & PageMask);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("wgmma.wait_group.sync.aligned 0;");
+                // Sum the halves: each thread leaves its partial S for the thread at the same place in the other warpgroup.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; add.s64 a, %0, 0; st.shared.f32 [a], xs0; add.s64 a, %0, 1024; st.shared.f32 [a], xs1; add.s64 a, %0, 2048; st.shared.f32 [a], xs2; add.s64 a, %0, 3072; st.shared.f32 [a], xs3; add.s64 a, %0, 4096; st.shared.f32 [a], xs4; add.s64 a, %0, 5120; st.shared.f32 [a], xs5; add.s64 a, %0, 6144; st.shared.f32 [a], xs6; add.s64 a, %0, 7168; st.shared.f32 [a], xs7; add.s64 a, %0, 8192; st.shared.f32 [a], xs8; add.s64 a, %0, 9216; st.shared.f32 [a], xs9; add.s64 a, %0, 10240; st.shared.f32 [a], xs10; add.s64 a, %0, 11264; st.shared.f32 [a], xs11; add.s64 a, %0, 12288; st.shared.f32 [a], xs12; add.s64 a, %0, 13312; st.shared.f32 [a], xs13; add.s64 a, %0, 14336; st.shared.f32 [a], xs14; add.s64 a, %0, 15360; st.shared.f32 [a], xs15; }", exchange + tid * 4L);
+                global::ILGPU.Group.Barrier();
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .f32 v; add.s64 a, %0, 0; ld.shared.f32 v, [a]; add.f32 xs0, xs0, v; add.s64 a, %0, 1024; ld.shared.f32 v, [a]; add.f32 xs1, xs1, v; add.s64 a, %0, 2048; ld.shared.f32 v, [a]; add.f32 xs2, xs2, v; add.s64 a, %0, 3072; ld.shared.f32 v, [a]; add.f32 xs3, xs3, v; add.s64 a, %0, 4096; ld.shared.f32 v, [a]; add.f32 xs4, xs4, v; add.s64 a, %0, 5120; ld.shared.f32 v, [a]; add.f32 xs5, xs5, v; add.s64 a, %0, 6144; ld.shared.f32 v, [a]; add.f32 xs6, xs6, v; add.s64 a, %0, 7168; ld.shared.f32 v, [a]; add.f32 xs7, xs7, v; add.s64 a, %0, 8192; ld.shared.f32 v, [a]; add.f32 xs8, xs8, v; add.s64 a, %0, 9216; ld.shared.f32 v, [a]; add.f32 xs9, xs9, v; add.s64 a, %0, 10240; ld.shared.f32 v, [a]; add.f32 xs10, xs10, v; add.s64 a, %0, 11264; ld.shared.f32 v, [a]; add.f32 xs11, xs11, v; add.s64 a, %0, 12288; ld.shared.f32 v, [a]; add.f32 xs12, xs12, v; add.s64 a, %0, 13312; ld.shared.f32 v, [a]; add.f32 xs13, xs13, v; add.s64 a, %0, 14336; ld.shared.f32 v, [a]; add.f32 xs14, xs14, v; add.s64 a, %0, 15360; ld.shared.f32 v, [a]; add.f32 xs15, xs15, v; }", exchange + (tid ^ 128) * 4L);
+                // Scale to log2 units, mask keys a row may not see, online softmax, rescale O, pack P (shared with the expanded kernels).
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 m, r, u, base; .reg .pred q; mul.f32 xs0, xs0, %2; setp.gt.s32 q, %0, 0; selp.f32 xs0, xs0, 0fFF800000, q; mul.f32 xs1, xs1, %2; setp.gt.s32 q, %0, 1; selp.f32 xs1, xs1, 0fFF800000, q; mul.f32 xs4, xs4, %2; setp.gt.s32 q, %0, 8; selp.f32 xs4, xs4, 0fFF800000, q; mul.f32 xs5, xs5, %2; setp.gt.s32 q, %0, 9; selp.f32 xs5, xs5, 0fFF800000, q; mul.f32 xs8, xs8, %2; setp.gt.s32 q, %0, 16; selp.f32 xs8, xs8, 0fFF800000, q; mul.f32 xs9, xs9, %2; setp.gt.s32 q, %0, 17; selp.f32 xs9, xs9, 0fFF800000, q; mul.f32 xs12, xs12, %2; setp.gt.s32 q, %0, 24; selp.f32 xs12, xs12, 0fFF800000, q; mul.f32 xs13, xs13, %2; setp.gt.s32 q, %0, 25; selp.f32 xs13, xs13, 0fFF800000, q; max.f32 m, xs0, xs1; max.f32 m, m, xs4; max.f32 m, m, xs5; max.f32 m, m, xs8; max.f32 m, m, xs9; max.f32 m, m, xs12; max.f32 m, m, xs13; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; max.f32 m, m, xm0; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm0, base; ex2.approx.ftz.f32 r, r; mov.f32 xm0, m; mul.f32 xl0, xl0, r; sub.f32 xs0, xs0, base; ex2.approx.ftz.f32 xs0, xs0; add.f32 xl0, xl0, xs0; sub.f32 xs1, xs1, base; ex2.approx.ftz.f32 xs1, xs1; add.f32 xl0, xl0, xs1; sub.f32 xs4, xs4, base; ex2.approx.ftz.f32 xs4, xs4; add.f32 xl0, xl0, xs4; sub.f32 xs5, xs5, base; ex2.approx.ftz.f32 xs5, xs5; add.f32 xl0, xl0, xs5; sub.f32 xs8, xs8, base; ex2.approx.ftz.f32 xs8, xs8; add.f32 xl0, xl0, xs8; sub.f32 xs9, xs9, base; ex2.approx.ftz.f32 xs9, xs9; add.f32 xl0, xl0, xs9; sub.f32 xs12, xs12, base; ex2.approx.ftz.f32 xs12, xs12; add.f32 xl0, xl0, xs12; sub.f32 xs13, xs13, base; ex2.approx.ftz.f32 xs13, xs13; add.f32 xl0, xl0, xs13; mul.f32 xo0, xo0, r; mul.f32 xo1, xo1, r; mul.f32 xo4, xo4, r; mul.f32 xo5, xo5, r; mul.f32 xo8, xo8, r; mul.f32 xo9, xo9, r; mul.f32 xo12, xo12, r; mul.f32 xo13, xo13, r; mul.f32 xo16, xo16, r; mul.f32 xo17, xo17, r; mul.f32 xo20, xo20, r; mul.f32 xo21, xo21, r; mul.f32 xo24, xo24, r; mul.f32 xo25, xo25, r; mul.f32 xo28, xo28, r; mul.f32 xo29, xo29, r; mul.f32 xo32, xo32, r; mul.f32 xo33, xo33, r; mul.f32 xo36, xo36, r; mul.f32 xo37, xo37, r; mul.f32 xo40, xo40, r; mul.f32 xo41, xo41, r; mul.f32 xo44, xo44, r; mul.f32 xo45, xo45, r; mul.f32 xo48, xo48, r; mul.f32 xo49, xo49, r; mul.f32 xo52, xo52, r; mul.f32 xo53, xo53, r; mul.f32 xo56, xo56, r; mul.f32 xo57, xo57, r; mul.f32 xo60, xo60, r; mul.f32 xo61, xo61, r; mul.f32 xo64, xo64, r; mul.f32 xo65, xo65, r; mul.f32 xo68, xo68, r; mul.f32 xo69, xo69, r; mul.f32 xo72, xo72, r; mul.f32 xo73, xo73, r; mul.f32 xo76, xo76, r; mul.f32 xo77, xo77, r; mul.f32 xo80, xo80, r; mul.f32 xo81, xo81, r; mul.f32 xo84, xo84, r; mul.f32 xo85, xo85, r; mul.f32 xo88, xo88, r; mul.f32 xo89, xo89, r; mul.f32 xo92, xo92, r; mul.f32 xo93, xo93, r; mul.f32 xo96, xo96, r; mul.f32 xo97, xo97, r; mul.f32 xo100, xo100, r; mul.f32 xo101, xo101, r; mul.f32 xo104, xo104, r; mul.f32 xo105, xo105, r; mul.f32 xo108, xo108, r; mul.f32 xo109, xo109, r; mul.f32 xo112, xo112, r; mul.f32 xo113, xo113, r; mul.f32 xo116, xo116, r; mul.f32 xo117, xo117, r; mul.f32 xo120, xo120, r; mul.f32 xo121, xo121, r; mul.f32 xo124, xo124, r; mul.f32 xo125, xo125, r; mul.f32 xs2, xs2, %2; setp.gt.s32 q, %1, 0; selp.f32 xs2, xs2, 0fFF800000, q; mul.f32 xs3, xs3, %2; setp.gt.s32 q, %1, 1; selp.f32 xs3, xs3, 0fFF800000, q; mul.f32 xs6, xs6, %2; setp.gt.s32 q, %1, 8; selp.f32 xs6, xs6, 0fFF800000, q; mul.f32 xs7, xs7, %2; setp.gt.s32 q, %1, 9; selp.f32 xs7, xs7, 0fFF800000, q; mul.f32 xs10, xs10, %2; setp.gt.s32 q, %1, 16; selp.f32 xs10, xs10, 0fFF800000, q; mul.f32 xs11, xs11, %2; setp.gt.s32 q, %1, 17; selp.f32 xs11, xs11, 0fFF800000, q; mul.f32 xs14, xs14, %2; setp.gt.s32 q, %1, 24; selp.f32 xs14, xs14, 0fFF800000, q; mul.f32 xs15, xs15, %2; setp.gt.s32 q, %1, 25; selp.f32 xs15, xs15, 0fFF800000, q; max.f32 m, xs2, xs3; max.f32 m, m, xs6; max.f32 m, m, xs7; max.f32 m, m, xs10; max.f32 m, m, xs11; max.f32 m, m, xs14; max.f32 m, m, xs15; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; max.f32 m, m, xm1; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm1, base; ex2.approx.ftz.f32 r, r; mov.f32 xm1, m; mul.f32 xl1, xl1, r; sub.f32 xs2, xs2, base; ex2.approx.ftz.f32 xs2, xs2; add.f32 xl1, xl1, xs2; sub.f32 xs3, xs3, base; ex2.approx.ftz.f32 xs3, xs3; add.f32 xl1, xl1, xs3; sub.f32 xs6, xs6, base; ex2.approx.ftz.f32 xs6, xs6; add.f32 xl1, xl1, xs6; sub.f32 xs7, xs7, base; ex2.approx.ftz.f32 xs7, xs7; add.f32 xl1, xl1, xs7; sub.f32 xs10, xs10, base; ex2.approx.ftz.f32 xs10, xs10; add.f32 xl1, xl1, xs10; sub.f32 xs11, xs11, base; ex2.approx.ftz.f32 xs11, xs11; add.f32 xl1, xl1, xs11; sub.f32 xs14, xs14, base; ex2.approx.ftz.f32 xs14, xs14; add.f32 xl1, xl1, xs14; sub.f32 xs15, xs15, base; ex2.approx.ftz.f32 xs15, xs15; add.f32 xl1, xl1, xs15; mul.f32 xo2, xo2, r; mul.f32 xo3, xo3, r; mul.f32 xo6, xo6, r; mul.f32 xo7, xo7, r; mul.f32 xo10, xo10, r; mul.f32 xo11, xo11, r; mul.f32 xo14, xo14, r; mul.f32 xo15, xo15, r; mul.f32 xo18, xo18, r; mul.f32 xo19, xo19, r; mul.f32 xo22, xo22, r; mul.f32 xo23, xo23, r; mul.f32 xo26, xo26, r; mul.f32 xo27, xo27, r; mul.f32 xo30, xo30, r; mul.f32 xo31, xo31, r; mul.f32 xo34, xo34, r; mul.f32 xo35, xo35, r; mul.f32 xo38, xo38, r; mul.f32 xo39, xo39, r; mul.f32 xo42, xo42, r; mul.f32 xo43, xo43, r; mul.f32 xo46, xo46, r; mul.f32 xo47, xo47, r; mul.f32 xo50, xo50, r; mul.f32 xo51, xo51, r; mul.f32 xo54, xo54, r; mul.f32 xo55, xo55, r; mul.f32 xo58, xo58, r; mul.f32 xo59, xo59, r; mul.f32 xo62, xo62, r; mul.f32 xo63, xo63, r; mul.f32 xo66, xo66, r; mul.f32 xo67, xo67, r; mul.f32 xo70, xo70, r; mul.f32 xo71, xo71, r; mul.f32 xo74, xo74, r; mul.f32 xo75, xo75, r; mul.f32 xo78, xo78, r; mul.f32 xo79, xo79, r; mul.f32 xo82, xo82, r; mul.f32 xo83, xo83, r; mul.f32 xo86, xo86, r; mul.f32 xo87, xo87, r; mul.f32 xo90, xo90, r; mul.f32 xo91, xo91, r; mul.f32 xo94, xo94, r; mul.f32 xo95, xo95, r; mul.f32 xo98, xo98, r; mul.f32 xo99, xo99, r; mul.f32 xo102, xo102, r; mul.f32 xo103, xo103, r; mul.f32 xo106, xo106, r; mul.f32 xo107, xo107, r; mul.f32 xo110, xo110, r; mul.f32 xo111, xo111, r; mul.f32 xo114, xo114, r; mul.f32 xo115, xo115, r; mul.f32 xo118, xo118, r; mul.f32 xo119, xo119, r; mul.f32 xo122, xo122, r; mul.f32 xo123, xo123, r; mul.f32 xo126, xo126, r; mul.f32 xo127, xo127, r; cvt.rn.bf16x2.f32 xp0, xs1, xs0; cvt.rn.bf16x2.f32 xp1, xs3, xs2; cvt.rn.bf16x2.f32 xp2, xs5, xs4; cvt.rn.bf16x2.f32 xp3, xs7, xs6; cvt.rn.bf16x2.f32 xp4, xs9, xs8; cvt.rn.bf16x2.f32 xp5, xs11, xs10; cvt.rn.bf16x2.f32 xp6, xs13, xs12; cvt.rn.bf16x2.f32 xp7, xs15, xs14; }", visibleLo - tile - 2 * t, visibleHi - tile - 2 * t, ScoreScaleLog2);
+                // O (this half's 256 columns) += P·V: 2 wgmma m64n256k16, V transposed (MN-major) in the tile.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.fence.sync.aligned; mov.b64 b, %0; wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {xo0,xo1,xo2,xo3,xo4,xo5,xo6,xo7,xo8,xo9,xo10,xo11,xo12,xo13,xo14,xo15,xo16,xo17,xo18,xo19,xo20,xo21,xo22,xo23,xo24,xo25,xo26,xo27,xo28,xo29,xo30,xo31,xo32,xo33,xo34,xo35,xo36,xo37,xo38,xo39,xo40,xo41,xo42,xo43,xo44,xo45,xo46,xo47,xo48,xo49,xo50,xo51,xo52,xo53,xo54,xo55,xo56,xo57,xo58,xo59,xo60,xo61,xo62,xo63,xo64,xo65,xo66,xo67,xo68,xo69,xo70,xo71,xo72,xo73,xo74,xo75,xo76,xo77,xo78,xo79,xo80,xo81,xo82,xo83,xo84,xo85,xo86,xo87,xo88,xo89,xo90,xo91,xo92,xo93,xo94,xo95,xo96,xo97,xo98,xo99,xo100,xo101,xo102,xo103,xo104,xo105,xo106,xo107,xo108,xo109,xo110,xo111,xo112,xo113,xo114,xo115,xo116,xo117,xo118,xo119,xo120,xo121,xo122,xo123,xo124,xo125,xo126,xo127}, {xp0,xp1,xp2,xp3}, b, xwa, 1, 1, 1; add.s64 b, %0, 1152; wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {xo0,xo1,xo2,xo3,xo4,xo5,xo6,xo7,xo8,xo9,xo10,xo11,xo12,xo13,xo14,xo15,xo16,xo17,xo18,xo19,xo20,xo21,xo22,xo23,xo24,xo25,xo26,xo27,xo28,xo29,xo30,xo31,xo32,xo33,xo34,xo35,xo36,xo37,xo38,xo39,xo40,xo41,xo42,xo43,xo44,xo45,xo46,xo47,xo48,xo49,xo50,xo51,xo52,xo53,xo54,xo55,xo56,xo57,xo58,xo59,xo60,xo61,xo62,xo63,xo64,xo65,xo66,xo67,xo68,xo69,xo70,xo71,xo72,xo73,xo74,xo75,xo76,xo77,xo78,xo79,xo80,xo81,xo82,xo83,xo84,xo85,xo86,xo87,xo88,xo89,xo90,xo91,xo92,xo93,xo94,xo95,xo96,xo97,xo98,xo99,xo100,xo101,xo102,xo103,xo104,xo105,xo106,xo107,xo108,xo109,xo110,xo111,xo112,xo113,xo114,xo115,xo116,xo117,xo118,xo119,xo120,xo121,xo122,xo123,xo124,xo125,xo126,xo127}, {xp4,xp5,xp6,xp7}, b, xwa, 1, 1, 1; wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }", DwValueDescriptor | (((shared + DwQueryBytes + stage + half * 4096L) >> 4) & 0x3FFF));
+                stage = stage == 2 * DwStageBytes ? 0 : stage + DwStageBytes;
+            }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 0;"); // nothing may land after the CTA is gone
+
+            // The quad's four partial sums make the row's sum; then normalise and write O and the natural-log LSE.
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 u; shfl.sync.bfly.b32 u, xl0, 1, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl0, 2, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl1, 1, 31, -1; add.f32 xl1, xl1, u; shfl.sync.bfly.b32 u, xl1, 2, 31, -1; add.f32 xl1, xl1, u; }");
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xm0, xl0};", out ulong stateLo);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xm1, xl1};", out ulong stateHi);
+            float maxLo = global::ILGPU.Interop.IntAsFloat((uint)(stateLo & 0xFFFFFFFFUL)), sumLo = global::ILGPU.Interop.IntAsFloat((uint)(stateLo >> 32));
+            float maxHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi & 0xFFFFFFFFUL)), sumHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi >> 32));
+            float invLo = sumLo != 0f ? 1f / sumLo : 0f;
+            float invHi = sumHi != 0f ? 1f / sumHi : 0f;
+            long outLo = ((long)item * DwRows + rowLo) * LatentRank + half * 256 + 2 * t;
+            long outHi = outLo + 8L * LatentRank;
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo0, xo1};", out ulong lo0);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo2, xo3};", out ulong hi0);
+            if (rowLo < rows) { p.PartialOutput[outLo + 0] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 1] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 0] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 1] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo4, xo5};", out ulong lo1);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo6, xo7};", out ulong hi1);
+            if (rowLo < rows) { p.PartialOutput[outLo + 8] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 9] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 8] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 9] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo8, xo9};", out ulong lo2);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo10, xo11};", out ulong hi2);
+            if (rowLo < rows) { p.PartialOutput[outLo + 16] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 17] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 16] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 17] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo12, xo13};", out ulong lo3);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo14, xo15};", out ulong hi3);
+            if (rowLo < rows) { p.PartialOutput[outLo + 24] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 25] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 24] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 25] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo16, xo17};", out ulong lo4);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo18, xo19};", out ulong hi4);
+            if (rowLo < rows) { p.PartialOutput[outLo + 32] = global::ILGPU.Interop.IntAsFloat((uint)(lo4 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 33] = global::ILGPU.Interop.IntAsFloat((uint)(lo4 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 32] = global::ILGPU.Interop.IntAsFloat((uint)(hi4 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 33] = global::ILGPU.Interop.IntAsFloat((uint)(hi4 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo20, xo21};", out ulong lo5);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo22, xo23};", out ulong hi5);
+            if (rowLo < rows) { p.PartialOutput[outLo + 40] = global::ILGPU.Interop.IntAsFloat((uint)(lo5 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 41] = global::ILGPU.Interop.IntAsFloat((uint)(lo5 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 40] = global::ILGPU.Interop.IntAsFloat((uint)(hi5 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 41] = global::ILGPU.Interop.IntAsFloat((uint)(hi5 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo24, xo25};", out ulong lo6);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo26, xo27};", out ulong hi6);
+            if (rowLo < rows) { p.PartialOutput[outLo + 48] = global::ILGPU.Interop.IntAsFloat((uint)(lo6 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 49] = global::ILGPU.Interop.IntAsFloat((uint)(lo6 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 48] = global::ILGPU.Interop.IntAsFloat((uint)(hi6 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 49] = global::ILGPU.Interop.IntAsFloat((uint)(hi6 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo28, xo29};", out ulong lo7);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo30, xo31};", out ulong hi7);
+            if (rowLo < rows) { p.PartialOutput[outLo + 56] = global::ILGPU.Interop.IntAsFloat((uint)(lo7 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 57] = global::ILGPU.Interop.IntAsFloat((uint)(lo7 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 56] = global::ILGPU.Interop.IntAsFloat((uint)(hi7 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 57] = global::ILGPU.Interop.IntAsFloat((uint)(hi7 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo32, xo33};", out ulong lo8);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo34, xo35};", out ulong hi8);
+            if (rowLo < rows) { p.PartialOutput[outLo + 64] = global::ILGPU.Interop.IntAsFloat((uint)(lo8 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 65] = global::ILGPU.Interop.IntAsFloat((uint)(lo8 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 64] = global::ILGPU.Interop.IntAsFloat((uint)(hi8 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 65] = global::ILGPU.Interop.IntAsFloat((uint)(hi8 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo36, xo37};", out ulong lo9);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo38, xo39};", out ulong hi9);
+            if (rowLo < rows) { p.PartialOutput[outLo + 72] = global::ILGPU.Interop.IntAsFloat((uint)(lo9 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 73] = global::ILGPU.Interop.IntAsFloat((uint)(lo9 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 72] = global::ILGPU.Interop.IntAsFloat((uint)(hi9 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 73] = global::ILGPU.Interop.IntAsFloat((uint)(hi9 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo40, xo41};", out ulong lo10);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo42, xo43};", out ulong hi10);
+            if (rowLo < rows) { p.PartialOutput[outLo + 80] = global::ILGPU.Interop.IntAsFloat((uint)(lo10 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 81] = global::ILGPU.Interop.IntAsFloat((uint)(lo10 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 80] = global::ILGPU.Interop.IntAsFloat((uint)(hi10 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 81] = global::ILGPU.Interop.IntAsFloat((uint)(hi10 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo44, xo45};", out ulong lo11);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo46, xo47};", out ulong hi11);
+            if (rowLo < rows) { p.PartialOutput[outLo + 88] = global::ILGPU.Interop.IntAsFloat((uint)(lo11 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 89] = global::ILGPU.Interop.IntAsFloat((uint)(lo11 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 88] = global::ILGPU.Interop.IntAsFloat((uint)(hi11 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 89] = global::ILGPU.Interop.IntAsFloat((uint)(hi11 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo48, xo49};", out ulong lo12);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo50, xo51};", out ulong hi12);
+            if (rowLo < rows) { p.PartialOutput[outLo + 96] = global::ILGPU.Interop.IntAsFloat((uint)(lo12 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 97] = global::ILGPU.Interop.IntAsFloat((uint)(lo12 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 96] = global::ILGPU.Interop.IntAsFloat((uint)(hi12 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 97] = global::ILGPU.Interop.IntAsFloat((uint)(hi12 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo52, xo53};", out ulong lo13);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo54, xo55};", out ulong hi13);
+            if (rowLo < rows) { p.PartialOutput[outLo + 104] = global::ILGPU.Interop.IntAsFloat((uint)(lo13 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 105] = global::ILGPU.Interop.IntAsFloat((uint)(lo13 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 104] = global::ILGPU.Interop.IntAsFloat((uint)(hi13 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 105] = global::ILGPU.Interop.IntAsFloat((uint)(hi13 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo56, xo57};", out ulong lo14);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo58, xo59};", out ulong hi14);
+            if (rowLo < rows) { p.PartialOutput[outLo + 112] = global::ILGPU.Interop.IntAsFloat((uint)(lo14 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 113] = global::ILGPU.Interop.IntAsFloat((uint)(lo14 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 112] = global::ILGPU.Interop.IntAsFloat((uint)(hi14 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 113] = global::ILGPU.Interop.IntAsFloat((uint)(hi14 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo60, xo61};", out ulong lo15);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo62, xo63};", out ulong hi15);
+            if (rowLo < rows) { p.PartialOutput[outLo + 120] = global::ILGPU.Interop.IntAsFloat((uint)(lo15 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 121] = global::ILGPU.Interop.IntAsFloat((uint)(lo15 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 120] = global::ILGPU.Interop.IntAsFloat((uint)(hi15 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 121] = global::ILGPU.Interop.IntAsFloat((uint)(hi15 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo64, xo65};", out ulong lo16);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo66, xo67};", out ulong hi16);
+            if (rowLo < rows) { p.PartialOutput[outLo + 128] = global::ILGPU.Interop.IntAsFloat((uint)(lo16 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 129] = global::ILGPU.Interop.IntAsFloat((uint)(lo16 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 128] = global::ILGPU.Interop.IntAsFloat((uint)(hi16 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 129] = global::ILGPU.Interop.IntAsFloat((uint)(hi16 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo68, xo69};", out ulong lo17);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo70, xo71};", out ulong hi17);
+            if (rowLo < rows) { p.PartialOutput[outLo + 136] = global::ILGPU.Interop.IntAsFloat((uint)(lo17 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 137] = global::ILGPU.Interop.IntAsFloat((uint)(lo17 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 136] = global::ILGPU.Interop.IntAsFloat((uint)(hi17 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 137] = global::ILGPU.Interop.IntAsFloat((uint)(hi17 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo72, xo73};", out ulong lo18);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo74, xo75};", out ulong hi18);
+            if (rowLo < rows) { p.PartialOutput[outLo + 144] = global::ILGPU.Interop.IntAsFloat((uint)(lo18 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 145] = global::ILGPU.Interop.IntAsFloat((uint)(lo18 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 144] = global::ILGPU.Interop.IntAsFloat((uint)(hi18 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 145] = global::ILGPU.Interop.IntAsFloat((uint)(hi18 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo76, xo77};", out ulong lo19);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo78, xo79};", out ulong hi19);
+            if (rowLo < rows) { p.PartialOutput[outLo + 152] = global::ILGPU.Interop.IntAsFloat((uint)(lo19 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 153] = global::ILGPU.Interop.IntAsFloat((uint)(lo19 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 152] = global::ILGPU.Interop.IntAsFloat((uint)(hi19 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 153] = global::ILGPU.Interop.IntAsFloat((uint)(hi19 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo80, xo81};", out ulong lo20);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo82, xo83};", out ulong hi20);
+            if (rowLo < rows) { p.PartialOutput[outLo + 160] = global::ILGPU.Interop.IntAsFloat((uint)(lo20 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 161] = global::ILGPU.Interop.IntAsFloat((uint)(lo20 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 160] = global::ILGPU.Interop.IntAsFloat((uint)(hi20 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 161] = global::ILGPU.Interop.IntAsFloat((uint)(hi20 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo84, xo85};", out ulong lo21);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo86, xo87};", out ulong hi21);
+            if (rowLo < rows) { p.PartialOutput[outLo + 168] = global::ILGPU.Interop.IntAsFloat((uint)(lo21 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 169] = global::ILGPU.Interop.IntAsFloat((uint)(lo21 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 168] = global::ILGPU.Interop.IntAsFloat((uint)(hi21 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 169] = global::ILGPU.Interop.IntAsFloat((uint)(hi21 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo88, xo89};", out ulong lo22);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo90, xo91};", out ulong hi22);
+            if (rowLo < rows) { p.PartialOutput[outLo + 176] = global::ILGPU.Interop.IntAsFloat((uint)(lo22 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 177] = global::ILGPU.Interop.IntAsFloat((uint)(lo22 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 176] = global::ILGPU.Interop.IntAsFloat((uint)(hi22 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 177] = global::ILGPU.Interop.IntAsFloat((uint)(hi22 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo92, xo93};", out ulong lo23);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo94, xo95};", out ulong hi23);
+            if (rowLo < rows) { p.PartialOutput[outLo + 184] = global::ILGPU.Interop.IntAsFloat((uint)(lo23 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 185] = global::ILGPU.Interop.IntAsFloat((uint)(lo23 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 184] = global::ILGPU.Interop.IntAsFloat((uint)(hi23 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 185] = global::ILGPU.Interop.IntAsFloat((uint)(hi23 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo96, xo97};", out ulong lo24);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo98, xo99};", out ulong hi24);
+            if (rowLo < rows) { p.PartialOutput[outLo + 192] = global::ILGPU.Interop.IntAsFloat((uint)(lo24 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 193] = global::ILGPU.Interop.IntAsFloat((uint)(lo24 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 192] = global::ILGPU.Interop.IntAsFloat((uint)(hi24 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 193] = global::ILGPU.Interop.IntAsFloat((uint)(hi24 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo100, xo101};", out ulong lo25);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo102, xo103};", out ulong hi25);
+            if (rowLo < rows) { p.PartialOutput[outLo + 200] = global::ILGPU.Interop.IntAsFloat((uint)(lo25 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 201] = global::ILGPU.Interop.IntAsFloat((uint)(lo25 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 200] = global::ILGPU.Interop.IntAsFloat((uint)(hi25 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 201] = global::ILGPU.Interop.IntAsFloat((uint)(hi25 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo104, xo105};", out ulong lo26);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo106, xo107};", out ulong hi26);
+            if (rowLo < rows) { p.PartialOutput[outLo + 208] = global::ILGPU.Interop.IntAsFloat((uint)(lo26 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 209] = global::ILGPU.Interop.IntAsFloat((uint)(lo26 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 208] = global::ILGPU.Interop.IntAsFloat((uint)(hi26 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 209] = global::ILGPU.Interop.IntAsFloat((uint)(hi26 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo108, xo109};", out ulong lo27);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo110, xo111};", out ulong hi27);
+            if (rowLo < rows) { p.PartialOutput[outLo + 216] = global::ILGPU.Interop.IntAsFloat((uint)(lo27 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 217] = global::ILGPU.Interop.IntAsFloat((uint)(lo27 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 216] = global::ILGPU.Interop.IntAsFloat((uint)(hi27 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 217] = global::ILGPU.Interop.IntAsFloat((uint)(hi27 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo112, xo113};", out ulong lo28);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo114, xo115};", out ulong hi28);
+            if (rowLo < rows) { p.PartialOutput[outLo + 224] = global::ILGPU.Interop.IntAsFloat((uint)(lo28 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 225] = global::ILGPU.Interop.IntAsFloat((uint)(lo28 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 224] = global::ILGPU.Interop.IntAsFloat((uint)(hi28 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 225] = global::ILGPU.Interop.IntAsFloat((uint)(hi28 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo116, xo117};", out ulong lo29);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo118, xo119};", out ulong hi29);
+            if (rowLo < rows) { p.PartialOutput[outLo + 232] = global::ILGPU.Interop.IntAsFloat((uint)(lo29 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 233] = global::ILGPU.Interop.IntAsFloat((uint)(lo29 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 232] = global::ILGPU.Interop.IntAsFloat((uint)(hi29 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 233] = global::ILGPU.Interop.IntAsFloat((uint)(hi29 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo120, xo121};", out ulong lo30);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo122, xo123};", out ulong hi30);
+            if (rowLo < rows) { p.PartialOutput[outLo + 240] = global::ILGPU.Interop.IntAsFloat((uint)(lo30 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 241] = global::ILGPU.Interop.IntAsFloat((uint)(lo30 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 240] = global::ILGPU.Interop.IntAsFloat((uint)(hi30 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 241] = global::ILGPU.Interop.IntAsFloat((uint)(hi30 >> 32)) * invHi; }
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo124, xo125};", out ulong lo31);
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo126, xo127};", out ulong hi31);
+            if (rowLo < rows) { p.PartialOutput[outLo + 248] = global::ILGPU.Interop.IntAsFloat((uint)(lo31 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 249] = global::ILGPU.Interop.IntAsFloat((uint)(lo31 >> 32)) * invLo; }
+            if (rowHi < rows) { p.PartialOutput[outHi + 248] = global::ILGPU.Interop.IntAsFloat((uint)(hi31 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 249] = global::ILGPU.Interop.IntAsFloat((uint)(hi31 >> 32)) * invHi; }
+            if (half == 0 && t == 0)
+            {
+                if (rowLo < rows)
+                    p.PartialLse[(long)item * DwRows + rowLo] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                if (rowHi < rows)
+                    p.PartialLse[(long)item * DwRows + rowHi] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            }
         }
 
         // Expanded (non-absorbed) form: prefill and chunked prefill.
@@ -2802,28 +3254,29 @@ partial class DeepSeekV2LiteAttention
 
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 xo0, 0f00000000; mov.f32 xo1, 0f00000000; mov.f32 xo2, 0f00000000; mov.f32 xo3, 0f00000000; mov.f32 xo4, 0f00000000; mov.f32 xo5, 0f00000000; mov.f32 xo6, 0f00000000; mov.f32 xo7, 0f00000000; mov.f32 xo8, 0f00000000; mov.f32 xo9, 0f00000000; mov.f32 xo10, 0f00000000; mov.f32 xo11, 0f00000000; mov.f32 xo12, 0f00000000; mov.f32 xo13, 0f00000000; mov.f32 xo14, 0f00000000; mov.f32 xo15, 0f00000000; mov.f32 xo16, 0f00000000; mov.f32 xo17, 0f00000000; mov.f32 xo18, 0f00000000; mov.f32 xo19, 0f00000000; mov.f32 xo20, 0f00000000; mov.f32 xo21, 0f00000000; mov.f32 xo22, 0f00000000; mov.f32 xo23, 0f00000000; mov.f32 xo24, 0f00000000; mov.f32 xo25, 0f00000000; mov.f32 xo26, 0f00000000; mov.f32 xo27, 0f00000000; mov.f32 xo28, 0f00000000; mov.f32 xo29, 0f00000000; mov.f32 xo30, 0f00000000; mov.f32 xo31, 0f00000000; mov.f32 xo32, 0f00000000; mov.f32 xo33, 0f00000000; mov.f32 xo34, 0f00000000; mov.f32 xo35, 0f00000000; mov.f32 xo36, 0f00000000; mov.f32 xo37, 0f00000000; mov.f32 xo38, 0f00000000; mov.f32 xo39, 0f00000000; mov.f32 xo40, 0f00000000; mov.f32 xo41, 0f00000000; mov.f32 xo42, 0f00000000; mov.f32 xo43, 0f00000000; mov.f32 xo44, 0f00000000; mov.f32 xo45, 0f00000000; mov.f32 xo46, 0f00000000; mov.f32 xo47, 0f00000000; mov.f32 xo48, 0f00000000; mov.f32 xo49, 0f00000000; mov.f32 xo50, 0f00000000; mov.f32 xo51, 0f00000000; mov.f32 xo52, 0f00000000; mov.f32 xo53, 0f00000000; mov.f32 xo54, 0f00000000; mov.f32 xo55, 0f00000000; mov.f32 xo56, 0f00000000; mov.f32 xo57, 0f00000000; mov.f32 xo58, 0f00000000; mov.f32 xo59, 0f00000000; mov.f32 xo60, 0f00000000; mov.f32 xo61, 0f00000000; mov.f32 xo62, 0f00000000; mov.f32 xo63, 0f00000000; mov.f32 xm0, 0fFF800000; mov.f32 xm1, 0fFF800000; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;");
             // Copy constants per chunk of this thread (core-matrix order; see ExpandedWarpgroupEmitter.EmitChunkConstants).
-            int kRow0 = ((tid + 0) / 192) * 8 + (tid & 7);
-            int kColumn0 = ((tid + 0) >> 3) % 24;
-            bool kLive0 = (tid + 0) < 768;
+            int chunk = (tid & ~31) + (((lane >> 4) * 2 + ((lane >> 2) & 1)) * 8 + ((lane >> 3) & 1) * 4 + (lane & 3));
+            int kRow0 = ((chunk + 0) / 192) * 8 + ((chunk + 0) & 7);
+            int kColumn0 = ((chunk + 0) >> 3) % 24;
+            bool kLive0 = (chunk + 0) < 768;
             bool kRope0 = kColumn0 >= 16;
             long kOffset0 = kRope0 ? (LatentRank + (kColumn0 - 16) * 8) * 2L : ((long)kRow0 * NopeHeadDim + kColumn0 * 8) * 2L;
-            int kRow1 = ((tid + 256) / 192) * 8 + (tid & 7);
-            int kColumn1 = ((tid + 256) >> 3) % 24;
-            bool kLive1 = (tid + 256) < 768;
+            int kRow1 = ((chunk + 256) / 192) * 8 + ((chunk + 256) & 7);
+            int kColumn1 = ((chunk + 256) >> 3) % 24;
+            bool kLive1 = (chunk + 256) < 768;
             bool kRope1 = kColumn1 >= 16;
             long kOffset1 = kRope1 ? (LatentRank + (kColumn1 - 16) * 8) * 2L : ((long)kRow1 * NopeHeadDim + kColumn1 * 8) * 2L;
-            int kRow2 = ((tid + 512) / 192) * 8 + (tid & 7);
-            int kColumn2 = ((tid + 512) >> 3) % 24;
-            bool kLive2 = (tid + 512) < 768;
+            int kRow2 = ((chunk + 512) / 192) * 8 + ((chunk + 512) & 7);
+            int kColumn2 = ((chunk + 512) >> 3) % 24;
+            bool kLive2 = (chunk + 512) < 768;
             bool kRope2 = kColumn2 >= 16;
             long kOffset2 = kRope2 ? (LatentRank + (kColumn2 - 16) * 8) * 2L : ((long)kRow2 * NopeHeadDim + kColumn2 * 8) * 2L;
-            int vRow0 = ((tid + 0) / 128) * 8 + (tid & 7);
-            int vColumn0 = ((tid + 0) >> 3) % 16;
-            bool vLive0 = (tid + 0) < 512;
+            int vRow0 = ((chunk + 0) / 128) * 8 + ((chunk + 0) & 7);
+            int vColumn0 = ((chunk + 0) >> 3) % 16;
+            bool vLive0 = (chunk + 0) < 512;
             long vOffset0 = ((long)vRow0 * VHeadDim + vColumn0 * 8) * 2L;
-            int vRow1 = ((tid + 256) / 128) * 8 + (tid & 7);
-            int vColumn1 = ((tid + 256) >> 3) % 16;
-            bool vLive1 = (tid + 256) < 512;
+            int vRow1 = ((chunk + 256) / 128) * 8 + ((chunk + 256) & 7);
+            int vColumn1 = ((chunk + 256) >> 3) % 16;
+            bool vLive1 = (chunk + 256) < 512;
             long vOffset1 = ((long)vRow1 * VHeadDim + vColumn1 * 8) * 2L;
             long nopeBase = p.KeyNopeAddress + headKeys * NopeHeadDim * 2L;
             long valueBase = p.ValueAddress + headKeys * VHeadDim * 2L;
@@ -2839,31 +3292,31 @@ partial class DeepSeekV2LiteAttention
                 {
                     bool inside = first + kRow0 < end;
                     long source = !inside ? p.KeyNopeAddress : kRope0 ? p.PagesAddress + (long)cacheRow0 * CacheRowValues * 2L + kOffset0 : nopeTile + kOffset0;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 0) * 16L, source, inside ? 16 : 0);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
                 }
                 // K chunk 1
                 {
                     bool inside = first + kRow1 < end;
                     long source = !inside ? p.KeyNopeAddress : kRope1 ? p.PagesAddress + (long)cacheRow1 * CacheRowValues * 2L + kOffset1 : nopeTile + kOffset1;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 256) * 16L, source, inside ? 16 : 0);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (chunk + 256) * 16L, source, inside ? 16 : 0);
                 }
                 // K chunk 2
                 {
                     bool inside = first + kRow2 < end;
                     long source = !inside ? p.KeyNopeAddress : kRope2 ? p.PagesAddress + (long)cacheRow2 * CacheRowValues * 2L + kOffset2 : nopeTile + kOffset2;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 512) * 16L, source, inside ? 16 : 0);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (chunk + 512) * 16L, source, inside ? 16 : 0);
                 }
                 // V chunk 0
                 {
                     bool inside = first + vRow0 < end;
                     long source = inside ? valueTile + vOffset0 : p.ValueAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (tid + 0) * 16L, source, inside ? 16 : 0);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (chunk + 0) * 16L, source, inside ? 16 : 0);
                 }
                 // V chunk 1
                 {
                     bool inside = first + vRow1 < end;
                     long source = inside ? valueTile + vOffset1 : p.ValueAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (tid + 256) * 16L, source, inside ? 16 : 0);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (chunk + 256) * 16L, source, inside ? 16 : 0);
                 }
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
             }
@@ -2899,31 +3352,31 @@ partial class DeepSeekV2LiteAttention
                         {
                             bool inside = first + kRow0 < end;
                             long source = !inside ? p.KeyNopeAddress : kRope0 ? p.PagesAddress + (long)cacheRow0 * CacheRowValues * 2L + kOffset0 : nopeTile + kOffset0;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 0) * 16L, source, inside ? 16 : 0);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
                         }
                         // K chunk 1
                         {
                             bool inside = first + kRow1 < end;
                             long source = !inside ? p.KeyNopeAddress : kRope1 ? p.PagesAddress + (long)cacheRow1 * CacheRowValues * 2L + kOffset1 : nopeTile + kOffset1;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 256) * 16L, source, inside ? 16 : 0);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (chunk + 256) * 16L, source, inside ? 16 : 0);
                         }
                         // K chunk 2
                         {
                             bool inside = first + kRow2 < end;
                             long source = !inside ? p.KeyNopeAddress : kRope2 ? p.PagesAddress + (long)cacheRow2 * CacheRowValues * 2L + kOffset2 : nopeTile + kOffset2;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (tid + 512) * 16L, source, inside ? 16 : 0);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (chunk + 512) * 16L, source, inside ? 16 : 0);
                         }
                         // V chunk 0
                         {
                             bool inside = first + vRow0 < end;
                             long source = inside ? valueTile + vOffset0 : p.ValueAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (tid + 0) * 16L, source, inside ? 16 : 0);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (chunk + 0) * 16L, source, inside ? 16 : 0);
                         }
                         // V chunk 1
                         {
                             bool inside = first + vRow1 < end;
                             long source = inside ? valueTile + vOffset1 : p.ValueAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (tid + 256) * 16L, source, inside ? 16 : 0);
+                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (chunk + 256) * 16L, source, inside ? 16 : 0);
                         }
                         global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
                     }
@@ -3036,6 +3489,7 @@ partial class DeepSeekV2LiteAttention
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ProjectionParams> _outputProjection;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.TensorCoreAttentionParams>? _tensorCoreAttention;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.TensorCoreCombineParams>? _tensorCoreCombine;
+            private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.TensorCoreAttentionParams>? _warpgroupAttention;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.HeadQueryParams> _headQuery;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.KeyValueExpandParams>? _keyValueExpand;
             private readonly global::System.Action<global::ILGPU.Runtime.AcceleratorStream, global::ILGPU.KernelConfig, global::MlaGen.Kernels.ExpandedAttentionParams>? _expandedAttention;
@@ -3056,6 +3510,14 @@ partial class DeepSeekV2LiteAttention
                 if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)
                 {
                     _tensorCoreAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.TensorCoreAttentionParams>(accelerator, TensorCoreAttentionKernel);
+                    DecodeForm = global::MlaGen.Kernels.DecodeAttentionKind.TensorCore;
+                    // Hopper: the decode on wgmma too (sm_90a, dynamic shared memory above 48 KB); DecodeKernelFor picks per call.
+                    global::MlaGen.Kernels.PtxKernel<global::MlaGen.Kernels.TensorCoreAttentionParams>? decodeWarpgroup = global::MlaGen.Kernels.WarpgroupKernels.TryLoad<global::MlaGen.Kernels.TensorCoreAttentionParams>(accelerator, ((global::System.Action<global::MlaGen.Kernels.TensorCoreAttentionParams>)DecodeAttentionWarpgroupKernel).Method, DwSharedBytes);
+                    if (decodeWarpgroup is not null)
+                    {
+                        _warpgroupAttention = decodeWarpgroup.Launch;
+                        DecodeForm = global::MlaGen.Kernels.DecodeAttentionKind.Warpgroup;
+                    }
                     _tensorCoreCombine = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.TensorCoreCombineParams>(accelerator, TensorCoreCombineKernel);
                 }
                 _headQuery = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.HeadQueryParams>(accelerator, HeadQueryKernel);
@@ -3145,23 +3607,36 @@ partial class DeepSeekV2LiteAttention
                 int count = p.Tokens * DModel;
                 _outputProjection(stream, new global::ILGPU.KernelConfig(Groups(count, ProjectionGroup), ProjectionGroup), p);
             }
-            public override bool HasTensorCoreDecode => _tensorCoreAttention is not null;
+            public override global::MlaGen.Kernels.DecodeAttentionKind DecodeForm { get; }
 
-            public override int TensorCoreTile => TcTile;
-
-            public override void TensorCoreAttention(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.TensorCoreAttentionParams p)
+            public override global::MlaGen.Kernels.DecodeTiling TilingOf(global::MlaGen.Kernels.DecodeAttentionKind kernel) => kernel switch
             {
-                if (_tensorCoreAttention is null)
-                    base.TensorCoreAttention(stream, p);
-                else if (p.Items > 0)
-                    _tensorCoreAttention(stream, new global::ILGPU.KernelConfig(p.Items, TcThreads), p);
+                global::MlaGen.Kernels.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new global::MlaGen.Kernels.DecodeTiling(DwRows, DwKeys, DwCtasPerSm),
+                global::MlaGen.Kernels.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new global::MlaGen.Kernels.DecodeTiling(TcRows, TcTile, TcCtasPerSm),
+                _ => base.TilingOf(kernel),
+            };
+
+            public override void TensorCoreAttention(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.TensorCoreAttentionParams p, global::MlaGen.Kernels.DecodeAttentionKind kernel)
+            {
+                if (kernel == global::MlaGen.Kernels.DecodeAttentionKind.Warpgroup && _warpgroupAttention is not null)
+                {
+                    if (p.Items > 0)
+                        _warpgroupAttention(stream, new global::ILGPU.KernelConfig(p.Items, DwThreads, global::ILGPU.SharedMemoryConfig.RequestDynamic<byte>(DwSharedBytes)), p);
+                }
+                else if (kernel == global::MlaGen.Kernels.DecodeAttentionKind.TensorCore && _tensorCoreAttention is not null)
+                {
+                    if (p.Items > 0)
+                        _tensorCoreAttention(stream, new global::ILGPU.KernelConfig(p.Items, TcThreads), p);
+                }
+                else
+                    base.TensorCoreAttention(stream, p, kernel);
             }
             public override void TensorCoreCombine(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.TensorCoreCombineParams p)
             {
                 if (_tensorCoreCombine is null)
                     base.TensorCoreCombine(stream, p);
                 else if (p.Blocks > 0)
-                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * TcRows, Lanes), p);
+                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * p.BlockCapacity, Lanes), p);
             }
             public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
 
