@@ -6,9 +6,10 @@ namespace MlaGen;
 /// <summary>
 /// How the layer picks the attention form of a call when <see cref="MlaForwardOptions.Form"/> is Auto: the form with
 /// the smaller modelled time, FLOP over each kernel's rate measured on an H100 (docs/performance.md, "Absorbed or
-/// expanded"; the model picked the measured faster form in 26 of 26 benchmark cases with each expanded kernel: mma.sync in
-/// docs/bench/h100-prefill, wgmma in docs/bench/h100-prefill-wgmma).
-/// Absorbed: 2·(2·latent + rope) FLOP per (query, visible key, head) in the tensor-core kernel, plus the query absorb
+/// expanded"; the model picked the measured faster form in 26 of 26 benchmark cases with each pair of kernels: mma.sync in
+/// docs/bench/h100-prefill, wgmma expanded with mma.sync absorbed in docs/bench/h100-prefill-wgmma, wgmma for both in
+/// docs/bench/h100-v5).
+/// Absorbed: 2·(2·latent + rope) FLOP per (query, visible key, head) in the decode kernel the call would run, plus the query absorb
 /// and W_UV, 2·latent·(nope + v) per (query, head) on CUDA cores. Expanded: 2·(nope + rope + v) per pair in a kernel
 /// whose rate falls with the share of the GPU its (query tile × head) work items fill and with the share of tile rows
 /// the call's queries use, plus kv_b_proj over every key of the sequence, 2·latent·(nope + v) per (key, head). So decode and short chunks after long prefixes stay
@@ -17,8 +18,18 @@ namespace MlaGen;
 /// </summary>
 public static class AttentionFormRule
 {
-    /// <summary>Absorbed attention + combine (tensor cores), TFLOP/s.</summary>
-    public const double AbsorbedTflops = 50;
+    /// <summary>Absorbed attention + combine on the mma.sync decode kernel, TFLOP/s.</summary>
+    public const double MmaSyncAbsorbedTflops = 50;
+
+    /// <summary>
+    /// Absorbed attention + combine on the wgmma decode kernel, TFLOP/s: fitted to the chunked cases of one H100 run
+    /// (docs/bench/h100-v5, measured 87 at H = 16 to 214 at H = 128); 120 is the value that orders all 26 cases right.
+    /// </summary>
+    public const double WarpgroupAbsorbedTflops = 120;
+
+    /// <summary>The rate the model uses for the absorbed attention on <paramref name="kernel"/>.</summary>
+    public static double AbsorbedRateOf(DecodeAttentionKind kernel) =>
+        kernel == DecodeAttentionKind.Warpgroup ? WarpgroupAbsorbedTflops : MmaSyncAbsorbedTflops;
 
     /// <summary>The absorbed form's per-row query absorb and W_UV (CUDA cores), TFLOP/s.</summary>
     public const double AbsorbedRowTflops = 0.9;
@@ -42,15 +53,25 @@ public static class AttentionFormRule
         ArgumentNullException.ThrowIfNull(kernels);
         if (!kernels.ExpandedForm.RunsOnTensorCores())
             return MlaAttentionForm.Absorbed;
-        var (absorbed, expanded) = EstimateSeconds(kernels.Spec, RateOf(kernels.ExpandedForm), newTokens, starts, multiprocessors);
+        int maxRows = 0;
+        foreach (int c in newTokens)
+            maxRows = Math.Max(maxRows, c * kernels.Spec.Heads);
+        double absorbedTflops = kernels.HasTensorCoreDecode ? AbsorbedRateOf(kernels.DecodeKernelFor(maxRows)) : MmaSyncAbsorbedTflops;
+        var (absorbed, expanded) = EstimateSeconds(kernels.Spec, RateOf(kernels.ExpandedForm), absorbedTflops, newTokens, starts, multiprocessors);
         return expanded < absorbed ? MlaAttentionForm.Expanded : MlaAttentionForm.Absorbed;
     }
 
-    /// <summary>Modelled seconds of each form for the call on a GPU of <paramref name="multiprocessors"/> SMs, the expanded attention at <paramref name="rate"/>.</summary>
-    public static (double Absorbed, double Expanded) EstimateSeconds(MlaSpec spec, ExpandedAttentionRate rate, ReadOnlySpan<int> newTokens, ReadOnlySpan<int> starts, int multiprocessors)
+    /// <summary>
+    /// Modelled seconds of each form for the call on a GPU of <paramref name="multiprocessors"/> SMs, the expanded attention
+    /// at <paramref name="rate"/> and the absorbed one at <paramref name="absorbedTflops"/>.
+    /// </summary>
+    public static (double Absorbed, double Expanded) EstimateSeconds(MlaSpec spec, ExpandedAttentionRate rate, double absorbedTflops,
+        ReadOnlySpan<int> newTokens, ReadOnlySpan<int> starts, int multiprocessors)
     {
         ArgumentNullException.ThrowIfNull(spec);
         ArgumentNullException.ThrowIfNull(rate);
+        if (!(absorbedTflops > 0))
+            throw new ArgumentOutOfRangeException(nameof(absorbedTflops), absorbedTflops, "Expected a positive rate.");
         if (newTokens.Length != starts.Length)
             throw new ArgumentException($"starts has {starts.Length} entries, expected one per sequence ({newTokens.Length}).", nameof(starts));
         if (multiprocessors <= 0)
@@ -70,7 +91,7 @@ public static class AttentionFormRule
         double kvUpFlop = 2.0 * spec.LatentRank * (spec.NopeHeadDim + spec.VHeadDim);
         double fill = Math.Min(1, tiles * h / (rate.CtasPerSm * (double)multiprocessors));
         double used = tiles <= 0 ? 0 : rows / (tiles * rate.QueryTile); // a tile's rows past its chunk's end compute nothing useful
-        double absorbed = 2 * pairs * h * (2 * spec.LatentRank + spec.RopeDim) / (AbsorbedTflops * 1e12)
+        double absorbed = 2 * pairs * h * (2 * spec.LatentRank + spec.RopeDim) / (absorbedTflops * 1e12)
             + rows * h * kvUpFlop / (AbsorbedRowTflops * 1e12);
         double expanded = fill <= 0 ? 0 : 2 * pairs * h * (spec.QHeadDim + spec.VHeadDim) / (rate.Tflops * fill * used * 1e12)
             + keys * h * kvUpFlop / (ExpandTflops * 1e12);

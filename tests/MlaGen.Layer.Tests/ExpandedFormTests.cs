@@ -94,25 +94,37 @@ public class ExpandedFormTests
             1e-6, 0.0722f, 1f, new float[32]);
         var h16 = new MlaSpec("H16", 2048, 16, 512, 64, 0, 128, 128, RopeStyle.Interleaved, 10000, 1, 4096, 32, 1, 1, 1, 163840, 64,
             1e-6, 0.0722f, 1f, new float[32]);
-        foreach (var rate in new[] { AttentionFormRule.MmaSyncRate, AttentionFormRule.WarpgroupRate })
+        // The pairs a GPU runs: mma.sync for both forms off Hopper, wgmma for both on it (the absorbed chunks are all wider than 16 rows).
+        foreach (var (rate, absorbed) in new[]
         {
-            var (decodeAbsorbed, decodeExpanded) = AttentionFormRule.EstimateSeconds(v3, rate, new[] { 1 }, new[] { 4095 }, H100Sms);
+            (AttentionFormRule.MmaSyncRate, AttentionFormRule.MmaSyncAbsorbedTflops),
+            (AttentionFormRule.WarpgroupRate, AttentionFormRule.WarpgroupAbsorbedTflops),
+        })
+        {
+            bool hopper = rate == AttentionFormRule.WarpgroupRate;
+            var (decodeAbsorbed, decodeExpanded) = AttentionFormRule.EstimateSeconds(v3, rate, absorbed, new[] { 1 }, new[] { 4095 }, H100Sms);
             Assert.True(decodeAbsorbed < decodeExpanded, $"{rate} decode: absorbed {decodeAbsorbed} s vs expanded {decodeExpanded} s");
-            var (prefillAbsorbed, prefillExpanded) = AttentionFormRule.EstimateSeconds(v3, rate, new[] { 4096 }, new[] { 0 }, H100Sms);
+            var (prefillAbsorbed, prefillExpanded) = AttentionFormRule.EstimateSeconds(v3, rate, absorbed, new[] { 4096 }, new[] { 0 }, H100Sms);
             Assert.True(prefillExpanded < prefillAbsorbed, $"{rate} prefill: absorbed {prefillAbsorbed} s vs expanded {prefillExpanded} s");
-            var (chunkAbsorbed, chunkExpanded) = AttentionFormRule.EstimateSeconds(v3, rate, new[] { 512 }, new[] { 16384 }, H100Sms);
+            var (chunkAbsorbed, chunkExpanded) = AttentionFormRule.EstimateSeconds(v3, rate, absorbed, new[] { 512 }, new[] { 16384 }, H100Sms);
             Assert.True(chunkExpanded < chunkAbsorbed, $"{rate} chunk 512 after 16384: absorbed {chunkAbsorbed} s vs expanded {chunkExpanded} s");
             // 16 heads, a 64-token chunk after 16,384 cached: 16 work items leave most SMs idle (and half of each 128-row
-            // tile idle), so absorbed wins (measured 1.05 vs 1.38 ms with wgmma, 1.06 vs 1.88 ms with mma.sync).
-            var (shortAbsorbed, shortExpanded) = AttentionFormRule.EstimateSeconds(h16, rate, new[] { 64 }, new[] { 16384 }, H100Sms);
+            // tile idle), so absorbed wins (measured 0.72 vs 1.37 ms on wgmma, 1.06 vs 1.88 ms on mma.sync).
+            var (shortAbsorbed, shortExpanded) = AttentionFormRule.EstimateSeconds(h16, rate, absorbed, new[] { 64 }, new[] { 16384 }, H100Sms);
             Assert.True(shortAbsorbed < shortExpanded, $"{rate} H16 chunk 64 after 16384: absorbed {shortAbsorbed} s vs expanded {shortExpanded} s");
-            // ...but with 4,096 cached it is expanded (measured 0.38 vs 0.59 ms with wgmma).
-            var (nearAbsorbed, nearExpanded) = AttentionFormRule.EstimateSeconds(h16, rate, new[] { 64 }, new[] { 4096 }, H100Sms);
-            Assert.True(rate != AttentionFormRule.WarpgroupRate || nearExpanded < nearAbsorbed, $"{rate} H16 chunk 64 after 4096: absorbed {nearAbsorbed} s vs expanded {nearExpanded} s");
+            // ...but with 4,096 cached it is expanded (measured 0.38 vs 0.46 ms on wgmma).
+            var (nearAbsorbed, nearExpanded) = AttentionFormRule.EstimateSeconds(h16, rate, absorbed, new[] { 64 }, new[] { 4096 }, H100Sms);
+            Assert.True(!hopper || nearExpanded < nearAbsorbed, $"{rate} H16 chunk 64 after 4096: absorbed {nearAbsorbed} s vs expanded {nearExpanded} s");
+            // 128 heads, 64 tokens after 16,384: the wgmma decode kernel makes absorbed the faster form (measured 3.81 vs 4.82 ms).
+            var (wideAbsorbed, wideExpanded) = AttentionFormRule.EstimateSeconds(v3, rate, absorbed, new[] { 64 }, new[] { 16384 }, H100Sms);
+            Assert.True(!hopper || wideAbsorbed < wideExpanded, $"{rate} H128 chunk 64 after 16384: absorbed {wideAbsorbed} s vs expanded {wideExpanded} s");
         }
         var anyRate = AttentionFormRule.WarpgroupRate;
-        Assert.Throws<ArgumentException>("starts", () => AttentionFormRule.EstimateSeconds(v3, anyRate, new[] { 1, 2 }, new[] { 0 }, H100Sms));
-        Assert.Throws<ArgumentOutOfRangeException>("multiprocessors", () => AttentionFormRule.EstimateSeconds(v3, anyRate, new[] { 1 }, new[] { 0 }, 0));
+        Assert.Throws<ArgumentException>("starts", () => AttentionFormRule.EstimateSeconds(v3, anyRate, 100, new[] { 1, 2 }, new[] { 0 }, H100Sms));
+        Assert.Throws<ArgumentOutOfRangeException>("multiprocessors", () => AttentionFormRule.EstimateSeconds(v3, anyRate, 100, new[] { 1 }, new[] { 0 }, 0));
+        Assert.Throws<ArgumentOutOfRangeException>("absorbedTflops", () => AttentionFormRule.EstimateSeconds(v3, anyRate, 0, new[] { 1 }, new[] { 0 }, H100Sms));
+        Assert.Equal(AttentionFormRule.WarpgroupAbsorbedTflops, AttentionFormRule.AbsorbedRateOf(DecodeAttentionKind.Warpgroup));
+        Assert.Equal(AttentionFormRule.MmaSyncAbsorbedTflops, AttentionFormRule.AbsorbedRateOf(DecodeAttentionKind.TensorCore));
         Assert.Throws<ArgumentOutOfRangeException>("Tflops", () => new ExpandedAttentionRate(0, 64, 1));
         Assert.Throws<ArgumentOutOfRangeException>("QueryTile", () => new ExpandedAttentionRate(100, 0, 1));
         Assert.Throws<ArgumentOutOfRangeException>("CtasPerSm", () => new ExpandedAttentionRate(100, 64, 0));
