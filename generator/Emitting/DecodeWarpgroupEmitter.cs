@@ -76,14 +76,7 @@ internal static class DecodeWarpgroupEmitter
         w.Line("int t = lane & 3; // columns 2t, 2t + 1 of each 8-column tile");
         w.Line("int rowLo = ((tid >> 5) & 3) * 16 + g;");
         w.Line("int rowHi = rowLo + 8;");
-        w.Line("int item = global::ILGPU.Grid.IdxX;");
-        w.Line("int block = p.ItemBlock[item];");
-        w.Line("int firstRow = p.BlockFirstRow[block];");
-        w.Line("int rows = p.BlockRows[block];");
-        w.Line("int lastToken = (firstRow + rows - 1) / Heads;");
-        w.Line("int begin = p.ItemBegin[item];");
-        w.Line("int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further");
-        w.Line("long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;");
+        TensorCoreEmitter.EmitWorkItem(w);
         w.Line("int visibleLo = rowLo < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowLo) / Heads] + 1, end) : 0;");
         w.Line("int visibleHi = rowHi < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowHi) / Heads] + 1, end) : 0;");
         w.Line();

@@ -59,14 +59,7 @@ internal static class TensorCoreEmitter
         w.Line("int lane = tid & 31;");
         w.Line("int g = lane >> 2; // mma group: rows g and g + 8");
         w.Line("int t = lane & 3; // thread in group: columns 2t, 2t + 1");
-        w.Line("int item = global::ILGPU.Grid.IdxX;");
-        w.Line("int block = p.ItemBlock[item];");
-        w.Line("int firstRow = p.BlockFirstRow[block];");
-        w.Line("int rows = p.BlockRows[block];");
-        w.Line("int lastToken = (firstRow + rows - 1) / Heads;");
-        w.Line("int begin = p.ItemBegin[item];");
-        w.Line("int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further");
-        w.Line("long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;");
+        EmitWorkItem(w);
         w.Line("int visibleLo = g < rows ? p.Cache.TokenPosition[(firstRow + g) / Heads] + 1 : 0;");
         w.Line("int visibleHi = g + 8 < rows ? p.Cache.TokenPosition[(firstRow + g + 8) / Heads] + 1 : 0;");
         w.Line();
@@ -169,6 +162,22 @@ internal static class TensorCoreEmitter
         w.Close();
         w.Close();
         w.Line();
+    }
+
+    /// <summary>
+    /// The split-KV work item both decode kernels start from: its row block (first row, rows, last token), the cached
+    /// token range [begin, end) no row of it sees past, and the sequence's block-table row.
+    /// </summary>
+    internal static void EmitWorkItem(SourceWriter w)
+    {
+        w.Line("int item = global::ILGPU.Grid.IdxX;");
+        w.Line("int block = p.ItemBlock[item];");
+        w.Line("int firstRow = p.BlockFirstRow[block];");
+        w.Line("int rows = p.BlockRows[block];");
+        w.Line("int lastToken = (firstRow + rows - 1) / Heads;");
+        w.Line("int begin = p.ItemBegin[item];");
+        w.Line("int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further");
+        w.Line("long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;");
     }
 
     /// <summary>cp.async of one tile into a buffer: 16-byte chunks; rows past <c>end</c> are zero-filled (source size 0).</summary>
