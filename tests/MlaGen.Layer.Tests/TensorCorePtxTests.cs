@@ -125,7 +125,6 @@ public class DecodeWarpgroupPtxTests
     {
         var (ptx, entry) = TensorCorePtxTests.CompileToPtxWithEntry(
             typeof(ExpandPtxDeepSeekShape.MlaKernels).GetMethod(nameof(ExpandPtxDeepSeekShape.MlaKernels.DecodeAttentionWarpgroupKernel))!);
-        System.IO.File.WriteAllText("/tmp/decode-wgmma.ptx", ptx);
         int halfSteps = ExpandPtxDeepSeekShape.CacheRowValues / 32, keys = ExpandPtxDeepSeekShape.MlaKernels.DwKeys;
         int scores = Regex.Matches(ptx, $@"wgmma\.mma_async\.sync\.aligned\.m64n{keys}k16\.f32\.bf16\.bf16 [^;]*, 1, 1, 0, 0;").Count;
         int values = Regex.Matches(ptx, $@"wgmma\.mma_async\.sync\.aligned\.m64n{ExpandPtxDeepSeekShape.LatentRank / 2}k16\.f32\.bf16\.bf16 [^;]*, 1, 1, 1;").Count;
