@@ -1,4 +1,3 @@
-using System.Linq;
 using MlaGen.Generator.Helpers;
 using MlaGen.Generator.Model;
 using static MlaGen.Generator.Emitting.ExpandedTensorCoreEmitter;
@@ -219,15 +218,4 @@ internal static class DecodeWarpgroupEmitter
         w.Line($"    {Asm}(\"cp.async.commit_group;\");");
         w.Line("}");
     }
-
-    /// <summary>
-    /// The tile chunk (in core-matrix order: chunk c is row c % 8 of its 8-row group, column (c / 8) % chunks) this thread copies
-    /// first. A warp copies 32 consecutive chunks (8 rows × 4 columns); the lanes are permuted so that each quarter-warp,
-    /// which the memory pipe serves together, takes 4 rows × 2 adjacent columns: 4 whole 32-byte sectors (8 rows × 1 column
-    /// would touch 8 half-used sectors, and the cp.async writes to shared memory follow the sectors).
-    /// </summary>
-    internal const string CopyChunk = "(tid & ~31) + (((lane >> 4) * 2 + ((lane >> 2) & 1)) * 8 + ((lane >> 3) & 1) * 4 + (lane & 3))";
-
-    private static string Registers(string name, int first, int count) =>
-        string.Join(",", Enumerable.Range(first, count).Select(i => name + i));
 }

@@ -1,4 +1,3 @@
-using System.Linq;
 using MlaGen.Generator.Helpers;
 using MlaGen.Generator.Model;
 using static MlaGen.Generator.Emitting.ExpandedTensorCoreEmitter;
@@ -126,7 +125,7 @@ internal static class ExpandedWarpgroupEmitter
 
     /// <summary>
     /// The per-thread constants of the tile copies, hoisted out of the loop: chunk c = chunk + 256·j (the lane permutation of
-    /// <see cref="DecodeWarpgroupEmitter.CopyChunk"/>) is row (c / (8·chunks))·8 + c % 8, column (c / 8) % chunks, and lands at
+    /// <see cref="CopyChunk"/>) is row (c / (8·chunks))·8 + c % 8, column (c / 8) % chunks, and lands at
     /// byte 16·c of its operand (core-matrix order: a warp writes 512 contiguous bytes, each quarter-warp reads 4 rows × 32
     /// bytes); its source offset within the key row.
     /// </summary>
@@ -134,7 +133,7 @@ internal static class ExpandedWarpgroupEmitter
     {
         int nopeChunks = s.NopeHeadDim / 8;
         w.Line("// Copy constants per chunk of this thread (core-matrix order; see ExpandedWarpgroupEmitter.EmitChunkConstants).");
-        w.Line($"int chunk = {DecodeWarpgroupEmitter.CopyChunk};");
+        w.Line($"int chunk = {CopyChunk};");
         foreach (var (name, chunks) in new[] { ("k", KeyChunks(s)), ("v", ValueChunks(s)) })
         {
             for (int j = 0; j < Passes(chunks); j++)
@@ -195,8 +194,4 @@ internal static class ExpandedWarpgroupEmitter
         w.Line($"    {Asm}(\"cp.async.commit_group;\");");
         w.Line("}");
     }
-
-    /// <summary>"x{first},x{first+1},…" for <paramref name="count"/> named registers.</summary>
-    private static string Registers(string name, int first, int count) =>
-        string.Join(",", Enumerable.Range(first, count).Select(i => name + i));
 }
