@@ -55,16 +55,19 @@ public abstract class MlaKernelSet
         throw new NotSupportedException($"{Spec.Name} has no {kernel} decode kernel on this accelerator.");
 
     /// <summary>
-    /// The tensor-core decode kernel for a call whose longest sequence brings <paramref name="maxRowsPerSequence"/> query rows
-    /// (new tokens × heads): wgmma where more rows than one mma.sync block (16) would share its 64-row tile, mma.sync where
-    /// 16 or fewer would leave three quarters of it empty (measured on the H100: H = 16, s_q = 1 runs 0.36 ms on mma.sync,
-    /// 0.41 ms on wgmma; docs/performance.md, decode v5).
+    /// The tensor-core decode kernel for a call bringing <paramref name="sequenceTokens"/>[i] new tokens to sequence i: wgmma
+    /// where a sequence's query rows (new tokens × heads) are more than one mma.sync block (16) holds, mma.sync where every
+    /// sequence has 16 or fewer, which would leave three quarters of a 64-row wgmma tile empty (measured on the H100:
+    /// H = 16, s_q = 1 runs 0.36 ms on mma.sync, 0.41 ms on wgmma; docs/performance.md, decode v5).
     /// </summary>
-    public DecodeAttentionKind DecodeKernelFor(int maxRowsPerSequence)
+    public DecodeAttentionKind DecodeKernelFor(ReadOnlySpan<int> sequenceTokens)
     {
         if (!HasTensorCoreDecode)
             throw new NotSupportedException($"{Spec.Name} has no tensor-core decode kernel on this accelerator.");
-        return ChooseDecodeKernel(DecodeForm, maxRowsPerSequence, TilingOf(DecodeAttentionKind.TensorCore).Rows);
+        int maxRows = 0;
+        foreach (int tokens in sequenceTokens)
+            maxRows = Math.Max(maxRows, tokens * Spec.Heads);
+        return ChooseDecodeKernel(DecodeForm, maxRows, TilingOf(DecodeAttentionKind.TensorCore).Rows);
     }
 
     /// <summary><see cref="DecodeKernelFor"/>'s rule: <paramref name="best"/>, except mma.sync where one of its blocks holds every sequence's rows.</summary>

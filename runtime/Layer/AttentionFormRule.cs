@@ -53,10 +53,7 @@ public static class AttentionFormRule
         ArgumentNullException.ThrowIfNull(kernels);
         if (!kernels.ExpandedForm.RunsOnTensorCores())
             return MlaAttentionForm.Absorbed;
-        int maxRows = 0;
-        foreach (int c in newTokens)
-            maxRows = Math.Max(maxRows, c * kernels.Spec.Heads);
-        double absorbedTflops = kernels.HasTensorCoreDecode ? AbsorbedRateOf(kernels.DecodeKernelFor(maxRows)) : MmaSyncAbsorbedTflops;
+        double absorbedTflops = kernels.HasTensorCoreDecode ? AbsorbedRateOf(kernels.DecodeKernelFor(newTokens)) : MmaSyncAbsorbedTflops;
         var (absorbed, expanded) = EstimateSeconds(kernels.Spec, RateOf(kernels.ExpandedForm), absorbedTflops, newTokens, starts, multiprocessors);
         return expanded < absorbed ? MlaAttentionForm.Expanded : MlaAttentionForm.Absorbed;
     }

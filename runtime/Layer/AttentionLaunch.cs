@@ -43,10 +43,7 @@ public sealed class AttentionLaunch : ILayerAttention
         UsesTensorCores = kernels.HasTensorCoreDecode && options.TensorCores && options.Splits == 0;
         if (UsesTensorCores)
         {
-            int maxRows = 0;
-            foreach (int tokens in sequenceTokens)
-                maxRows = Math.Max(maxRows, tokens * spec.Heads);
-            DecodeKernel = kernels.DecodeKernelFor(maxRows);
+            DecodeKernel = kernels.DecodeKernelFor(sequenceTokens);
             var tiling = kernels.TilingOf(DecodeKernel);
             var plan = SplitKvScheduler.Build(sequenceTokens, lastPositions, spec.Heads, tiling,
                 targetItems: accelerator.NumMultiprocessors * tiling.CtasPerSm);

@@ -1,6 +1,5 @@
 using System;
 using System.Collections.Generic;
-using System.Linq;
 using ILGPU;
 using ILGPU.Runtime;
 using MlaGen.Devices;
@@ -67,9 +66,10 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
             lastPositions[^1] = positions[t];
         }
         // The kernel the layer would run for this call (AttentionLaunch: the same rule over the same rows).
-        var kernel = _kernels.DecodeKernelFor(sequenceTokens.Count == 0 ? 0 : sequenceTokens.Max() * spec.Heads);
+        var tokensPerSequence = sequenceTokens.ToArray();
+        var kernel = _kernels.DecodeKernelFor(tokensPerSequence);
         var tiling = _tiling ?? _kernels.TilingOf(kernel);
-        var plan = SplitKvScheduler.Build(sequenceTokens.ToArray(), lastPositions.ToArray(), spec.Heads, tiling,
+        var plan = SplitKvScheduler.Build(tokensPerSequence, lastPositions.ToArray(), spec.Heads, tiling,
             _device.Accelerator.NumMultiprocessors * tiling.CtasPerSm);
         Action<AcceleratorStream, TensorCoreAttentionParams> attention = _attention ?? ((stream, p) => _kernels.TensorCoreAttention(stream, p, kernel));
         return new Launch(_device.Accelerator, _kernels, problem, plan, tiling.Rows, attention);
