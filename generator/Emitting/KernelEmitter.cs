@@ -143,7 +143,7 @@ internal static class KernelEmitter
     }
 
     /// <summary>(chunk, guard) per lane-strided chunk of <paramref name="n"/> values: element = lane + 32·chunk.</summary>
-    private static IEnumerable<(int Chunk, string? Guard)> LaneChunks(int n)
+    internal static IEnumerable<(int Chunk, string? Guard)> LaneChunks(int n)
     {
         for (int c = 0; c * Lanes < n; c++)
             yield return (c, n - c * Lanes >= Lanes ? null : $"lane < {n - c * Lanes}");
@@ -306,18 +306,8 @@ internal static class KernelEmitter
     internal static void EmitWarpMerge(SourceWriter w, MlaShapeSpec s, string splits, string partRow, string outRow)
     {
         var latent = new List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
-        EmitMergedLse(w, splits, partRow);
-        foreach (var (c, _) in latent)
-            w.Line($"float o{c} = 0f;");
-        w.Open($"for (int split = 0; split < {splits}; split++)");
-        w.Line($"float partLse = p.PartialLse[{partRow}];");
-        w.Line("if (partLse == float.NegativeInfinity)");
-        w.Line("    continue;");
-        w.Line($"float share = {K}.KernelMath.Exp2((partLse - lse) * {K}.KernelMath.Log2E);");
-        w.Line($"long part = ({partRow}) * LatentRank;");
-        foreach (var (c, guard) in latent)
-            w.Line($"o{c} += share * {Guarded(guard, $"p.PartialOutput[part + lane + {c * Lanes}]")};");
-        w.Close();
+        EmitWarpMergedLse(w, splits, partRow);
+        EmitWeightedParts(w, s, splits, partRow, "0", "1");
         w.Line($"long output = (long)({outRow}) * LatentRank;");
         foreach (var (c, guard) in latent)
         {
@@ -326,6 +316,53 @@ internal static class KernelEmitter
         }
         w.Line("if (lane == 0)");
         w.Line($"    p.Lse[{outRow}] = lse;");
+    }
+
+    /// <summary>
+    /// <c>o{c}</c> (lanes over the latent) = Σ exp(lse_split − lse) · part over the splits <paramref name="firstSplit"/>,
+    /// + <paramref name="stride"/>, …: two per iteration, so two rows of loads are in flight.
+    /// </summary>
+    internal static void EmitWeightedParts(SourceWriter w, MlaShapeSpec s, string splits, string partRow, string firstSplit, string stride)
+    {
+        var latent = new List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
+        foreach (var (c, _) in latent)
+            w.Line($"float o{c} = 0f;");
+        w.Open($"for (int split = {firstSplit}; split < {splits}; split += 2 * {stride})");
+        w.Line($"long rowA = {partRow};");
+        w.Line($"bool hasB = split + {stride} < {splits};");
+        w.Line($"long rowB = hasB ? {partRow.Replace("split", $"(split + {stride})")} : rowA;");
+        w.Line("float lseA = p.PartialLse[rowA];");
+        w.Line("float lseB = hasB ? p.PartialLse[rowB] : float.NegativeInfinity;");
+        w.Line($"float shareA = lseA == float.NegativeInfinity ? 0f : {K}.KernelMath.Exp2((lseA - lse) * {K}.KernelMath.Log2E);");
+        w.Line($"float shareB = lseB == float.NegativeInfinity ? 0f : {K}.KernelMath.Exp2((lseB - lse) * {K}.KernelMath.Log2E);");
+        w.Line("long partA = rowA * LatentRank;");
+        w.Line("long partB = rowB * LatentRank;");
+        foreach (var (c, guard) in latent)
+        {
+            // A split that saw no token has share 0; its part is never read, so a poisoned one cannot turn into NaN.
+            string a = Guarded(guard, $"p.PartialOutput[partA + lane + {c * Lanes}]");
+            string b = Guarded(guard, $"p.PartialOutput[partB + lane + {c * Lanes}]");
+            w.Line($"o{c} += (shareA != 0f ? shareA * {a} : 0f) + (shareB != 0f ? shareB * {b} : 0f);");
+        }
+        w.Close();
+    }
+
+    /// <summary>
+    /// <c>lse</c> = log Σ exp(lse_split) over the splits, lanes over the splits, max-subtracted; −∞ when no split saw a
+    /// token. <paramref name="lseIndex"/> indexes <c>p.PartialLse</c> in terms of the loop variable <c>split</c>.
+    /// </summary>
+    internal static void EmitWarpMergedLse(SourceWriter w, string splits, string lseIndex)
+    {
+        w.Line("float maxLse = float.NegativeInfinity;");
+        w.Line($"for (int split = lane; split < {splits}; split += Lanes)");
+        w.Line($"    maxLse = global::System.Math.Max(maxLse, p.PartialLse[{lseIndex}]);");
+        w.Line($"maxLse = {K}.KernelMath.WarpMax(maxLse);");
+        w.Line("float total = 0f;");
+        w.Line("if (maxLse != float.NegativeInfinity)");
+        w.Line($"    for (int split = lane; split < {splits}; split += Lanes)");
+        w.Line($"        total += {K}.KernelMath.Exp2((p.PartialLse[{lseIndex}] - maxLse) * {K}.KernelMath.Log2E);");
+        w.Line($"total = {K}.KernelMath.WarpSum(total);");
+        w.Line($"float lse = total != 0f ? maxLse + {K}.KernelMath.Log2(total) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
     }
 
     /// <summary>
@@ -524,7 +561,10 @@ internal static class KernelEmitter
             w.Line("if (_tensorCoreCombine is null)");
             w.Line("    base.TensorCoreCombine(stream, p);");
             w.Line("else if (p.Blocks > 0)");
-            w.Line($"    _tensorCoreCombine(stream, new {Config}(p.Blocks * p.BlockCapacity, Lanes), p);");
+            w.Open();
+            w.Line("int warps = TcCombineWarps(p.MaxBlockItems);");
+            w.Line($"_tensorCoreCombine(stream, new {Config}(p.Blocks * p.BlockCapacity, Lanes * warps, global::ILGPU.SharedMemoryConfig.RequestDynamic<float>(TcCombineSharedFloats(warps))), p);");
+            w.Close();
             w.Close();
         }
         w.Line($"public override {K}.ExpandedAttentionKind ExpandedForm {{ get; }}");

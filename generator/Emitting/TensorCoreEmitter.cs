@@ -32,13 +32,18 @@ internal static class TensorCoreEmitter
         w.Line("public const int TcTile = 16; // cached tokens per step");
         w.Line("public const int TcWarps = 4;");
         w.Line("public const int TcThreads = 128;");
-        w.Line("public const int TcCtasPerSm = 3; // 255 registers x 128 threads and 41 KB of shared memory each");
+        w.Line("public const int TcCtasPerSm = 2; // resident per SM: 255 registers x 128 threads each fit twice in 64K registers");
         w.Line($"public const int TcRowWords = {Int(rowWords)}; // a cache row as packed bf16 pairs");
         w.Line($"public const int TcStride = {Int(rowWords + 4)}; // shared-memory row stride in words: +4 spreads rows over banks");
         w.Line($"public const int TcKSteps = {Int(kSteps)}; // 16-wide steps of the [c_kv | k_pe] reduction");
         w.Line($"public const int TcColsPerWarp = {Int(colsPerWarp)}; // latent output columns each warp owns");
         w.Line($"public const int TcChunksPerRow = {Int(chunksPerRow)}; // 16-byte chunks per cache row");
         w.Line($"public const int TcTileChunks = {Int(tileChunks)};");
+        w.Line("public const int TcCombineMaxWarps = 16; // warps merging one row");
+        w.Line("/// <summary>Warps per row for the combine: about four items each, so one long sequence's many items merge in parallel.</summary>");
+        w.Line("public static int TcCombineWarps(int maxBlockItems) => global::System.Math.Clamp((maxBlockItems + 3) / 4, 1, TcCombineMaxWarps);");
+        w.Line("/// <summary>The combine's dynamic shared memory: each warp's partial sum of the latent row; one float (ILGPU's minimum) for one warp, which keeps occupancy.</summary>");
+        w.Line("public static int TcCombineSharedFloats(int warps) => warps > 1 ? warps * LatentRank : 1;");
         w.Line();
         EmitAttention(w, s, nTiles, prefetch);
         EmitCombine(w, s);
@@ -224,16 +229,44 @@ internal static class TensorCoreEmitter
 
     private static void EmitCombine(SourceWriter w, MlaShapeSpec s)
     {
-        w.Line("/// <summary>One warp per query row: merges the row block's items weighted by exp(lse_item − lse).</summary>");
+        w.Line("/// <summary>");
+        w.Line("/// One CTA per query row: its warps take the row block's items in turn (lanes over the latent), weighted by");
+        w.Line("/// exp(lse_item − lse), and sum their parts through shared memory. One warp when no block has more than four items.");
+        w.Line("/// </summary>");
         w.Open($"public static void TensorCoreCombineKernel({K}.TensorCoreCombineParams p)");
-        w.Line("int lane = global::ILGPU.Group.IdxX;");
+        w.Line("global::ILGPU.ArrayView<float> merged = global::ILGPU.SharedMemory.GetDynamic<float>(); // TcCombineSharedFloats(warps)");
+        w.Line("int lane = global::ILGPU.Group.IdxX & 31;");
+        w.Line("int warp = global::ILGPU.Group.IdxX >> 5;");
+        w.Line("int warps = global::ILGPU.Group.DimX >> 5;");
         w.Line("int block = global::ILGPU.Grid.IdxX / p.BlockCapacity;");
         w.Line("int r = global::ILGPU.Grid.IdxX - block * p.BlockCapacity;");
         w.Line("if (r >= p.BlockRows[block])");
         w.Line("    return;");
         w.Line("int first = p.BlockFirstItem[block];");
         w.Line("int count = p.BlockItems[block];");
-        EmitWarpMerge(w, s, "count", "(long)(first + split) * p.BlockCapacity + r", "p.BlockFirstRow[block] + r");
+        string partRow = "(long)(first + split) * p.BlockCapacity + r";
+        EmitWarpMergedLse(w, "count", partRow);
+        EmitWeightedParts(w, s, "count", partRow, "warp", "warps");
+        w.Line("long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;");
+        var chunks = new System.Collections.Generic.List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
+        static string Store(string? guard, string store) => guard is null ? store : $"if ({guard}) {store}";
+        w.Open("if (warps == 1)");
+        foreach (var (c, guard) in chunks)
+            w.Line(Store(guard, $"p.LatentOutput[output + lane + {c * 32}] = o{c};"));
+        w.Close();
+        w.Open("else");
+        foreach (var (c, guard) in chunks)
+            w.Line(Store(guard, $"merged[warp * LatentRank + lane + {c * 32}] = o{c};"));
+        w.Line("global::ILGPU.Group.Barrier();");
+        w.Open("for (int column = global::ILGPU.Group.IdxX; column < LatentRank; column += global::ILGPU.Group.DimX)");
+        w.Line("float sum = 0f;");
+        w.Line("for (int other = 0; other < warps; other++)");
+        w.Line("    sum += merged[other * LatentRank + column];");
+        w.Line("p.LatentOutput[output + column] = sum;");
+        w.Close();
+        w.Close();
+        w.Line("if (global::ILGPU.Group.IdxX == 0)");
+        w.Line("    p.Lse[p.BlockFirstRow[block] + r] = lse;");
         w.Close();
         w.Line();
     }

@@ -1,3 +1,4 @@
+using System;
 using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
@@ -36,6 +37,18 @@ public static class KernelMath
         value += Warp.ShuffleXor(value, 4);
         value += Warp.ShuffleXor(value, 2);
         value += Warp.ShuffleXor(value, 1);
+        return value;
+    }
+
+    /// <summary>Maximum over the 32 lanes of a warp; every lane gets it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float WarpMax(float value)
+    {
+        value = Math.Max(value, Warp.ShuffleXor(value, 16));
+        value = Math.Max(value, Warp.ShuffleXor(value, 8));
+        value = Math.Max(value, Warp.ShuffleXor(value, 4));
+        value = Math.Max(value, Warp.ShuffleXor(value, 2));
+        value = Math.Max(value, Warp.ShuffleXor(value, 1));
         return value;
     }
 

@@ -125,6 +125,8 @@ public struct TensorCoreCombineParams
     public int Blocks;
     /// <summary>Rows each item's partial output holds: the attention kernel's <see cref="DecodeTiling.Rows"/>.</summary>
     public int BlockCapacity;
+    /// <summary>The most items any block has: sets how many warps merge each row.</summary>
+    public int MaxBlockItems;
 }
 
 /// <summary>

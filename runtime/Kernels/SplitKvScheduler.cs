@@ -1,18 +1,26 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 
 namespace MlaGen.Kernels;
 
 /// <summary>
-/// Divides decode attention into work items of roughly equal cost so variable lengths still fill every SM:
-/// each row block (up to the kernel's rows, of one sequence) costs its tiles plus a fixed overhead, and is split into as many
-/// token ranges as its share of the total calls for (FlashMLA's rule: Σ(pages + overhead) over the SM parts).
+/// Divides decode attention into work items so that variable lengths and a single long sequence still fill every SM.
+/// Each row block (up to the kernel's rows, of one sequence) costs its tiles; each item adds a fixed overhead. For a few
+/// item sizes around FlashMLA's Σ(tiles + overhead) / slots, the blocks are cut into equal runs of whole tiles, the items
+/// are ordered longest first, and the GPU's greedy dispatch of that order onto the resident CTA slots is simulated; the
+/// plan that finishes first wins (on a tie, the one with fewer items, which the combine reads back).
 /// </summary>
 public static class SplitKvScheduler
 {
-    /// <summary>Tiles' worth of fixed cost per item (loading Q, writing the partial output, the combine).</summary>
+    /// <summary>Tiles' worth of fixed cost per item (loading Q, filling the copy pipeline, writing the partial output).</summary>
     public const int ItemOverheadTiles = 4;
-    public const int MaxItemsPerBlock = 64;
+
+    /// <summary>The most items one row block is cut into (one long sequence over every CTA slot of a large GPU).</summary>
+    public const int MaxItemsPerBlock = 512;
+
+    /// <summary>Item sizes tried, as multiples of the even share: fewer, larger items down to several per slot.</summary>
+    private static readonly double[] ItemsPerSlot = [0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4];
 
     public sealed record Plan(
         int[] ItemBlock, int[] ItemBegin, int[] ItemEnd,
@@ -20,13 +28,15 @@ public static class SplitKvScheduler
     {
         public int Items => ItemBlock.Length;
         public int Blocks => BlockFirstRow.Length;
+        public int MaxBlockItems => BlockItems.Length == 0 ? 0 : BlockItems.Max();
     }
 
     /// <param name="sequenceTokens">New tokens per sequence in call order (their rows are contiguous, token-major).</param>
     /// <param name="lastPosition">Position of the last new token of each sequence: the block sees up to it.</param>
     /// <param name="heads">Heads per token.</param>
     /// <param name="tiling">The kernel's rows per block and tokens per tile.</param>
-    /// <param name="targetItems">Items that fill the device (SMs × resident CTAs per SM).</param>
+    /// <param name="targetItems">CTA slots of the device (SMs × resident CTAs per SM).</param>
+    /// <remarks>Blocks are listed longest item first, not in row order: each names its own first row and items.</remarks>
     public static Plan Build(ReadOnlySpan<int> sequenceTokens, ReadOnlySpan<int> lastPosition, int heads, DecodeTiling tiling, int targetItems)
     {
         int tile = tiling.Tokens, blockRows = tiling.Rows;
@@ -34,9 +44,10 @@ public static class SplitKvScheduler
             throw new ArgumentOutOfRangeException(nameof(tiling), tile, "The tile must hold at least one token.");
         if (blockRows <= 0)
             throw new ArgumentOutOfRangeException(nameof(tiling), blockRows, "A block must hold at least one query row.");
-        var blockFirstRow = new List<int>();
+        int slots = Math.Max(1, targetItems);
+        var firstRows = new List<int>();
         var rowsOfBlock = new List<int>();
-        var blockTiles = new List<int>();
+        var tilesOfBlock = new List<int>();
         int row = 0;
         for (int s = 0; s < sequenceTokens.Length; s++)
         {
@@ -44,38 +55,91 @@ public static class SplitKvScheduler
             int tiles = (lastPosition[s] + 1 + tile - 1) / tile;
             for (int first = 0; first < rows; first += blockRows)
             {
-                blockFirstRow.Add(row + first);
+                firstRows.Add(row + first);
                 rowsOfBlock.Add(Math.Min(blockRows, rows - first));
-                blockTiles.Add(tiles);
+                tilesOfBlock.Add(tiles);
             }
             row += rows;
         }
 
         long totalCost = 0;
-        foreach (int t in blockTiles)
+        foreach (int t in tilesOfBlock)
             totalCost += t + ItemOverheadTiles;
-        long costPerItem = Math.Max(1, (totalCost + Math.Max(1, targetItems) - 1) / Math.Max(1, targetItems));
+        int[]? best = null;
+        long bestFinish = long.MaxValue;
+        int bestItems = int.MaxValue;
+        foreach (double perSlot in ItemsPerSlot)
+        {
+            double costPerItem = Math.Max(1.0, totalCost / (slots * perSlot));
+            var tilesPerItem = new int[tilesOfBlock.Count];
+            int items = 0;
+            for (int b = 0; b < tilesPerItem.Length; b++)
+            {
+                int tiles = tilesOfBlock[b];
+                int splits = (int)Math.Clamp(Math.Round((tiles + ItemOverheadTiles) / costPerItem), 1, Math.Min(MaxItemsPerBlock, tiles));
+                tilesPerItem[b] = (tiles + splits - 1) / splits;
+                items += (tiles + tilesPerItem[b] - 1) / tilesPerItem[b];
+            }
+            long finish = SimulatedFinish(tilesOfBlock, tilesPerItem, LongestFirst(tilesPerItem), slots);
+            if (finish < bestFinish || (finish == bestFinish && items < bestItems))
+                (best, bestFinish, bestItems) = (tilesPerItem, finish, items);
+        }
 
+        var order = LongestFirst(best!);
         var itemBlock = new List<int>();
         var itemBegin = new List<int>();
         var itemEnd = new List<int>();
-        var blockFirstItem = new int[blockTiles.Count];
-        var blockItems = new int[blockTiles.Count];
-        for (int b = 0; b < blockTiles.Count; b++)
+        int blocks = order.Length;
+        var blockFirstRow = new int[blocks];
+        var blockRowCount = new int[blocks];
+        var blockFirstItem = new int[blocks];
+        var blockItems = new int[blocks];
+        for (int b = 0; b < blocks; b++)
         {
-            int tiles = blockTiles[b];
-            int splits = (int)Math.Clamp((tiles + ItemOverheadTiles + costPerItem - 1) / costPerItem, 1, Math.Min(MaxItemsPerBlock, tiles));
-            int tilesPerItem = (tiles + splits - 1) / splits;
+            int source = order[b], tiles = tilesOfBlock[source], perItem = best![source];
+            blockFirstRow[b] = firstRows[source];
+            blockRowCount[b] = rowsOfBlock[source];
             blockFirstItem[b] = itemBlock.Count;
-            for (int begin = 0; begin < tiles; begin += tilesPerItem)
+            for (int begin = 0; begin < tiles; begin += perItem)
             {
                 itemBlock.Add(b);
                 itemBegin.Add(begin * tile);
-                itemEnd.Add(Math.Min(tiles, begin + tilesPerItem) * tile);
+                itemEnd.Add(Math.Min(tiles, begin + perItem) * tile);
             }
             blockItems[b] = itemBlock.Count - blockFirstItem[b];
         }
         return new Plan(itemBlock.ToArray(), itemBegin.ToArray(), itemEnd.ToArray(),
-            blockFirstRow.ToArray(), rowsOfBlock.ToArray(), blockFirstItem, blockItems);
+            blockFirstRow, blockRowCount, blockFirstItem, blockItems);
+    }
+
+    /// <summary>Block indices by descending tiles per item (stable): the GPU starts CTAs roughly in index order.</summary>
+    private static int[] LongestFirst(int[] tilesPerItem)
+    {
+        var order = new int[tilesPerItem.Length];
+        for (int b = 0; b < order.Length; b++)
+            order[b] = b;
+        Array.Sort(order, (x, y) => tilesPerItem[x] != tilesPerItem[y] ? tilesPerItem[y].CompareTo(tilesPerItem[x]) : x.CompareTo(y));
+        return order;
+    }
+
+    /// <summary>When the last slot finishes if each item, in <paramref name="order"/>, starts on the slot that frees first.</summary>
+    private static long SimulatedFinish(List<int> tilesOfBlock, int[] tilesPerItem, int[] order, int slots)
+    {
+        var free = new PriorityQueue<int, long>(slots);
+        for (int s = 0; s < slots; s++)
+            free.Enqueue(s, 0);
+        long finish = 0;
+        foreach (int b in order)
+        {
+            int tiles = tilesOfBlock[b], perItem = tilesPerItem[b];
+            for (int begin = 0; begin < tiles; begin += perItem)
+            {
+                free.TryDequeue(out int slot, out long at);
+                long done = at + Math.Min(perItem, tiles - begin) + ItemOverheadTiles;
+                finish = Math.Max(finish, done);
+                free.Enqueue(slot, done);
+            }
+        }
+        return finish;
     }
 }

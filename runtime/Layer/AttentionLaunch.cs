@@ -78,6 +78,7 @@ public sealed class AttentionLaunch : ILayerAttention
                 Lse = Lse,
                 Blocks = plan.Blocks,
                 BlockCapacity = tiling.Rows,
+                MaxBlockItems = plan.MaxBlockItems,
             };
         }
         else

@@ -129,6 +129,7 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
                 Lse = problem.Lse,
                 Blocks = plan.Blocks,
                 BlockCapacity = blockRows,
+                MaxBlockItems = plan.MaxBlockItems,
             };
         }
 

@@ -1,4 +1,6 @@
 using System;
+using System.Collections.Generic;
+using System.Linq;
 using MlaGen.Kernels;
 using Xunit;
 
@@ -27,16 +29,13 @@ public class DecodeSchedulingTests
         }
         var plan = SplitKvScheduler.Build(tokens, last, heads, Warpgroup, targetItems: 132);
         Assert.Equal(sequences * blocksPerSequence, plan.Blocks);
-        int row = 0;
+        AssertBlocksCoverEveryRowOnce(plan, sequences * newTokens * heads);
         for (int b = 0; b < plan.Blocks; b++)
         {
-            Assert.Equal(row, plan.BlockFirstRow[b]);
             Assert.InRange(plan.BlockRows[b], 1, Warpgroup.Rows);
             // A block never spans two sequences: its first and last rows belong to the same one.
             Assert.Equal(plan.BlockFirstRow[b] / (newTokens * heads), (plan.BlockFirstRow[b] + plan.BlockRows[b] - 1) / (newTokens * heads));
-            row += plan.BlockRows[b];
         }
-        Assert.Equal(sequences * newTokens * heads, row);
         // Items cover whole tiles of 32 tokens, every visible one, with no gaps.
         for (int b = 0; b < plan.Blocks; b++)
         {
@@ -47,6 +46,78 @@ public class DecodeSchedulingTests
             {
                 Assert.Equal(next, plan.ItemBegin[i]);
                 Assert.Equal(0, plan.ItemBegin[i] % Warpgroup.Tokens);
+                next = plan.ItemEnd[i];
+            }
+            Assert.Equal(expectedEnd, next);
+        }
+    }
+
+    [Theory]
+    [InlineData(16, 396)] // H16 on mma.sync: 132 SMs x 3 CTAs
+    [InlineData(128, 132)] // H128 on wgmma: 132 SMs x 1 CTA
+    public void OneLongSequenceFillsEverySlot(int heads, int slots)
+    {
+        var tiling = heads == 16 ? MmaSync : Warpgroup;
+        var plan = SplitKvScheduler.Build([1], [32767], heads, tiling, slots);
+        AssertBlocksCoverEveryRowOnce(plan, heads);
+        // At least one item per two slots (the old cap of 64 items per block left 332 of 396 idle at H16).
+        Assert.True(plan.Items >= slots / 2, $"{plan.Items} items for {slots} slots");
+        AssertItemsCoverTheirTiles(plan, tiling, [32767], heads, 1);
+    }
+
+    [Fact]
+    public void VariableLengthsAreListedLongestFirstAndFinishNearTheEvenShare()
+    {
+        var random = new Random(Environment.TickCount);
+        int sequences = 128, slots = 132;
+        var tokens = Enumerable.Repeat(1, sequences).ToArray();
+        var last = Enumerable.Range(0, sequences).Select(_ => (int)Math.Clamp(4096 + 2048 * Gaussian(random), 1, 20000) - 1).ToArray();
+        var plan = SplitKvScheduler.Build(tokens, last, 128, Warpgroup, slots);
+        AssertBlocksCoverEveryRowOnce(plan, sequences * 128);
+        AssertItemsCoverTheirTiles(plan, Warpgroup, last, 128, 1);
+        var lengths = Enumerable.Range(0, plan.Items).Select(i => plan.ItemEnd[i] - plan.ItemBegin[i]).ToArray();
+        for (int b = 1; b < plan.Blocks; b++)
+            Assert.True(lengths[plan.BlockFirstItem[b]] <= lengths[plan.BlockFirstItem[b - 1]], "blocks are listed longest item first");
+        // Greedy dispatch in list order onto the slots finishes within 15 % of the even share (FlashMLA's bound on the same data).
+        var free = new PriorityQueue<int, long>();
+        for (int s = 0; s < slots; s++)
+            free.Enqueue(s, 0);
+        long finish = 0, total = 0;
+        foreach (int length in lengths)
+        {
+            long tiles = length / Warpgroup.Tokens + SplitKvScheduler.ItemOverheadTiles;
+            free.TryDequeue(out int slot, out long at);
+            free.Enqueue(slot, at + tiles);
+            finish = Math.Max(finish, at + tiles);
+            total += tiles;
+        }
+        Assert.True(finish <= 1.15 * total / slots + 1, $"finish {finish} vs even share {total / (double)slots:F1}");
+    }
+
+    private static double Gaussian(Random random) =>
+        Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
+
+    private static void AssertBlocksCoverEveryRowOnce(SplitKvScheduler.Plan plan, int rows)
+    {
+        var seen = new int[rows];
+        for (int b = 0; b < plan.Blocks; b++)
+            for (int r = plan.BlockFirstRow[b]; r < plan.BlockFirstRow[b] + plan.BlockRows[b]; r++)
+                seen[r]++;
+        Assert.All(seen, count => Assert.Equal(1, count));
+    }
+
+    private static void AssertItemsCoverTheirTiles(SplitKvScheduler.Plan plan, DecodeTiling tiling, int[] last, int heads, int newTokens)
+    {
+        for (int b = 0; b < plan.Blocks; b++)
+        {
+            int sequence = plan.BlockFirstRow[b] / (newTokens * heads);
+            int expectedEnd = (last[sequence] + 1 + tiling.Tokens - 1) / tiling.Tokens * tiling.Tokens;
+            int next = 0;
+            for (int i = plan.BlockFirstItem[b]; i < plan.BlockFirstItem[b] + plan.BlockItems[b]; i++)
+            {
+                Assert.Equal(b, plan.ItemBlock[i]);
+                Assert.Equal(next, plan.ItemBegin[i]);
+                Assert.True(plan.ItemEnd[i] > plan.ItemBegin[i]);
                 next = plan.ItemEnd[i];
             }
             Assert.Equal(expectedEnd, next);
