@@ -13,49 +13,54 @@ namespace MlaGen.Generator.Emitting;
 /// sits in shared memory for the whole item; 32-token cache tiles stream through three cp.async stages. Each warpgroup
 /// computes S = Q·Kᵀ over half of the reduction, the halves are summed through shared memory, both warpgroups run the
 /// same online softmax, and each owns half of the latent output columns for O += P·V (V is the tile's first latent
-/// columns, read where it already lies). Shared memory above 48 KB is dynamic: the loader raises the function's limit.
+/// columns, read where it already lies). Q and the tiles are stored as wgmma's 128-byte-swizzled boxes of 64 values (8
+/// lanes copy one row's 128 contiguous bytes into one conflict-free shared row), which serve K (K-major) and V (MN-major)
+/// alike. Shared memory above 48 KB is dynamic: the loader raises the function's limit.
 /// </summary>
 internal static class DecodeWarpgroupEmitter
 {
     private const int Threads = 256;
     private const int Rows = 64;
     private const int Stages = 3;
+    private const int BoxValues = 64; // bf16 values in one 128-byte swizzled row
+    private const int BoxRowBytes = 128;
+    private const int SwizzleAtomBytes = 8 * BoxRowBytes; // the swizzle repeats every 8 rows; atoms must be 1024-byte aligned
 
     public static void Emit(SourceWriter w, MlaShapeSpec s)
     {
-        int chunks = s.CacheRowValues / 8;
+        int boxes = s.CacheRowValues / BoxValues;
         int queryBytes = Rows * s.CacheRowValues * 2;
         int stageBytes = Keys * s.CacheRowValues * 2;
         int exchangeBytes = Threads * ScoreTiles * 4 * 4;
-        int rowGroupBytes = 8 * chunks * 16;
-        // Descriptor fields (bytes >> 4): LBO at bit 16 = core matrices adjacent along the reduction, SBO at bit 32 = along M/N.
-        ulong rowDescriptor = (128UL >> 4) << 16 | ((ulong)rowGroupBytes >> 4) << 32;
-        ulong valueDescriptor = ((ulong)rowGroupBytes >> 4) << 16 | (128UL >> 4) << 32;
+        // Descriptor fields (bytes >> 4): LBO at bit 16, SBO at bit 32; bits 62-63 = 1 selects the 128-byte swizzle.
+        ulong swizzle128 = 1UL << 62;
+        ulong rowDescriptor = swizzle128 | (1UL << 16) | ((ulong)SwizzleAtomBytes >> 4) << 32;
+        ulong valueDescriptor = swizzle128 | ((ulong)(Keys * BoxRowBytes) >> 4) << 16 | ((ulong)SwizzleAtomBytes >> 4) << 32;
         w.Line("// Warpgroup (wgmma) decode attention (Hopper): tile, shared-memory map and matrix descriptors.");
         w.Line($"public const int DwRows = {Int(Rows)}; // query rows (token x head) per CTA: one wgmma M");
         w.Line($"public const int DwKeys = {Int(Keys)}; // cached tokens per tile");
         w.Line($"public const int DwThreads = {Int(Threads)}; // two warpgroups");
         w.Line($"public const int DwStages = {Int(Stages)};");
         w.Line("public const int DwCtasPerSm = 1; // the shared memory below fills an SM");
-        w.Line($"public const int DwHalfSteps = {Int(s.CacheRowValues / 32)}; // 16-wide k-steps of Q·Kᵀ per warpgroup");
-        w.Line($"public const int DwStageBytes = {Int(stageBytes)}; // 32 cache rows in core matrices");
-        w.Line($"public const int DwQueryBytes = {Int(queryBytes)}; // Q: 64 rows in core matrices, at offset 0");
+        w.Line($"public const int DwBoxes = {Int(boxes)}; // 64-value (128-byte) column boxes of a cache row");
+        w.Line($"public const int DwStageBytes = {Int(stageBytes)}; // 32 cache rows: box b holds their values 64b.. as 32 swizzled 128-byte rows");
+        w.Line($"public const int DwQueryBytes = {Int(queryBytes)}; // Q: 64 rows in the same boxes, at offset 0");
         w.Line($"public const int DwExchangeBytes = {Int(exchangeBytes)}; // each thread's partial S, for the other warpgroup");
         w.Line("public const int DwExchange = DwQueryBytes + DwStages * DwStageBytes;");
-        w.Line("public const int DwSharedBytes = DwExchange + DwExchangeBytes + 128; // + slack to align the dynamic block to 128 B");
-        w.Line($"public const long DwRowDescriptor = 0x{rowDescriptor:X}L; // K-major Q (A) and K (B): LBO 128 B (next 8 dims), SBO {rowGroupBytes} B (next 8 rows)");
-        w.Line($"public const long DwValueDescriptor = 0x{valueDescriptor:X}L; // MN-major V (B): LBO {rowGroupBytes} B (next 8 keys), SBO 128 B (next 8 columns)");
+        w.Line($"public const int DwSharedBytes = DwExchange + DwExchangeBytes + {Int(SwizzleAtomBytes)}; // + slack to align the block to a swizzle atom");
+        w.Line($"public const long DwRowDescriptor = 0x{rowDescriptor:X}L; // K-major Q (A) and K (B), 128-byte swizzle: SBO {SwizzleAtomBytes} B (next 8 rows)");
+        w.Line($"public const long DwValueDescriptor = 0x{valueDescriptor:X}L; // MN-major V (B), 128-byte swizzle: LBO {Keys * BoxRowBytes} B (next 64 columns), SBO {SwizzleAtomBytes} B (next 8 keys)");
         w.Line();
-        EmitKernel(w, s, chunks, rowGroupBytes);
+        EmitKernel(w, s, boxes);
     }
 
-    private static void EmitKernel(SourceWriter w, MlaShapeSpec s, int chunks, int rowGroupBytes)
+    private static void EmitKernel(SourceWriter w, MlaShapeSpec s, int boxes)
     {
+        if (Keys * 8 != Threads)
+            throw new System.InvalidOperationException("The copy gives each tile row 8 lanes (one 128-byte box row per pass).");
         int outTiles = s.LatentRank / 2 / 8;
-        int halfSteps = s.CacheRowValues / 32;
-        int tileChunks = Keys * chunks;
-        int passes = (tileChunks + Threads - 1) / Threads;
         int tilePages = Keys / System.Math.Min(s.PageSize, Keys);
+        int queryBoxBytes = Rows * BoxRowBytes, keyBoxBytes = Keys * BoxRowBytes;
         string scores = Registers("xs", 0, ScoreTiles * 4);
         string output = Registers("xo", 0, outTiles * 4);
         w.Line("/// <summary>Split-KV decode attention on warpgroup MMA (sm_90a): one CTA of two warpgroups per work item (see DecodeWarpgroupEmitter).</summary>");
@@ -66,7 +71,7 @@ internal static class DecodeWarpgroupEmitter
         w.Line("// The dynamic block (DwSharedBytes at launch): ILGPU declares it as __dyn_shared_alloca once the kernel asks for it.");
         w.Line("global::ILGPU.ArrayView<byte> dynamicShared = global::ILGPU.SharedMemory.GetDynamic<byte>();");
         w.Line($"{Asm}(\"mov.u64 %0, __dyn_shared_alloca;\", out long sharedStart);");
-        w.Line("long shared = (sharedStart + 127) & ~127L;");
+        w.Line($"long shared = (sharedStart + {SwizzleAtomBytes - 1}) & ~{SwizzleAtomBytes - 1}L; // the swizzle is a function of address bits 4-9");
         w.Line("long exchange = shared + DwExchange;");
         w.Line("int tid = global::ILGPU.Group.IdxX;");
         w.Line("int half = tid >> 7; // warpgroup: its half of the reduction and of the output columns");
@@ -79,82 +84,81 @@ internal static class DecodeWarpgroupEmitter
         w.Line("int visibleLo = rowLo < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowLo) / Heads] + 1, end) : 0;");
         w.Line("int visibleHi = rowHi < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowHi) / Heads] + 1, end) : 0;");
         w.Line();
-        w.Line("// Q → bf16 core matrices in shared memory: chunk c (8 values) is row (c / (8·chunks))·8 + c % 8, column (c / 8) % chunks.");
-        w.Open("for (int c = tid; c < DwRows * TcChunksPerRow; c += DwThreads)");
-        w.Line("int row = c / (8 * TcChunksPerRow) * 8 + (c & 7);");
-        w.Line("long from = (long)(firstRow + row) * CacheRowValues + ((c >> 3) % TcChunksPerRow) * 8;");
+        w.Line("// Q → bf16 in swizzled boxes: chunk j (8 values) of row r's box b lands at b·64 rows·128 + r·128 + (j ^ r % 8)·16.");
+        w.Open("for (int c = tid; c < DwRows * DwBoxes * 8; c += DwThreads)");
+        w.Line("int box = c / (DwRows * 8);");
+        w.Line("int row = (c >> 3) & (DwRows - 1);");
+        w.Line("int j = c & 7;");
+        w.Line($"long from = (long)(firstRow + row) * CacheRowValues + box * {BoxValues} + j * 8;");
         w.Line("bool real = row < rows;");
         for (int i = 0; i < 4; i++)
             w.Line($"uint q{i} = real ? {K}.KernelMath.PackBf16(p.AbsorbedQuery[from + {2 * i}], p.AbsorbedQuery[from + {2 * i + 1}]) : 0u;");
-        w.Line($"{Asm}(\"st.shared.v4.b32 [%0], {{%1, %2, %3, %4}};\", shared + c * 16L, q0, q1, q2, q3);");
+        w.Line($"{Asm}(\"st.shared.v4.b32 [%0], {{%1, %2, %3, %4}};\", shared + box * {queryBoxBytes}L + row * {BoxRowBytes} + ((j ^ (row & 7)) << 4), q0, q1, q2, q3);");
         w.Close();
         w.Line();
-        w.Line("// Copy constants of this thread's chunks of a tile (core-matrix order, like Q): row and source byte in the tile's rows.");
-        w.Line($"int chunk = {CopyChunk};");
-        for (int j = 0; j < passes; j++)
-        {
-            string c = $"(chunk + {j * Threads})";
-            w.Line($"int copyRow{j} = {c} / {8 * chunks} * 8 + ({c} & 7);");
-            w.Line($"int copyFrom{j} = (copyRow{j} * TcChunksPerRow + ({c} >> 3) % TcChunksPerRow) * 16;");
-        }
+        w.Line("// Copies: 8 lanes per tile row, each 16 bytes of every box (one 128-byte global run per box, one swizzled shared row).");
+        w.Line("int copyRow = tid >> 3;");
+        w.Line("long copyFrom = copyRow * (CacheRowValues * 2L) + (tid & 7) * 16;");
+        w.Line($"int copyInto = copyRow * {BoxRowBytes} + (((tid & 7) ^ (copyRow & 7)) << 4);");
         w.Line();
         w.Line($"{Asm}(\"{Repeat(outTiles * 4, i => $"mov.f32 xo{i}, 0f00000000;")} mov.f32 xm0, {NegativeInfinity}; mov.f32 xm1, {NegativeInfinity}; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;\");");
         w.Line("// Tiles 0 and 1 in flight before the loop; each tile's pages are read an iteration before its copy.");
         EmitPageLoads(w, tilePages, "begin", declare: true);
-        EmitCopy(w, s, passes, tileChunks, tilePages, "begin", "0");
+        EmitCopy(w, s, boxes, tilePages, "begin", "0");
         EmitPageLoads(w, tilePages, "begin + DwKeys", declare: false);
-        EmitCopy(w, s, passes, tileChunks, tilePages, "begin + DwKeys", "DwStageBytes");
+        EmitCopy(w, s, boxes, tilePages, "begin + DwKeys", "DwStageBytes");
         EmitPageLoads(w, tilePages, "begin + 2 * DwKeys", declare: false);
         w.Line("long stage = 0;");
-        w.Line("long qSteps = shared + half * DwHalfSteps * 256L; // this warpgroup's k-steps: 16 dims = two core matrices = 256 B each");
+        w.Line("// This warpgroup's k-steps: the 16-value steps 2·half and 2·half + 1 of every box (32 bytes into each 128-byte row).");
+        w.Line("long stepOffset = half * 64L;");
         w.Open("for (int tile = begin; tile < end; tile += DwKeys)");
         w.Line("// Tile `tile` has landed (one later group may still fly); the proxy fence hands it (and Q) to the tensor cores.");
         w.Line($"{Asm}(\"cp.async.wait_group 1; fence.proxy.async.shared::cta;\");");
-        w.Line("global::ILGPU.Group.Barrier(); // landed for everyone, and no wgmma still reads the stage refilled next");
-        w.Line("long queryDescriptor = DwRowDescriptor | ((qSteps >> 4) & 0x3FFF);");
-        w.Line("long keyDescriptor = DwRowDescriptor | (((qSteps + DwQueryBytes + stage) >> 4) & 0x3FFF);");
-        w.Line($"// S (this half) = Q·Kᵀ: {halfSteps} wgmma m64n{Keys}k16 with both operands read from shared memory through descriptors.");
-        for (int i = 0; i < halfSteps; i += 2)
+        w.Line("global::ILGPU.Group.Barrier(); // landed for everyone");
+        w.Line("long queryDescriptor = DwRowDescriptor | (((shared + stepOffset) >> 4) & 0x3FFF);");
+        w.Line("long keyDescriptor = DwRowDescriptor | (((shared + DwQueryBytes + stage + stepOffset) >> 4) & 0x3FFF);");
+        w.Line($"// S (this half) = Q·Kᵀ: {2 * boxes} wgmma m64n{Keys}k16 with both operands read from shared memory through descriptors.");
+        for (int box = 0; box < boxes; box++)
         {
-            string fence = i == 0 ? "wgmma.fence.sync.aligned; " : "";
-            string scale = i == 0 ? "xwz" : "xwa";
+            string fence = box == 0 ? "wgmma.fence.sync.aligned; " : "";
             var step = new System.Text.StringBuilder($"{{ .reg .b64 a, b; {fence}");
-            for (int k = i; k < System.Math.Min(i + 2, halfSteps); k++)
+            for (int sub = 0; sub < 2; sub++)
             {
-                step.Append($"add.s64 a, %0, {k * 16}; add.s64 b, %1, {k * 16}; ");
-                step.Append($"wgmma.mma_async.sync.aligned.m64n{Keys}k16.f32.bf16.bf16 {{{scores}}}, a, b, {(k == i ? scale : "xwa")}, 1, 1, 0, 0; ");
+                step.Append($"add.s64 a, %0, {(box * queryBoxBytes + sub * 32) >> 4}; add.s64 b, %1, {(box * keyBoxBytes + sub * 32) >> 4}; ");
+                step.Append($"wgmma.mma_async.sync.aligned.m64n{Keys}k16.f32.bf16.bf16 {{{scores}}}, a, b, {(box == 0 && sub == 0 ? "xwz" : "xwa")}, 1, 1, 0, 0; ");
             }
             w.Line($"{Asm}(\"{step}}}\", queryDescriptor, keyDescriptor);");
         }
         w.Line($"{Asm}(\"wgmma.commit_group.sync.aligned;\");");
-        w.Line("// While the tensor cores work: tile + 2's copies into the stage tile - 1 used, then the page of tile + 3.");
+        w.Line("// Q·Kᵀ of this tile and P·V of the last one (left in flight across the top barrier and this issue) are done.");
+        w.Line($"{Asm}(\"wgmma.wait_group.sync.aligned 0;\");");
+        w.Line("// Sum the halves: each thread leaves its partial S for the thread at the same place in the other warpgroup.");
+        w.Line($"{Asm}(\"{{ .reg .u64 a; {Repeat(ScoreTiles * 4, i => $"add.s64 a, %0, {i * Threads * 4}; st.shared.f32 [a], xs{i};")} }}\", exchange + tid * 4L);");
+        w.Line("global::ILGPU.Group.Barrier(); // partial S visible, and neither warpgroup's P·V still reads the last tile's stage");
+        w.Line("// Tile + 2's copies into the stage tile - 1 used, then the page of tile + 3.");
         w.Line("long refill = stage == 0 ? 2 * DwStageBytes : stage - DwStageBytes;");
         w.Line("if (tile + 2 * DwKeys < end)");
         w.Open();
-        EmitCopy(w, s, passes, tileChunks, tilePages, "tile + 2 * DwKeys", "refill");
+        EmitCopy(w, s, boxes, tilePages, "tile + 2 * DwKeys", "refill");
         w.Close();
         w.Line("else");
         w.Line($"    {Asm}(\"cp.async.commit_group;\"); // an empty group keeps wait_group 1's count");
         EmitPageLoads(w, tilePages, "tile + 3 * DwKeys", declare: false);
-        w.Line($"{Asm}(\"wgmma.wait_group.sync.aligned 0;\");");
-        w.Line("// Sum the halves: each thread leaves its partial S for the thread at the same place in the other warpgroup.");
-        w.Line($"{Asm}(\"{{ .reg .u64 a; {Repeat(ScoreTiles * 4, i => $"add.s64 a, %0, {i * Threads * 4}; st.shared.f32 [a], xs{i};")} }}\", exchange + tid * 4L);");
-        w.Line("global::ILGPU.Group.Barrier();");
         w.Line($"{Asm}(\"{{ .reg .u64 a; .reg .f32 v; {Repeat(ScoreTiles * 4, i => $"add.s64 a, %0, {i * Threads * 4}; ld.shared.f32 v, [a]; add.f32 xs{i}, xs{i}, v;")} }}\", exchange + (tid ^ 128) * 4L);");
         w.Line("// Scale to log2 units, mask keys a row may not see, online softmax, rescale O, pack P (shared with the expanded kernels).");
         w.Line($"{Asm}(\"{SoftmaxPtx(outTiles)}\", visibleLo - tile - 2 * t, visibleHi - tile - 2 * t, ScoreScaleLog2);");
-        w.Line($"// O (this half's {s.LatentRank / 2} columns) += P·V: {Keys / 16} wgmma m64n{s.LatentRank / 2}k16, V transposed (MN-major) in the tile.");
+        w.Line($"// O (this half's {s.LatentRank / 2} columns) += P·V: {Keys / 16} wgmma m64n{s.LatentRank / 2}k16, V transposed (MN-major) in the tile's first boxes.");
         var pv = new System.Text.StringBuilder("{ .reg .b64 b; wgmma.fence.sync.aligned; ");
         for (int kk = 0; kk < Keys / 16; kk++)
         {
-            pv.Append(kk == 0 ? "mov.b64 b, %0; " : $"add.s64 b, %0, {kk * 2 * rowGroupBytes / 16}; ");
+            pv.Append(kk == 0 ? "mov.b64 b, %0; " : $"add.s64 b, %0, {kk * 2 * SwizzleAtomBytes >> 4}; ");
             pv.Append($"wgmma.mma_async.sync.aligned.m64n{s.LatentRank / 2}k16.f32.bf16.bf16 {{{output}}}, {{{Registers("xp", 4 * kk, 4)}}}, b, xwa, 1, 1, 1; ");
         }
-        pv.Append("wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }");
-        w.Line($"{Asm}(\"{pv}\", DwValueDescriptor | (((shared + DwQueryBytes + stage + half * {s.LatentRank / 2 / 8 * 128}L) >> 4) & 0x3FFF));");
+        pv.Append("wgmma.commit_group.sync.aligned; }"); // waited for after the next tile's Q·Kᵀ
+        w.Line($"{Asm}(\"{pv}\", DwValueDescriptor | (((shared + DwQueryBytes + stage + half * {s.LatentRank / 2 / BoxValues * keyBoxBytes}L) >> 4) & 0x3FFF));");
         w.Line("stage = stage == 2 * DwStageBytes ? 0 : stage + DwStageBytes;");
         w.Close();
-        w.Line($"{Asm}(\"cp.async.wait_group 0;\"); // nothing may land after the CTA is gone");
+        w.Line($"{Asm}(\"cp.async.wait_group 0; wgmma.wait_group.sync.aligned 0;\"); // the last P·V; nothing may land after the CTA is gone");
         w.Line();
         EmitRowStates(w);
         w.Line($"long outLo = ((long)item * DwRows + rowLo) * LatentRank + half * {s.LatentRank / 2} + 2 * t;");
@@ -192,30 +196,22 @@ internal static class DecodeWarpgroupEmitter
     }
 
     /// <summary>
-    /// cp.async of the tile at <paramref name="start"/> into the stage at byte <paramref name="stage"/> (16-byte chunks in
-    /// core-matrix order; tokens past <c>end</c> are zero-filled), then commit. Uses the pages read an iteration earlier (pageAhead).
+    /// cp.async of the tile at <paramref name="start"/> into the stage at byte <paramref name="stage"/>: this thread's row,
+    /// 16 bytes of each box, at fixed offsets from one source and one target address (rows past <c>end</c> are zero-filled),
+    /// then commit. Uses the pages read an iteration earlier (pageAhead).
     /// </summary>
-    private static void EmitCopy(SourceWriter w, MlaShapeSpec s, int passes, int tileChunks, int tilePages, string start, string stage)
+    private static void EmitCopy(SourceWriter w, MlaShapeSpec s, int boxes, int tilePages, string start, string stage)
     {
         w.Line("{");
-        w.Line($"    int first = {start};");
-        w.Line($"    long into = shared + DwQueryBytes + {stage};");
+        w.Line($"    bool inside = {start} + copyRow < end;");
         for (int i = 0; i < tilePages; i++)
-        {
             w.Line($"    long rows{i} = p.PagesAddress + (pageAhead{i} - {i * System.Math.Min(s.PageSize, Keys)}) * CacheRowValues * 2L;");
-        }
-        for (int j = 0; j < passes; j++)
-        {
-            bool partial = (j + 1) * Threads > tileChunks;
-            w.Line(partial ? $"    if (chunk + {j * Threads} < {tileChunks})" : $"    // chunk {j}");
-            w.Line("    {");
-            w.Line($"        bool inside = first + copyRow{j} < end;");
-            string rowsBase = tilePages == 1 ? "rows0" : $"(copyRow{j} < PageSize ? rows0 : rows1)";
-            w.Line($"        long source = inside ? {rowsBase} + copyFrom{j} : p.PagesAddress;");
-            w.Line($"        {Asm}(\"cp.async.cg.shared.global [%0], [%1], 16, %2;\", into + (chunk + {j * Threads}) * 16L, source, inside ? 16 : 0);");
-            w.Line("    }");
-        }
-        w.Line($"    {Asm}(\"cp.async.commit_group;\");");
+        string rowsBase = tilePages == 1 ? "rows0" : "(copyRow < PageSize ? rows0 : rows1)";
+        w.Line($"    long source = inside ? {rowsBase} + copyFrom : p.PagesAddress;");
+        var copies = new System.Text.StringBuilder();
+        for (int box = 0; box < boxes; box++)
+            copies.Append($"cp.async.cg.shared.global [%0+{box * Keys * BoxRowBytes}], [%1+{box * BoxRowBytes}], 16, %2; ");
+        w.Line($"    {Asm}(\"{copies}cp.async.commit_group;\", shared + DwQueryBytes + {stage} + copyInto, source, inside ? 16 : 0);");
         w.Line("}");
     }
 }

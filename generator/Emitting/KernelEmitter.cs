@@ -471,7 +471,7 @@ internal static class KernelEmitter
             w.Line($"DecodeForm = {K}.DecodeAttentionKind.TensorCore;");
             if (warpgroupDecode)
             {
-                w.Line("// Hopper: the decode on wgmma too (sm_90a, dynamic shared memory above 48 KB); DecodeKernelFor picks per call.");
+                w.Line("// Hopper: the decode on wgmma (sm_90a, dynamic shared memory above 48 KB), which every call runs.");
                 w.Line($"{K}.PtxKernel<{K}.TensorCoreAttentionParams>? decodeWarpgroup = {K}.WarpgroupKernels.TryLoad<{K}.TensorCoreAttentionParams>(accelerator, ((global::System.Action<{K}.TensorCoreAttentionParams>)DecodeAttentionWarpgroupKernel).Method, DwSharedBytes);");
                 w.Open("if (decodeWarpgroup is not null)");
                 w.Line("_warpgroupAttention = decodeWarpgroup.Launch;");

@@ -27,10 +27,12 @@ internal static class KernelLimits
     }
 
     /// <summary>
-    /// The Hopper decode kernel on top of the tensor-core one: its two warpgroups split Q·Kᵀ's 16-wide k-steps evenly, so
-    /// latent + rope must be a multiple of 32 (DeepSeek's 576 is). Other shapes keep the mma.sync kernel on Hopper too.
+    /// The Hopper decode kernel on top of the tensor-core one: it keeps cache rows in 128-byte swizzled boxes of 64 values,
+    /// so latent + rope must be a multiple of 64 (DeepSeek's 576 is), and each warpgroup's half of the latent output must be
+    /// whole boxes (latent a multiple of 128). Other shapes keep the mma.sync kernel on Hopper too.
     /// </summary>
-    public static bool FitsWarpgroupDecode(MlaShapeSpec s) => WhyNoTensorCoreDecode(s) is null && s.CacheRowValues % 32 == 0;
+    public static bool FitsWarpgroupDecode(MlaShapeSpec s) =>
+        WhyNoTensorCoreDecode(s) is null && s.CacheRowValues % 64 == 0 && s.LatentRank % 128 == 0;
 
     /// <summary>
     /// The tensor-core prefill kernels. The attention keeps a warp's 16 query rows as bf16 A fragments ((nope + rope)/16

@@ -44,7 +44,11 @@ public abstract class MlaKernelSet
     /// <summary>o_proj: head outputs <c>[T, H·v]</c> → <c>[T, dModel]</c>.</summary>
     public abstract void OutputProjection(AcceleratorStream stream, in ProjectionParams p);
 
-    /// <summary>The fastest decode kernel this set holds (a Warpgroup set holds the mma.sync kernel too).</summary>
+    /// <summary>
+    /// The fastest decode kernel this set holds, which every decode call runs (a Warpgroup set holds the mma.sync kernel
+    /// too, for <c>MLAGEN_WGMMA=0</c> comparisons). On the H100 the wgmma kernel wins even with 16 query rows in its 64-row
+    /// tile: H = 16, s_q = 1 runs 0.25 ms on it, 0.32 ms on mma.sync (docs/performance.md, decode v6).
+    /// </summary>
     public virtual DecodeAttentionKind DecodeForm => DecodeAttentionKind.General;
 
     /// <summary>True when this set holds a tensor-core decode kernel (mma.sync or wgmma) with its split-KV combine.</summary>
@@ -53,30 +57,6 @@ public abstract class MlaKernelSet
     /// <summary>A tensor-core decode kernel's work-item shape: what <see cref="SplitKvScheduler"/> plans for.</summary>
     public virtual DecodeTiling TilingOf(DecodeAttentionKind kernel) =>
         throw new NotSupportedException($"{Spec.Name} has no {kernel} decode kernel on this accelerator.");
-
-    /// <summary>
-    /// The tensor-core decode kernel for a call bringing <paramref name="sequenceTokens"/>[i] new tokens to sequence i: wgmma
-    /// where a sequence's query rows (new tokens × heads) are more than one mma.sync block (16) holds, mma.sync where every
-    /// sequence has 16 or fewer, which would leave three quarters of a 64-row wgmma tile empty (measured on the H100:
-    /// H = 16, s_q = 1 runs 0.36 ms on mma.sync, 0.41 ms on wgmma; docs/performance.md, decode v5).
-    /// </summary>
-    public DecodeAttentionKind DecodeKernelFor(ReadOnlySpan<int> sequenceTokens)
-    {
-        if (!HasTensorCoreDecode)
-            throw new NotSupportedException($"{Spec.Name} has no tensor-core decode kernel on this accelerator.");
-        int maxRows = 0;
-        foreach (int tokens in sequenceTokens)
-            maxRows = Math.Max(maxRows, tokens * Spec.Heads);
-        return ChooseDecodeKernel(DecodeForm, maxRows, TilingOf(DecodeAttentionKind.TensorCore).Rows);
-    }
-
-    /// <summary><see cref="DecodeKernelFor"/>'s rule: <paramref name="best"/>, except mma.sync where one of its blocks holds every sequence's rows.</summary>
-    public static DecodeAttentionKind ChooseDecodeKernel(DecodeAttentionKind best, int maxRowsPerSequence, int mmaSyncRows)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(maxRowsPerSequence);
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(mmaSyncRows);
-        return best == DecodeAttentionKind.Warpgroup && maxRowsPerSequence <= mmaSyncRows ? DecodeAttentionKind.TensorCore : best;
-    }
 
     /// <summary>Runs <paramref name="kernel"/> (TensorCore or Warpgroup) over a plan made with <see cref="TilingOf"/> of it.</summary>
     public virtual void TensorCoreAttention(AcceleratorStream stream, in TensorCoreAttentionParams p, DecodeAttentionKind kernel) =>

@@ -53,7 +53,7 @@ public static class AttentionFormRule
         ArgumentNullException.ThrowIfNull(kernels);
         if (!kernels.ExpandedForm.RunsOnTensorCores())
             return MlaAttentionForm.Absorbed;
-        double absorbedTflops = kernels.HasTensorCoreDecode ? AbsorbedRateOf(kernels.DecodeKernelFor(newTokens)) : MmaSyncAbsorbedTflops;
+        double absorbedTflops = kernels.HasTensorCoreDecode ? AbsorbedRateOf(kernels.DecodeForm) : MmaSyncAbsorbedTflops;
         var (absorbed, expanded) = EstimateSeconds(kernels.Spec, RateOf(kernels.ExpandedForm), absorbedTflops, newTokens, starts, multiprocessors);
         return expanded < absorbed ? MlaAttentionForm.Expanded : MlaAttentionForm.Absorbed;
     }

@@ -43,7 +43,7 @@ public sealed class AttentionLaunch : ILayerAttention
         UsesTensorCores = kernels.HasTensorCoreDecode && options.TensorCores && options.Splits == 0;
         if (UsesTensorCores)
         {
-            DecodeKernel = kernels.DecodeKernelFor(sequenceTokens);
+            DecodeKernel = kernels.DecodeForm;
             var tiling = kernels.TilingOf(DecodeKernel);
             var plan = SplitKvScheduler.Build(sequenceTokens, lastPositions, spec.Heads, tiling,
                 targetItems: accelerator.NumMultiprocessors * tiling.CtasPerSm);
@@ -114,7 +114,7 @@ public sealed class AttentionLaunch : ILayerAttention
     public int Rows { get; }
     public bool UsesTensorCores { get; }
 
-    /// <summary>The tensor-core kernel this call runs (<see cref="MlaKernelSet.DecodeKernelFor"/>), or General.</summary>
+    /// <summary>The tensor-core kernel this call runs (<see cref="MlaKernelSet.DecodeForm"/>), or General.</summary>
     public DecodeAttentionKind DecodeKernel { get; }
 
     /// <summary>Work items (tensor-core path) or splits per row (general path).</summary>

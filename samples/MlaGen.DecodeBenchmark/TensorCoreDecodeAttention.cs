@@ -65,9 +65,9 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
             sequenceTokens[^1]++;
             lastPositions[^1] = positions[t];
         }
-        // The kernel the layer would run for this call (AttentionLaunch: the same rule over the same rows).
+        // The kernel the layer runs (AttentionLaunch: the set's fastest).
         var tokensPerSequence = sequenceTokens.ToArray();
-        var kernel = _kernels.DecodeKernelFor(tokensPerSequence);
+        var kernel = _kernels.DecodeForm;
         var tiling = _tiling ?? _kernels.TilingOf(kernel);
         var plan = SplitKvScheduler.Build(tokensPerSequence, lastPositions.ToArray(), spec.Heads, tiling,
             _device.Accelerator.NumMultiprocessors * tiling.CtasPerSm);

@@ -131,14 +131,4 @@ public class DecodeSchedulingTests
         Assert.Equal("tiling", ex.ParamName);
         Assert.Throws<ArgumentOutOfRangeException>(() => SplitKvScheduler.Build([1], [10], 16, new DecodeTiling(64, 0, 1), 132));
     }
-
-    [Theory]
-    [InlineData(DecodeAttentionKind.Warpgroup, 16, DecodeAttentionKind.TensorCore)] // H16 decode: 48 of 64 wgmma rows would be empty
-    [InlineData(DecodeAttentionKind.Warpgroup, 17, DecodeAttentionKind.Warpgroup)]
-    [InlineData(DecodeAttentionKind.Warpgroup, 32, DecodeAttentionKind.Warpgroup)]  // H16 s_q = 2
-    [InlineData(DecodeAttentionKind.Warpgroup, 128, DecodeAttentionKind.Warpgroup)]
-    [InlineData(DecodeAttentionKind.TensorCore, 128, DecodeAttentionKind.TensorCore)] // off Hopper: mma.sync everywhere
-    [InlineData(DecodeAttentionKind.TensorCore, 1, DecodeAttentionKind.TensorCore)]
-    public void DecodeKernelRule(DecodeAttentionKind best, int maxRows, DecodeAttentionKind expected) =>
-        Assert.Equal(expected, MlaKernelSet.ChooseDecodeKernel(best, maxRows, MmaSync.Rows));
 }

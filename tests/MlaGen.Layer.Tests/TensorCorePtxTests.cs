@@ -136,6 +136,14 @@ public class DecodeWarpgroupPtxTests
         Assert.Equal(halfSteps + keys / 16, Regex.Matches(ptx, @"wgmma\.mma_async").Count);
         Assert.Contains("fence.proxy.async.shared::cta;", ptx);
         Assert.Contains("cp.async.wait_group 1;", ptx);
+        // Each thread copies one tile row's 16 bytes of every 64-value box: one source and one target register, box b at
+        // +128·b in the cache row and +32 rows·128 B·b in the stage (the 128-byte swizzled layout both descriptors name).
+        var offsets = Regex.Matches(ptx, @"cp\.async\.cg\.shared\.global \[%rd\d+\+(\d+)\], \[%rd\d+\+(\d+)\], 16")
+            .Select(m => (Shared: int.Parse(m.Groups[1].Value), Global: int.Parse(m.Groups[2].Value))).Distinct().OrderBy(o => o.Global).ToArray();
+        int boxes = ExpandPtxDeepSeekShape.MlaKernels.DwBoxes;
+        Assert.Equal(Enumerable.Range(1, boxes - 1).Select(b => (b * keys * 128, b * 128)), offsets);
+        Assert.Equal(1L, (long)((ulong)ExpandPtxDeepSeekShape.MlaKernels.DwRowDescriptor >> 62));
+        Assert.Equal(1L, (long)((ulong)ExpandPtxDeepSeekShape.MlaKernels.DwValueDescriptor >> 62));
         // The stages live in the dynamic block under ILGPU's internal name (the kernel names it in PTX): guard it here.
         Assert.Matches(@"\.extern \.shared \.align \d+ \.b8 __dyn_shared_alloca\[\];", ptx);
         Assert.DoesNotMatch(@"\.shared \.align \d+ \.b8 (?!__dyn_shared_alloca)\w+\[\d+\]", ptx);
