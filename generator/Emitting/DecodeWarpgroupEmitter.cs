@@ -1,3 +1,4 @@
+using System.Linq;
 using MlaGen.Generator.Helpers;
 using MlaGen.Generator.Model;
 using static MlaGen.Generator.Emitting.ExpandedTensorCoreEmitter;
@@ -22,6 +23,7 @@ internal static class DecodeWarpgroupEmitter
     private const int Threads = 256;
     private const int Rows = 64;
     private const int Stages = 3;
+    private const int QueryChunksInFlight = 6; // 48 loads per thread in flight while Q is packed
     private const int BoxValues = 64; // bf16 values in one 128-byte swizzled row
     private const int BoxRowBytes = 128;
     private const int SwizzleAtomBytes = 8 * BoxRowBytes; // the swizzle repeats every 8 rows; atoms must be 1024-byte aligned
@@ -84,17 +86,26 @@ internal static class DecodeWarpgroupEmitter
         w.Line("int visibleLo = rowLo < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowLo) / Heads] + 1, end) : 0;");
         w.Line("int visibleHi = rowHi < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowHi) / Heads] + 1, end) : 0;");
         w.Line();
-        w.Line("// Q → bf16 in swizzled boxes: chunk j (8 values) of row r's box b lands at b·64 rows·128 + r·128 + (j ^ r % 8)·16.");
-        w.Open("for (int c = tid; c < DwRows * DwBoxes * 8; c += DwThreads)");
-        w.Line("int box = c / (DwRows * 8);");
-        w.Line("int row = (c >> 3) & (DwRows - 1);");
-        w.Line("int j = c & 7;");
-        w.Line($"long from = (long)(firstRow + row) * CacheRowValues + box * {BoxValues} + j * 8;");
-        w.Line("bool real = row < rows;");
-        for (int i = 0; i < 4; i++)
-            w.Line($"uint q{i} = real ? {K}.KernelMath.PackBf16(p.AbsorbedQuery[from + {2 * i}], p.AbsorbedQuery[from + {2 * i + 1}]) : 0u;");
-        w.Line($"{Asm}(\"st.shared.v4.b32 [%0], {{%1, %2, %3, %4}};\", shared + box * {queryBoxBytes}L + row * {BoxRowBytes} + ((j ^ (row & 7)) << 4), q0, q1, q2, q3);");
-        w.Close();
+        int queryChunks = Rows * boxes * 8, perThread = queryChunks / Threads;
+        w.Line($"// Q → bf16 in swizzled boxes: chunk j (8 values) of row r's box b lands at b·64 rows·128 + r·128 + (j ^ r % 8)·16;");
+        w.Line($"// {perThread} chunks per thread, {QueryChunksInFlight} loaded before any is stored (a loop would wait on each chunk's loads in turn).");
+        for (int first = 0; first < perThread; first += QueryChunksInFlight)
+        {
+            int count = System.Math.Min(QueryChunksInFlight, perThread - first);
+            w.Open();
+            for (int k = 0; k < count; k++)
+            {
+                string c = $"(tid + {(first + k) * Threads})";
+                w.Line($"int row{k} = ({c} >> 3) & (DwRows - 1);");
+                w.Line($"long from{k} = (long)(firstRow + row{k}) * CacheRowValues + {c} / (DwRows * 8) * {BoxValues} + ({c} & 7) * 8;");
+                w.Line($"long into{k} = shared + {c} / (DwRows * 8) * {queryBoxBytes}L + row{k} * {BoxRowBytes} + ((({c} & 7) ^ (row{k} & 7)) << 4);");
+                for (int i = 0; i < 8; i++)
+                    w.Line($"float q{k}_{i} = row{k} < rows ? p.AbsorbedQuery[from{k} + {i}] : 0f;");
+            }
+            for (int k = 0; k < count; k++)
+                w.Line($"{Asm}(\"st.shared.v4.b32 [%0], {{%1, %2, %3, %4}};\", into{k}, {string.Join(", ", System.Linq.Enumerable.Range(0, 4).Select(i => $"{K}.KernelMath.PackBf16(q{k}_{2 * i}, q{k}_{2 * i + 1})"))});");
+            w.Close();
+        }
         w.Line();
         w.Line("// Copies: 8 lanes per tile row, each 16 bytes of every box (one 128-byte global run per box, one swizzled shared row).");
         w.Line("int copyRow = tid >> 3;");

@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using MlaGen.Generator.Helpers;
 using MlaGen.Generator.Model;
 using static MlaGen.Generator.Helpers.LiteralFormat;
@@ -320,32 +321,34 @@ internal static class KernelEmitter
 
     /// <summary>
     /// <c>o{c}</c> (lanes over the latent) = Σ exp(lse_split − lse) · part over the splits <paramref name="firstSplit"/>,
-    /// + <paramref name="stride"/>, …: two per iteration, so two rows of loads are in flight.
+    /// + <paramref name="stride"/>, …: <see cref="PartsInFlight"/> per iteration, so their loads are in flight together.
     /// </summary>
     internal static void EmitWeightedParts(SourceWriter w, MlaShapeSpec s, string splits, string partRow, string firstSplit, string stride)
     {
         var latent = new List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
         foreach (var (c, _) in latent)
             w.Line($"float o{c} = 0f;");
-        w.Open($"for (int split = {firstSplit}; split < {splits}; split += 2 * {stride})");
-        w.Line($"long rowA = {partRow};");
-        w.Line($"bool hasB = split + {stride} < {splits};");
-        w.Line($"long rowB = hasB ? {partRow.Replace("split", $"(split + {stride})")} : rowA;");
-        w.Line("float lseA = p.PartialLse[rowA];");
-        w.Line("float lseB = hasB ? p.PartialLse[rowB] : float.NegativeInfinity;");
-        w.Line($"float shareA = lseA == float.NegativeInfinity ? 0f : {K}.KernelMath.Exp2((lseA - lse) * {K}.KernelMath.Log2E);");
-        w.Line($"float shareB = lseB == float.NegativeInfinity ? 0f : {K}.KernelMath.Exp2((lseB - lse) * {K}.KernelMath.Log2E);");
-        w.Line("long partA = rowA * LatentRank;");
-        w.Line("long partB = rowB * LatentRank;");
+        w.Open($"for (int split = {firstSplit}; split < {splits}; split += {PartsInFlight} * {stride})");
+        for (int k = 0; k < PartsInFlight; k++)
+        {
+            string at = k == 0 ? "split" : $"(split + {k} * {stride})";
+            w.Line(k == 0 ? $"long row{k} = {partRow};" : $"long row{k} = {at} < {splits} ? {partRow.Replace("split", at)} : row0;");
+            w.Line($"float lse{k} = {(k == 0 ? "" : $"{at} < {splits} ? ")}p.PartialLse[row{k}]{(k == 0 ? "" : " : float.NegativeInfinity")};");
+            w.Line($"float share{k} = lse{k} == float.NegativeInfinity ? 0f : {K}.KernelMath.Exp2((lse{k} - lse) * {K}.KernelMath.Log2E);");
+            w.Line($"long part{k} = row{k} * LatentRank;");
+        }
         foreach (var (c, guard) in latent)
         {
             // A split that saw no token has share 0; its part is never read, so a poisoned one cannot turn into NaN.
-            string a = Guarded(guard, $"p.PartialOutput[partA + lane + {c * Lanes}]");
-            string b = Guarded(guard, $"p.PartialOutput[partB + lane + {c * Lanes}]");
-            w.Line($"o{c} += (shareA != 0f ? shareA * {a} : 0f) + (shareB != 0f ? shareB * {b} : 0f);");
+            var terms = Enumerable.Range(0, PartsInFlight)
+                .Select(k => $"(share{k} != 0f ? share{k} * {Guarded(guard, $"p.PartialOutput[part{k} + lane + {c * Lanes}]")} : 0f)");
+            w.Line($"o{c} += {string.Join(" + ", terms)};");
         }
         w.Close();
     }
+
+    /// <summary>Split parts one merging warp reads per iteration.</summary>
+    private const int PartsInFlight = 2;
 
     /// <summary>
     /// <c>lse</c> = log Σ exp(lse_split) over the splits, lanes over the splits, max-subtracted; −∞ when no split saw a

@@ -314,24 +314,37 @@ partial class SmallQLoraAttention
             int row = global::ILGPU.Grid.IdxX;
             int rows = p.Tokens * Heads;
             float maxLse = float.NegativeInfinity;
-            for (int split = 0; split < p.Splits; split++)
+            for (int split = lane; split < p.Splits; split += Lanes)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);
+            maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(maxLse);
             float total = 0f;
             if (maxLse != float.NegativeInfinity)
-                for (int split = 0; split < p.Splits; split++)
+                for (int split = lane; split < p.Splits; split += Lanes)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
+            total = global::MlaGen.Kernels.KernelMath.WarpSum(total);
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
-            for (int split = 0; split < p.Splits; split++)
+            for (int split = 0; split < p.Splits; split += 4 * 1)
             {
-                float partLse = p.PartialLse[(long)split * rows + row];
-                if (partLse == float.NegativeInfinity)
-                    continue;
-                float share = global::MlaGen.Kernels.KernelMath.Exp2((partLse - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part = ((long)split * rows + row) * LatentRank;
-                o0 += share * p.PartialOutput[part + lane + 0];
-                o1 += share * p.PartialOutput[part + lane + 32];
+                long row0 = (long)split * rows + row;
+                float lse0 = p.PartialLse[row0];
+                float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part0 = row0 * LatentRank;
+                long row1 = (split + 1 * 1) < p.Splits ? (long)(split + 1 * 1) * rows + row : row0;
+                float lse1 = (split + 1 * 1) < p.Splits ? p.PartialLse[row1] : float.NegativeInfinity;
+                float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part1 = row1 * LatentRank;
+                long row2 = (split + 2 * 1) < p.Splits ? (long)(split + 2 * 1) * rows + row : row0;
+                float lse2 = (split + 2 * 1) < p.Splits ? p.PartialLse[row2] : float.NegativeInfinity;
+                float share2 = lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part2 = row2 * LatentRank;
+                long row3 = (split + 3 * 1) < p.Splits ? (long)(split + 3 * 1) * rows + row : row0;
+                float lse3 = (split + 3 * 1) < p.Splits ? p.PartialLse[row3] : float.NegativeInfinity;
+                float share3 = lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part3 = row3 * LatentRank;
+                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 0] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 0] : 0f);
+                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 32] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 32] : 0f);
             }
             long output = (long)(row) * LatentRank;
             p.LatentOutput[output + lane + 0] = o0;
@@ -605,13 +618,18 @@ partial class SmallQLoraAttention
         public const int TcTile = 16; // cached tokens per step
         public const int TcWarps = 4;
         public const int TcThreads = 128;
-        public const int TcCtasPerSm = 3; // 255 registers x 128 threads and 41 KB of shared memory each
+        public const int TcCtasPerSm = 2; // resident per SM: 255 registers x 128 threads each fit twice in 64K registers
         public const int TcRowWords = 40; // a cache row as packed bf16 pairs
         public const int TcStride = 44; // shared-memory row stride in words: +4 spreads rows over banks
         public const int TcKSteps = 5; // 16-wide steps of the [c_kv | k_pe] reduction
         public const int TcColsPerWarp = 16; // latent output columns each warp owns
         public const int TcChunksPerRow = 10; // 16-byte chunks per cache row
         public const int TcTileChunks = 160;
+        public const int TcCombineMaxWarps = 16; // warps merging one row
+        /// <summary>Warps per row for the combine: about four items each, so one long sequence's many items merge in parallel.</summary>
+        public static int TcCombineWarps(int maxBlockItems) => global::System.Math.Clamp((maxBlockItems + 3) / 4, 1, TcCombineMaxWarps);
+        /// <summary>The combine's dynamic shared memory: each warp's partial sum of the latent row; one float (ILGPU's minimum) for one warp, which keeps occupancy.</summary>
+        public static int TcCombineSharedFloats(int warps) => warps > 1 ? warps * LatentRank : 1;
 
         /// <summary>Tensor-core split-KV decode attention: one CTA of 4 warps per work item (see TensorCoreEmitter).</summary>
         public static void TensorCoreAttentionKernel(global::MlaGen.Kernels.TensorCoreAttentionParams p)
@@ -814,10 +832,16 @@ partial class SmallQLoraAttention
             }
         }
 
-        /// <summary>One warp per query row: merges the row block's items weighted by exp(lse_item − lse).</summary>
+        /// <summary>
+        /// One CTA per query row: its warps take the row block's items in turn (lanes over the latent), weighted by
+        /// exp(lse_item − lse), and sum their parts through shared memory. One warp when no block has more than four items.
+        /// </summary>
         public static void TensorCoreCombineKernel(global::MlaGen.Kernels.TensorCoreCombineParams p)
         {
-            int lane = global::ILGPU.Group.IdxX;
+            global::ILGPU.ArrayView<float> merged = global::ILGPU.SharedMemory.GetDynamic<float>(); // TcCombineSharedFloats(warps)
+            int lane = global::ILGPU.Group.IdxX & 31;
+            int warp = global::ILGPU.Group.IdxX >> 5;
+            int warps = global::ILGPU.Group.DimX >> 5;
             int block = global::ILGPU.Grid.IdxX / p.BlockCapacity;
             int r = global::ILGPU.Grid.IdxX - block * p.BlockCapacity;
             if (r >= p.BlockRows[block])
@@ -825,29 +849,58 @@ partial class SmallQLoraAttention
             int first = p.BlockFirstItem[block];
             int count = p.BlockItems[block];
             float maxLse = float.NegativeInfinity;
-            for (int split = 0; split < count; split++)
+            for (int split = lane; split < count; split += Lanes)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + split) * p.BlockCapacity + r]);
+            maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(maxLse);
             float total = 0f;
             if (maxLse != float.NegativeInfinity)
-                for (int split = 0; split < count; split++)
+                for (int split = lane; split < count; split += Lanes)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + split) * p.BlockCapacity + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
+            total = global::MlaGen.Kernels.KernelMath.WarpSum(total);
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
-            for (int split = 0; split < count; split++)
+            for (int split = warp; split < count; split += 4 * warps)
             {
-                float partLse = p.PartialLse[(long)(first + split) * p.BlockCapacity + r];
-                if (partLse == float.NegativeInfinity)
-                    continue;
-                float share = global::MlaGen.Kernels.KernelMath.Exp2((partLse - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part = ((long)(first + split) * p.BlockCapacity + r) * LatentRank;
-                o0 += share * p.PartialOutput[part + lane + 0];
-                o1 += share * p.PartialOutput[part + lane + 32];
+                long row0 = (long)(first + split) * p.BlockCapacity + r;
+                float lse0 = p.PartialLse[row0];
+                float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part0 = row0 * LatentRank;
+                long row1 = (split + 1 * warps) < count ? (long)(first + (split + 1 * warps)) * p.BlockCapacity + r : row0;
+                float lse1 = (split + 1 * warps) < count ? p.PartialLse[row1] : float.NegativeInfinity;
+                float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part1 = row1 * LatentRank;
+                long row2 = (split + 2 * warps) < count ? (long)(first + (split + 2 * warps)) * p.BlockCapacity + r : row0;
+                float lse2 = (split + 2 * warps) < count ? p.PartialLse[row2] : float.NegativeInfinity;
+                float share2 = lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part2 = row2 * LatentRank;
+                long row3 = (split + 3 * warps) < count ? (long)(first + (split + 3 * warps)) * p.BlockCapacity + r : row0;
+                float lse3 = (split + 3 * warps) < count ? p.PartialLse[row3] : float.NegativeInfinity;
+                float share3 = lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part3 = row3 * LatentRank;
+                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 0] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 0] : 0f);
+                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 32] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 32] : 0f);
             }
             long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;
-            p.LatentOutput[output + lane + 0] = o0;
-            p.LatentOutput[output + lane + 32] = o1;
-            if (lane == 0)
+            if (warps == 1)
+            {
+                p.LatentOutput[output + lane + 0] = o0;
+                p.LatentOutput[output + lane + 32] = o1;
+            }
+            else
+            {
+                merged[warp * LatentRank + lane + 0] = o0;
+                merged[warp * LatentRank + lane + 32] = o1;
+                global::ILGPU.Group.Barrier();
+                for (int column = global::ILGPU.Group.IdxX; column < LatentRank; column += global::ILGPU.Group.DimX)
+                {
+                    float sum = 0f;
+                    for (int other = 0; other < warps; other++)
+                        sum += merged[other * LatentRank + column];
+                    p.LatentOutput[output + column] = sum;
+                }
+            }
+            if (global::ILGPU.Group.IdxX == 0)
                 p.Lse[p.BlockFirstRow[block] + r] = lse;
         }
 
@@ -1772,7 +1825,10 @@ partial class SmallQLoraAttention
                 if (_tensorCoreCombine is null)
                     base.TensorCoreCombine(stream, p);
                 else if (p.Blocks > 0)
-                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * p.BlockCapacity, Lanes), p);
+                {
+                    int warps = TcCombineWarps(p.MaxBlockItems);
+                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * p.BlockCapacity, Lanes * warps, global::ILGPU.SharedMemoryConfig.RequestDynamic<float>(TcCombineSharedFloats(warps))), p);
+                }
             }
             public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
 

@@ -720,12 +720,14 @@ partial class DeepSeekV3Attention
             int row = global::ILGPU.Grid.IdxX;
             int rows = p.Tokens * Heads;
             float maxLse = float.NegativeInfinity;
-            for (int split = 0; split < p.Splits; split++)
+            for (int split = lane; split < p.Splits; split += Lanes)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);
+            maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(maxLse);
             float total = 0f;
             if (maxLse != float.NegativeInfinity)
-                for (int split = 0; split < p.Splits; split++)
+                for (int split = lane; split < p.Splits; split += Lanes)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
+            total = global::MlaGen.Kernels.KernelMath.WarpSum(total);
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
@@ -743,29 +745,40 @@ partial class DeepSeekV3Attention
             float o13 = 0f;
             float o14 = 0f;
             float o15 = 0f;
-            for (int split = 0; split < p.Splits; split++)
+            for (int split = 0; split < p.Splits; split += 4 * 1)
             {
-                float partLse = p.PartialLse[(long)split * rows + row];
-                if (partLse == float.NegativeInfinity)
-                    continue;
-                float share = global::MlaGen.Kernels.KernelMath.Exp2((partLse - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part = ((long)split * rows + row) * LatentRank;
-                o0 += share * p.PartialOutput[part + lane + 0];
-                o1 += share * p.PartialOutput[part + lane + 32];
-                o2 += share * p.PartialOutput[part + lane + 64];
-                o3 += share * p.PartialOutput[part + lane + 96];
-                o4 += share * p.PartialOutput[part + lane + 128];
-                o5 += share * p.PartialOutput[part + lane + 160];
-                o6 += share * p.PartialOutput[part + lane + 192];
-                o7 += share * p.PartialOutput[part + lane + 224];
-                o8 += share * p.PartialOutput[part + lane + 256];
-                o9 += share * p.PartialOutput[part + lane + 288];
-                o10 += share * p.PartialOutput[part + lane + 320];
-                o11 += share * p.PartialOutput[part + lane + 352];
-                o12 += share * p.PartialOutput[part + lane + 384];
-                o13 += share * p.PartialOutput[part + lane + 416];
-                o14 += share * p.PartialOutput[part + lane + 448];
-                o15 += share * p.PartialOutput[part + lane + 480];
+                long row0 = (long)split * rows + row;
+                float lse0 = p.PartialLse[row0];
+                float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part0 = row0 * LatentRank;
+                long row1 = (split + 1 * 1) < p.Splits ? (long)(split + 1 * 1) * rows + row : row0;
+                float lse1 = (split + 1 * 1) < p.Splits ? p.PartialLse[row1] : float.NegativeInfinity;
+                float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part1 = row1 * LatentRank;
+                long row2 = (split + 2 * 1) < p.Splits ? (long)(split + 2 * 1) * rows + row : row0;
+                float lse2 = (split + 2 * 1) < p.Splits ? p.PartialLse[row2] : float.NegativeInfinity;
+                float share2 = lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part2 = row2 * LatentRank;
+                long row3 = (split + 3 * 1) < p.Splits ? (long)(split + 3 * 1) * rows + row : row0;
+                float lse3 = (split + 3 * 1) < p.Splits ? p.PartialLse[row3] : float.NegativeInfinity;
+                float share3 = lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part3 = row3 * LatentRank;
+                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 0] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 0] : 0f);
+                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 32] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 32] : 0f);
+                o2 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 64] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 64] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 64] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 64] : 0f);
+                o3 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 96] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 96] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 96] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 96] : 0f);
+                o4 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 128] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 128] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 128] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 128] : 0f);
+                o5 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 160] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 160] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 160] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 160] : 0f);
+                o6 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 192] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 192] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 192] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 192] : 0f);
+                o7 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 224] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 224] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 224] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 224] : 0f);
+                o8 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 256] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 256] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 256] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 256] : 0f);
+                o9 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 288] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 288] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 288] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 288] : 0f);
+                o10 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 320] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 320] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 320] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 320] : 0f);
+                o11 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 352] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 352] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 352] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 352] : 0f);
+                o12 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 384] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 384] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 384] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 384] : 0f);
+                o13 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 416] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 416] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 416] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 416] : 0f);
+                o14 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 448] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 448] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 448] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 448] : 0f);
+                o15 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 480] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 480] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 480] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 480] : 0f);
             }
             long output = (long)(row) * LatentRank;
             p.LatentOutput[output + lane + 0] = o0;
@@ -1293,13 +1306,18 @@ partial class DeepSeekV3Attention
         public const int TcTile = 16; // cached tokens per step
         public const int TcWarps = 4;
         public const int TcThreads = 128;
-        public const int TcCtasPerSm = 3; // 255 registers x 128 threads and 41 KB of shared memory each
+        public const int TcCtasPerSm = 2; // resident per SM: 255 registers x 128 threads each fit twice in 64K registers
         public const int TcRowWords = 288; // a cache row as packed bf16 pairs
         public const int TcStride = 292; // shared-memory row stride in words: +4 spreads rows over banks
         public const int TcKSteps = 36; // 16-wide steps of the [c_kv | k_pe] reduction
         public const int TcColsPerWarp = 128; // latent output columns each warp owns
         public const int TcChunksPerRow = 72; // 16-byte chunks per cache row
         public const int TcTileChunks = 1152;
+        public const int TcCombineMaxWarps = 16; // warps merging one row
+        /// <summary>Warps per row for the combine: about four items each, so one long sequence's many items merge in parallel.</summary>
+        public static int TcCombineWarps(int maxBlockItems) => global::System.Math.Clamp((maxBlockItems + 3) / 4, 1, TcCombineMaxWarps);
+        /// <summary>The combine's dynamic shared memory: each warp's partial sum of the latent row; one float (ILGPU's minimum) for one warp, which keeps occupancy.</summary>
+        public static int TcCombineSharedFloats(int warps) => warps > 1 ? warps * LatentRank : 1;
 
         /// <summary>Tensor-core split-KV decode attention: one CTA of 4 warps per work item (see TensorCoreEmitter).</summary>
         public static void TensorCoreAttentionKernel(global::MlaGen.Kernels.TensorCoreAttentionParams p)
@@ -1747,10 +1765,16 @@ partial class DeepSeekV3Attention
             }
         }
 
-        /// <summary>One warp per query row: merges the row block's items weighted by exp(lse_item − lse).</summary>
+        /// <summary>
+        /// One CTA per query row: its warps take the row block's items in turn (lanes over the latent), weighted by
+        /// exp(lse_item − lse), and sum their parts through shared memory. One warp when no block has more than four items.
+        /// </summary>
         public static void TensorCoreCombineKernel(global::MlaGen.Kernels.TensorCoreCombineParams p)
         {
-            int lane = global::ILGPU.Group.IdxX;
+            global::ILGPU.ArrayView<float> merged = global::ILGPU.SharedMemory.GetDynamic<float>(); // TcCombineSharedFloats(warps)
+            int lane = global::ILGPU.Group.IdxX & 31;
+            int warp = global::ILGPU.Group.IdxX >> 5;
+            int warps = global::ILGPU.Group.DimX >> 5;
             int block = global::ILGPU.Grid.IdxX / p.BlockCapacity;
             int r = global::ILGPU.Grid.IdxX - block * p.BlockCapacity;
             if (r >= p.BlockRows[block])
@@ -1758,12 +1782,14 @@ partial class DeepSeekV3Attention
             int first = p.BlockFirstItem[block];
             int count = p.BlockItems[block];
             float maxLse = float.NegativeInfinity;
-            for (int split = 0; split < count; split++)
+            for (int split = lane; split < count; split += Lanes)
                 maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + split) * p.BlockCapacity + r]);
+            maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(maxLse);
             float total = 0f;
             if (maxLse != float.NegativeInfinity)
-                for (int split = 0; split < count; split++)
+                for (int split = lane; split < count; split += Lanes)
                     total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + split) * p.BlockCapacity + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
+            total = global::MlaGen.Kernels.KernelMath.WarpSum(total);
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
@@ -1781,48 +1807,89 @@ partial class DeepSeekV3Attention
             float o13 = 0f;
             float o14 = 0f;
             float o15 = 0f;
-            for (int split = 0; split < count; split++)
+            for (int split = warp; split < count; split += 4 * warps)
             {
-                float partLse = p.PartialLse[(long)(first + split) * p.BlockCapacity + r];
-                if (partLse == float.NegativeInfinity)
-                    continue;
-                float share = global::MlaGen.Kernels.KernelMath.Exp2((partLse - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part = ((long)(first + split) * p.BlockCapacity + r) * LatentRank;
-                o0 += share * p.PartialOutput[part + lane + 0];
-                o1 += share * p.PartialOutput[part + lane + 32];
-                o2 += share * p.PartialOutput[part + lane + 64];
-                o3 += share * p.PartialOutput[part + lane + 96];
-                o4 += share * p.PartialOutput[part + lane + 128];
-                o5 += share * p.PartialOutput[part + lane + 160];
-                o6 += share * p.PartialOutput[part + lane + 192];
-                o7 += share * p.PartialOutput[part + lane + 224];
-                o8 += share * p.PartialOutput[part + lane + 256];
-                o9 += share * p.PartialOutput[part + lane + 288];
-                o10 += share * p.PartialOutput[part + lane + 320];
-                o11 += share * p.PartialOutput[part + lane + 352];
-                o12 += share * p.PartialOutput[part + lane + 384];
-                o13 += share * p.PartialOutput[part + lane + 416];
-                o14 += share * p.PartialOutput[part + lane + 448];
-                o15 += share * p.PartialOutput[part + lane + 480];
+                long row0 = (long)(first + split) * p.BlockCapacity + r;
+                float lse0 = p.PartialLse[row0];
+                float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part0 = row0 * LatentRank;
+                long row1 = (split + 1 * warps) < count ? (long)(first + (split + 1 * warps)) * p.BlockCapacity + r : row0;
+                float lse1 = (split + 1 * warps) < count ? p.PartialLse[row1] : float.NegativeInfinity;
+                float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part1 = row1 * LatentRank;
+                long row2 = (split + 2 * warps) < count ? (long)(first + (split + 2 * warps)) * p.BlockCapacity + r : row0;
+                float lse2 = (split + 2 * warps) < count ? p.PartialLse[row2] : float.NegativeInfinity;
+                float share2 = lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part2 = row2 * LatentRank;
+                long row3 = (split + 3 * warps) < count ? (long)(first + (split + 3 * warps)) * p.BlockCapacity + r : row0;
+                float lse3 = (split + 3 * warps) < count ? p.PartialLse[row3] : float.NegativeInfinity;
+                float share3 = lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part3 = row3 * LatentRank;
+                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 0] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 0] : 0f);
+                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 32] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 32] : 0f);
+                o2 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 64] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 64] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 64] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 64] : 0f);
+                o3 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 96] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 96] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 96] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 96] : 0f);
+                o4 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 128] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 128] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 128] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 128] : 0f);
+                o5 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 160] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 160] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 160] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 160] : 0f);
+                o6 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 192] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 192] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 192] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 192] : 0f);
+                o7 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 224] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 224] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 224] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 224] : 0f);
+                o8 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 256] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 256] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 256] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 256] : 0f);
+                o9 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 288] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 288] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 288] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 288] : 0f);
+                o10 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 320] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 320] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 320] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 320] : 0f);
+                o11 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 352] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 352] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 352] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 352] : 0f);
+                o12 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 384] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 384] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 384] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 384] : 0f);
+                o13 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 416] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 416] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 416] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 416] : 0f);
+                o14 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 448] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 448] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 448] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 448] : 0f);
+                o15 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 480] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 480] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 480] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 480] : 0f);
             }
             long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;
-            p.LatentOutput[output + lane + 0] = o0;
-            p.LatentOutput[output + lane + 32] = o1;
-            p.LatentOutput[output + lane + 64] = o2;
-            p.LatentOutput[output + lane + 96] = o3;
-            p.LatentOutput[output + lane + 128] = o4;
-            p.LatentOutput[output + lane + 160] = o5;
-            p.LatentOutput[output + lane + 192] = o6;
-            p.LatentOutput[output + lane + 224] = o7;
-            p.LatentOutput[output + lane + 256] = o8;
-            p.LatentOutput[output + lane + 288] = o9;
-            p.LatentOutput[output + lane + 320] = o10;
-            p.LatentOutput[output + lane + 352] = o11;
-            p.LatentOutput[output + lane + 384] = o12;
-            p.LatentOutput[output + lane + 416] = o13;
-            p.LatentOutput[output + lane + 448] = o14;
-            p.LatentOutput[output + lane + 480] = o15;
-            if (lane == 0)
+            if (warps == 1)
+            {
+                p.LatentOutput[output + lane + 0] = o0;
+                p.LatentOutput[output + lane + 32] = o1;
+                p.LatentOutput[output + lane + 64] = o2;
+                p.LatentOutput[output + lane + 96] = o3;
+                p.LatentOutput[output + lane + 128] = o4;
+                p.LatentOutput[output + lane + 160] = o5;
+                p.LatentOutput[output + lane + 192] = o6;
+                p.LatentOutput[output + lane + 224] = o7;
+                p.LatentOutput[output + lane + 256] = o8;
+                p.LatentOutput[output + lane + 288] = o9;
+                p.LatentOutput[output + lane + 320] = o10;
+                p.LatentOutput[output + lane + 352] = o11;
+                p.LatentOutput[output + lane + 384] = o12;
+                p.LatentOutput[output + lane + 416] = o13;
+                p.LatentOutput[output + lane + 448] = o14;
+                p.LatentOutput[output + lane + 480] = o15;
+            }
+            else
+            {
+                merged[warp * LatentRank + lane + 0] = o0;
+                merged[warp * LatentRank + lane + 32] = o1;
+                merged[warp * LatentRank + lane + 64] = o2;
+                merged[warp * LatentRank + lane + 96] = o3;
+                merged[warp * LatentRank + lane + 128] = o4;
+                merged[warp * LatentRank + lane + 160] = o5;
+                merged[warp * LatentRank + lane + 192] = o6;
+                merged[warp * LatentRank + lane + 224] = o7;
+                merged[warp * LatentRank + lane + 256] = o8;
+                merged[warp * LatentRank + lane + 288] = o9;
+                merged[warp * LatentRank + lane + 320] = o10;
+                merged[warp * LatentRank + lane + 352] = o11;
+                merged[warp * LatentRank + lane + 384] = o12;
+                merged[warp * LatentRank + lane + 416] = o13;
+                merged[warp * LatentRank + lane + 448] = o14;
+                merged[warp * LatentRank + lane + 480] = o15;
+                global::ILGPU.Group.Barrier();
+                for (int column = global::ILGPU.Group.IdxX; column < LatentRank; column += global::ILGPU.Group.DimX)
+                {
+                    float sum = 0f;
+                    for (int other = 0; other < warps; other++)
+                        sum += merged[other * LatentRank + column];
+                    p.LatentOutput[output + column] = sum;
+                }
+            }
+            if (global::ILGPU.Group.IdxX == 0)
                 p.Lse[p.BlockFirstRow[block] + r] = lse;
         }
 
@@ -1832,14 +1899,14 @@ partial class DeepSeekV3Attention
         public const int DwThreads = 256; // two warpgroups
         public const int DwStages = 3;
         public const int DwCtasPerSm = 1; // the shared memory below fills an SM
-        public const int DwHalfSteps = 18; // 16-wide k-steps of Q·Kᵀ per warpgroup
-        public const int DwStageBytes = 36864; // 32 cache rows in core matrices
-        public const int DwQueryBytes = 73728; // Q: 64 rows in core matrices, at offset 0
+        public const int DwBoxes = 9; // 64-value (128-byte) column boxes of a cache row
+        public const int DwStageBytes = 36864; // 32 cache rows: box b holds their values 64b.. as 32 swizzled 128-byte rows
+        public const int DwQueryBytes = 73728; // Q: 64 rows in the same boxes, at offset 0
         public const int DwExchangeBytes = 16384; // each thread's partial S, for the other warpgroup
         public const int DwExchange = DwQueryBytes + DwStages * DwStageBytes;
-        public const int DwSharedBytes = DwExchange + DwExchangeBytes + 128; // + slack to align the dynamic block to 128 B
-        public const long DwRowDescriptor = 0x24000080000L; // K-major Q (A) and K (B): LBO 128 B (next 8 dims), SBO 9216 B (next 8 rows)
-        public const long DwValueDescriptor = 0x802400000L; // MN-major V (B): LBO 9216 B (next 8 keys), SBO 128 B (next 8 columns)
+        public const int DwSharedBytes = DwExchange + DwExchangeBytes + 1024; // + slack to align the block to a swizzle atom
+        public const long DwRowDescriptor = 0x4000004000010000L; // K-major Q (A) and K (B), 128-byte swizzle: SBO 1024 B (next 8 rows)
+        public const long DwValueDescriptor = 0x4000004001000000L; // MN-major V (B), 128-byte swizzle: LBO 4096 B (next 64 columns), SBO 1024 B (next 8 keys)
 
         /// <summary>Split-KV decode attention on warpgroup MMA (sm_90a): one CTA of two warpgroups per work item (see DecodeWarpgroupEmitter).</summary>
         public static void DecodeAttentionWarpgroupKernel(global::MlaGen.Kernels.TensorCoreAttentionParams p)
@@ -1850,7 +1917,7 @@ partial class DeepSeekV3Attention
             // The dynamic block (DwSharedBytes at launch): ILGPU declares it as __dyn_shared_alloca once the kernel asks for it.
             global::ILGPU.ArrayView<byte> dynamicShared = global::ILGPU.SharedMemory.GetDynamic<byte>();
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.u64 %0, __dyn_shared_alloca;", out long sharedStart);
-            long shared = (sharedStart + 127) & ~127L;
+            long shared = (sharedStart + 1023) & ~1023L; // the swizzle is a function of address bits 4-9
             long exchange = shared + DwExchange;
             int tid = global::ILGPU.Group.IdxX;
             int half = tid >> 7; // warpgroup: its half of the reduction and of the output columns
@@ -1870,265 +1937,301 @@ partial class DeepSeekV3Attention
             int visibleLo = rowLo < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowLo) / Heads] + 1, end) : 0;
             int visibleHi = rowHi < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowHi) / Heads] + 1, end) : 0;
 
-            // Q → bf16 core matrices in shared memory: chunk c (8 values) is row (c / (8·chunks))·8 + c % 8, column (c / 8) % chunks.
-            for (int c = tid; c < DwRows * TcChunksPerRow; c += DwThreads)
+            // Q → bf16 in swizzled boxes: chunk j (8 values) of row r's box b lands at b·64 rows·128 + r·128 + (j ^ r % 8)·16;
+            // 18 chunks per thread, 6 loaded before any is stored (a loop would wait on each chunk's loads in turn).
             {
-                int row = c / (8 * TcChunksPerRow) * 8 + (c & 7);
-                long from = (long)(firstRow + row) * CacheRowValues + ((c >> 3) % TcChunksPerRow) * 8;
-                bool real = row < rows;
-                uint q0 = real ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[from + 0], p.AbsorbedQuery[from + 1]) : 0u;
-                uint q1 = real ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[from + 2], p.AbsorbedQuery[from + 3]) : 0u;
-                uint q2 = real ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[from + 4], p.AbsorbedQuery[from + 5]) : 0u;
-                uint q3 = real ? global::MlaGen.Kernels.KernelMath.PackBf16(p.AbsorbedQuery[from + 6], p.AbsorbedQuery[from + 7]) : 0u;
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", shared + c * 16L, q0, q1, q2, q3);
+                int row0 = ((tid + 0) >> 3) & (DwRows - 1);
+                long from0 = (long)(firstRow + row0) * CacheRowValues + (tid + 0) / (DwRows * 8) * 64 + ((tid + 0) & 7) * 8;
+                long into0 = shared + (tid + 0) / (DwRows * 8) * 8192L + row0 * 128 + ((((tid + 0) & 7) ^ (row0 & 7)) << 4);
+                float q0_0 = row0 < rows ? p.AbsorbedQuery[from0 + 0] : 0f;
+                float q0_1 = row0 < rows ? p.AbsorbedQuery[from0 + 1] : 0f;
+                float q0_2 = row0 < rows ? p.AbsorbedQuery[from0 + 2] : 0f;
+                float q0_3 = row0 < rows ? p.AbsorbedQuery[from0 + 3] : 0f;
+                float q0_4 = row0 < rows ? p.AbsorbedQuery[from0 + 4] : 0f;
+                float q0_5 = row0 < rows ? p.AbsorbedQuery[from0 + 5] : 0f;
+                float q0_6 = row0 < rows ? p.AbsorbedQuery[from0 + 6] : 0f;
+                float q0_7 = row0 < rows ? p.AbsorbedQuery[from0 + 7] : 0f;
+                int row1 = ((tid + 256) >> 3) & (DwRows - 1);
+                long from1 = (long)(firstRow + row1) * CacheRowValues + (tid + 256) / (DwRows * 8) * 64 + ((tid + 256) & 7) * 8;
+                long into1 = shared + (tid + 256) / (DwRows * 8) * 8192L + row1 * 128 + ((((tid + 256) & 7) ^ (row1 & 7)) << 4);
+                float q1_0 = row1 < rows ? p.AbsorbedQuery[from1 + 0] : 0f;
+                float q1_1 = row1 < rows ? p.AbsorbedQuery[from1 + 1] : 0f;
+                float q1_2 = row1 < rows ? p.AbsorbedQuery[from1 + 2] : 0f;
+                float q1_3 = row1 < rows ? p.AbsorbedQuery[from1 + 3] : 0f;
+                float q1_4 = row1 < rows ? p.AbsorbedQuery[from1 + 4] : 0f;
+                float q1_5 = row1 < rows ? p.AbsorbedQuery[from1 + 5] : 0f;
+                float q1_6 = row1 < rows ? p.AbsorbedQuery[from1 + 6] : 0f;
+                float q1_7 = row1 < rows ? p.AbsorbedQuery[from1 + 7] : 0f;
+                int row2 = ((tid + 512) >> 3) & (DwRows - 1);
+                long from2 = (long)(firstRow + row2) * CacheRowValues + (tid + 512) / (DwRows * 8) * 64 + ((tid + 512) & 7) * 8;
+                long into2 = shared + (tid + 512) / (DwRows * 8) * 8192L + row2 * 128 + ((((tid + 512) & 7) ^ (row2 & 7)) << 4);
+                float q2_0 = row2 < rows ? p.AbsorbedQuery[from2 + 0] : 0f;
+                float q2_1 = row2 < rows ? p.AbsorbedQuery[from2 + 1] : 0f;
+                float q2_2 = row2 < rows ? p.AbsorbedQuery[from2 + 2] : 0f;
+                float q2_3 = row2 < rows ? p.AbsorbedQuery[from2 + 3] : 0f;
+                float q2_4 = row2 < rows ? p.AbsorbedQuery[from2 + 4] : 0f;
+                float q2_5 = row2 < rows ? p.AbsorbedQuery[from2 + 5] : 0f;
+                float q2_6 = row2 < rows ? p.AbsorbedQuery[from2 + 6] : 0f;
+                float q2_7 = row2 < rows ? p.AbsorbedQuery[from2 + 7] : 0f;
+                int row3 = ((tid + 768) >> 3) & (DwRows - 1);
+                long from3 = (long)(firstRow + row3) * CacheRowValues + (tid + 768) / (DwRows * 8) * 64 + ((tid + 768) & 7) * 8;
+                long into3 = shared + (tid + 768) / (DwRows * 8) * 8192L + row3 * 128 + ((((tid + 768) & 7) ^ (row3 & 7)) << 4);
+                float q3_0 = row3 < rows ? p.AbsorbedQuery[from3 + 0] : 0f;
+                float q3_1 = row3 < rows ? p.AbsorbedQuery[from3 + 1] : 0f;
+                float q3_2 = row3 < rows ? p.AbsorbedQuery[from3 + 2] : 0f;
+                float q3_3 = row3 < rows ? p.AbsorbedQuery[from3 + 3] : 0f;
+                float q3_4 = row3 < rows ? p.AbsorbedQuery[from3 + 4] : 0f;
+                float q3_5 = row3 < rows ? p.AbsorbedQuery[from3 + 5] : 0f;
+                float q3_6 = row3 < rows ? p.AbsorbedQuery[from3 + 6] : 0f;
+                float q3_7 = row3 < rows ? p.AbsorbedQuery[from3 + 7] : 0f;
+                int row4 = ((tid + 1024) >> 3) & (DwRows - 1);
+                long from4 = (long)(firstRow + row4) * CacheRowValues + (tid + 1024) / (DwRows * 8) * 64 + ((tid + 1024) & 7) * 8;
+                long into4 = shared + (tid + 1024) / (DwRows * 8) * 8192L + row4 * 128 + ((((tid + 1024) & 7) ^ (row4 & 7)) << 4);
+                float q4_0 = row4 < rows ? p.AbsorbedQuery[from4 + 0] : 0f;
+                float q4_1 = row4 < rows ? p.AbsorbedQuery[from4 + 1] : 0f;
+                float q4_2 = row4 < rows ? p.AbsorbedQuery[from4 + 2] : 0f;
+                float q4_3 = row4 < rows ? p.AbsorbedQuery[from4 + 3] : 0f;
+                float q4_4 = row4 < rows ? p.AbsorbedQuery[from4 + 4] : 0f;
+                float q4_5 = row4 < rows ? p.AbsorbedQuery[from4 + 5] : 0f;
+                float q4_6 = row4 < rows ? p.AbsorbedQuery[from4 + 6] : 0f;
+                float q4_7 = row4 < rows ? p.AbsorbedQuery[from4 + 7] : 0f;
+                int row5 = ((tid + 1280) >> 3) & (DwRows - 1);
+                long from5 = (long)(firstRow + row5) * CacheRowValues + (tid + 1280) / (DwRows * 8) * 64 + ((tid + 1280) & 7) * 8;
+                long into5 = shared + (tid + 1280) / (DwRows * 8) * 8192L + row5 * 128 + ((((tid + 1280) & 7) ^ (row5 & 7)) << 4);
+                float q5_0 = row5 < rows ? p.AbsorbedQuery[from5 + 0] : 0f;
+                float q5_1 = row5 < rows ? p.AbsorbedQuery[from5 + 1] : 0f;
+                float q5_2 = row5 < rows ? p.AbsorbedQuery[from5 + 2] : 0f;
+                float q5_3 = row5 < rows ? p.AbsorbedQuery[from5 + 3] : 0f;
+                float q5_4 = row5 < rows ? p.AbsorbedQuery[from5 + 4] : 0f;
+                float q5_5 = row5 < rows ? p.AbsorbedQuery[from5 + 5] : 0f;
+                float q5_6 = row5 < rows ? p.AbsorbedQuery[from5 + 6] : 0f;
+                float q5_7 = row5 < rows ? p.AbsorbedQuery[from5 + 7] : 0f;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into0, global::MlaGen.Kernels.KernelMath.PackBf16(q0_0, q0_1), global::MlaGen.Kernels.KernelMath.PackBf16(q0_2, q0_3), global::MlaGen.Kernels.KernelMath.PackBf16(q0_4, q0_5), global::MlaGen.Kernels.KernelMath.PackBf16(q0_6, q0_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into1, global::MlaGen.Kernels.KernelMath.PackBf16(q1_0, q1_1), global::MlaGen.Kernels.KernelMath.PackBf16(q1_2, q1_3), global::MlaGen.Kernels.KernelMath.PackBf16(q1_4, q1_5), global::MlaGen.Kernels.KernelMath.PackBf16(q1_6, q1_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into2, global::MlaGen.Kernels.KernelMath.PackBf16(q2_0, q2_1), global::MlaGen.Kernels.KernelMath.PackBf16(q2_2, q2_3), global::MlaGen.Kernels.KernelMath.PackBf16(q2_4, q2_5), global::MlaGen.Kernels.KernelMath.PackBf16(q2_6, q2_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into3, global::MlaGen.Kernels.KernelMath.PackBf16(q3_0, q3_1), global::MlaGen.Kernels.KernelMath.PackBf16(q3_2, q3_3), global::MlaGen.Kernels.KernelMath.PackBf16(q3_4, q3_5), global::MlaGen.Kernels.KernelMath.PackBf16(q3_6, q3_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into4, global::MlaGen.Kernels.KernelMath.PackBf16(q4_0, q4_1), global::MlaGen.Kernels.KernelMath.PackBf16(q4_2, q4_3), global::MlaGen.Kernels.KernelMath.PackBf16(q4_4, q4_5), global::MlaGen.Kernels.KernelMath.PackBf16(q4_6, q4_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into5, global::MlaGen.Kernels.KernelMath.PackBf16(q5_0, q5_1), global::MlaGen.Kernels.KernelMath.PackBf16(q5_2, q5_3), global::MlaGen.Kernels.KernelMath.PackBf16(q5_4, q5_5), global::MlaGen.Kernels.KernelMath.PackBf16(q5_6, q5_7));
+            }
+            {
+                int row0 = ((tid + 1536) >> 3) & (DwRows - 1);
+                long from0 = (long)(firstRow + row0) * CacheRowValues + (tid + 1536) / (DwRows * 8) * 64 + ((tid + 1536) & 7) * 8;
+                long into0 = shared + (tid + 1536) / (DwRows * 8) * 8192L + row0 * 128 + ((((tid + 1536) & 7) ^ (row0 & 7)) << 4);
+                float q0_0 = row0 < rows ? p.AbsorbedQuery[from0 + 0] : 0f;
+                float q0_1 = row0 < rows ? p.AbsorbedQuery[from0 + 1] : 0f;
+                float q0_2 = row0 < rows ? p.AbsorbedQuery[from0 + 2] : 0f;
+                float q0_3 = row0 < rows ? p.AbsorbedQuery[from0 + 3] : 0f;
+                float q0_4 = row0 < rows ? p.AbsorbedQuery[from0 + 4] : 0f;
+                float q0_5 = row0 < rows ? p.AbsorbedQuery[from0 + 5] : 0f;
+                float q0_6 = row0 < rows ? p.AbsorbedQuery[from0 + 6] : 0f;
+                float q0_7 = row0 < rows ? p.AbsorbedQuery[from0 + 7] : 0f;
+                int row1 = ((tid + 1792) >> 3) & (DwRows - 1);
+                long from1 = (long)(firstRow + row1) * CacheRowValues + (tid + 1792) / (DwRows * 8) * 64 + ((tid + 1792) & 7) * 8;
+                long into1 = shared + (tid + 1792) / (DwRows * 8) * 8192L + row1 * 128 + ((((tid + 1792) & 7) ^ (row1 & 7)) << 4);
+                float q1_0 = row1 < rows ? p.AbsorbedQuery[from1 + 0] : 0f;
+                float q1_1 = row1 < rows ? p.AbsorbedQuery[from1 + 1] : 0f;
+                float q1_2 = row1 < rows ? p.AbsorbedQuery[from1 + 2] : 0f;
+                float q1_3 = row1 < rows ? p.AbsorbedQuery[from1 + 3] : 0f;
+                float q1_4 = row1 < rows ? p.AbsorbedQuery[from1 + 4] : 0f;
+                float q1_5 = row1 < rows ? p.AbsorbedQuery[from1 + 5] : 0f;
+                float q1_6 = row1 < rows ? p.AbsorbedQuery[from1 + 6] : 0f;
+                float q1_7 = row1 < rows ? p.AbsorbedQuery[from1 + 7] : 0f;
+                int row2 = ((tid + 2048) >> 3) & (DwRows - 1);
+                long from2 = (long)(firstRow + row2) * CacheRowValues + (tid + 2048) / (DwRows * 8) * 64 + ((tid + 2048) & 7) * 8;
+                long into2 = shared + (tid + 2048) / (DwRows * 8) * 8192L + row2 * 128 + ((((tid + 2048) & 7) ^ (row2 & 7)) << 4);
+                float q2_0 = row2 < rows ? p.AbsorbedQuery[from2 + 0] : 0f;
+                float q2_1 = row2 < rows ? p.AbsorbedQuery[from2 + 1] : 0f;
+                float q2_2 = row2 < rows ? p.AbsorbedQuery[from2 + 2] : 0f;
+                float q2_3 = row2 < rows ? p.AbsorbedQuery[from2 + 3] : 0f;
+                float q2_4 = row2 < rows ? p.AbsorbedQuery[from2 + 4] : 0f;
+                float q2_5 = row2 < rows ? p.AbsorbedQuery[from2 + 5] : 0f;
+                float q2_6 = row2 < rows ? p.AbsorbedQuery[from2 + 6] : 0f;
+                float q2_7 = row2 < rows ? p.AbsorbedQuery[from2 + 7] : 0f;
+                int row3 = ((tid + 2304) >> 3) & (DwRows - 1);
+                long from3 = (long)(firstRow + row3) * CacheRowValues + (tid + 2304) / (DwRows * 8) * 64 + ((tid + 2304) & 7) * 8;
+                long into3 = shared + (tid + 2304) / (DwRows * 8) * 8192L + row3 * 128 + ((((tid + 2304) & 7) ^ (row3 & 7)) << 4);
+                float q3_0 = row3 < rows ? p.AbsorbedQuery[from3 + 0] : 0f;
+                float q3_1 = row3 < rows ? p.AbsorbedQuery[from3 + 1] : 0f;
+                float q3_2 = row3 < rows ? p.AbsorbedQuery[from3 + 2] : 0f;
+                float q3_3 = row3 < rows ? p.AbsorbedQuery[from3 + 3] : 0f;
+                float q3_4 = row3 < rows ? p.AbsorbedQuery[from3 + 4] : 0f;
+                float q3_5 = row3 < rows ? p.AbsorbedQuery[from3 + 5] : 0f;
+                float q3_6 = row3 < rows ? p.AbsorbedQuery[from3 + 6] : 0f;
+                float q3_7 = row3 < rows ? p.AbsorbedQuery[from3 + 7] : 0f;
+                int row4 = ((tid + 2560) >> 3) & (DwRows - 1);
+                long from4 = (long)(firstRow + row4) * CacheRowValues + (tid + 2560) / (DwRows * 8) * 64 + ((tid + 2560) & 7) * 8;
+                long into4 = shared + (tid + 2560) / (DwRows * 8) * 8192L + row4 * 128 + ((((tid + 2560) & 7) ^ (row4 & 7)) << 4);
+                float q4_0 = row4 < rows ? p.AbsorbedQuery[from4 + 0] : 0f;
+                float q4_1 = row4 < rows ? p.AbsorbedQuery[from4 + 1] : 0f;
+                float q4_2 = row4 < rows ? p.AbsorbedQuery[from4 + 2] : 0f;
+                float q4_3 = row4 < rows ? p.AbsorbedQuery[from4 + 3] : 0f;
+                float q4_4 = row4 < rows ? p.AbsorbedQuery[from4 + 4] : 0f;
+                float q4_5 = row4 < rows ? p.AbsorbedQuery[from4 + 5] : 0f;
+                float q4_6 = row4 < rows ? p.AbsorbedQuery[from4 + 6] : 0f;
+                float q4_7 = row4 < rows ? p.AbsorbedQuery[from4 + 7] : 0f;
+                int row5 = ((tid + 2816) >> 3) & (DwRows - 1);
+                long from5 = (long)(firstRow + row5) * CacheRowValues + (tid + 2816) / (DwRows * 8) * 64 + ((tid + 2816) & 7) * 8;
+                long into5 = shared + (tid + 2816) / (DwRows * 8) * 8192L + row5 * 128 + ((((tid + 2816) & 7) ^ (row5 & 7)) << 4);
+                float q5_0 = row5 < rows ? p.AbsorbedQuery[from5 + 0] : 0f;
+                float q5_1 = row5 < rows ? p.AbsorbedQuery[from5 + 1] : 0f;
+                float q5_2 = row5 < rows ? p.AbsorbedQuery[from5 + 2] : 0f;
+                float q5_3 = row5 < rows ? p.AbsorbedQuery[from5 + 3] : 0f;
+                float q5_4 = row5 < rows ? p.AbsorbedQuery[from5 + 4] : 0f;
+                float q5_5 = row5 < rows ? p.AbsorbedQuery[from5 + 5] : 0f;
+                float q5_6 = row5 < rows ? p.AbsorbedQuery[from5 + 6] : 0f;
+                float q5_7 = row5 < rows ? p.AbsorbedQuery[from5 + 7] : 0f;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into0, global::MlaGen.Kernels.KernelMath.PackBf16(q0_0, q0_1), global::MlaGen.Kernels.KernelMath.PackBf16(q0_2, q0_3), global::MlaGen.Kernels.KernelMath.PackBf16(q0_4, q0_5), global::MlaGen.Kernels.KernelMath.PackBf16(q0_6, q0_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into1, global::MlaGen.Kernels.KernelMath.PackBf16(q1_0, q1_1), global::MlaGen.Kernels.KernelMath.PackBf16(q1_2, q1_3), global::MlaGen.Kernels.KernelMath.PackBf16(q1_4, q1_5), global::MlaGen.Kernels.KernelMath.PackBf16(q1_6, q1_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into2, global::MlaGen.Kernels.KernelMath.PackBf16(q2_0, q2_1), global::MlaGen.Kernels.KernelMath.PackBf16(q2_2, q2_3), global::MlaGen.Kernels.KernelMath.PackBf16(q2_4, q2_5), global::MlaGen.Kernels.KernelMath.PackBf16(q2_6, q2_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into3, global::MlaGen.Kernels.KernelMath.PackBf16(q3_0, q3_1), global::MlaGen.Kernels.KernelMath.PackBf16(q3_2, q3_3), global::MlaGen.Kernels.KernelMath.PackBf16(q3_4, q3_5), global::MlaGen.Kernels.KernelMath.PackBf16(q3_6, q3_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into4, global::MlaGen.Kernels.KernelMath.PackBf16(q4_0, q4_1), global::MlaGen.Kernels.KernelMath.PackBf16(q4_2, q4_3), global::MlaGen.Kernels.KernelMath.PackBf16(q4_4, q4_5), global::MlaGen.Kernels.KernelMath.PackBf16(q4_6, q4_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into5, global::MlaGen.Kernels.KernelMath.PackBf16(q5_0, q5_1), global::MlaGen.Kernels.KernelMath.PackBf16(q5_2, q5_3), global::MlaGen.Kernels.KernelMath.PackBf16(q5_4, q5_5), global::MlaGen.Kernels.KernelMath.PackBf16(q5_6, q5_7));
+            }
+            {
+                int row0 = ((tid + 3072) >> 3) & (DwRows - 1);
+                long from0 = (long)(firstRow + row0) * CacheRowValues + (tid + 3072) / (DwRows * 8) * 64 + ((tid + 3072) & 7) * 8;
+                long into0 = shared + (tid + 3072) / (DwRows * 8) * 8192L + row0 * 128 + ((((tid + 3072) & 7) ^ (row0 & 7)) << 4);
+                float q0_0 = row0 < rows ? p.AbsorbedQuery[from0 + 0] : 0f;
+                float q0_1 = row0 < rows ? p.AbsorbedQuery[from0 + 1] : 0f;
+                float q0_2 = row0 < rows ? p.AbsorbedQuery[from0 + 2] : 0f;
+                float q0_3 = row0 < rows ? p.AbsorbedQuery[from0 + 3] : 0f;
+                float q0_4 = row0 < rows ? p.AbsorbedQuery[from0 + 4] : 0f;
+                float q0_5 = row0 < rows ? p.AbsorbedQuery[from0 + 5] : 0f;
+                float q0_6 = row0 < rows ? p.AbsorbedQuery[from0 + 6] : 0f;
+                float q0_7 = row0 < rows ? p.AbsorbedQuery[from0 + 7] : 0f;
+                int row1 = ((tid + 3328) >> 3) & (DwRows - 1);
+                long from1 = (long)(firstRow + row1) * CacheRowValues + (tid + 3328) / (DwRows * 8) * 64 + ((tid + 3328) & 7) * 8;
+                long into1 = shared + (tid + 3328) / (DwRows * 8) * 8192L + row1 * 128 + ((((tid + 3328) & 7) ^ (row1 & 7)) << 4);
+                float q1_0 = row1 < rows ? p.AbsorbedQuery[from1 + 0] : 0f;
+                float q1_1 = row1 < rows ? p.AbsorbedQuery[from1 + 1] : 0f;
+                float q1_2 = row1 < rows ? p.AbsorbedQuery[from1 + 2] : 0f;
+                float q1_3 = row1 < rows ? p.AbsorbedQuery[from1 + 3] : 0f;
+                float q1_4 = row1 < rows ? p.AbsorbedQuery[from1 + 4] : 0f;
+                float q1_5 = row1 < rows ? p.AbsorbedQuery[from1 + 5] : 0f;
+                float q1_6 = row1 < rows ? p.AbsorbedQuery[from1 + 6] : 0f;
+                float q1_7 = row1 < rows ? p.AbsorbedQuery[from1 + 7] : 0f;
+                int row2 = ((tid + 3584) >> 3) & (DwRows - 1);
+                long from2 = (long)(firstRow + row2) * CacheRowValues + (tid + 3584) / (DwRows * 8) * 64 + ((tid + 3584) & 7) * 8;
+                long into2 = shared + (tid + 3584) / (DwRows * 8) * 8192L + row2 * 128 + ((((tid + 3584) & 7) ^ (row2 & 7)) << 4);
+                float q2_0 = row2 < rows ? p.AbsorbedQuery[from2 + 0] : 0f;
+                float q2_1 = row2 < rows ? p.AbsorbedQuery[from2 + 1] : 0f;
+                float q2_2 = row2 < rows ? p.AbsorbedQuery[from2 + 2] : 0f;
+                float q2_3 = row2 < rows ? p.AbsorbedQuery[from2 + 3] : 0f;
+                float q2_4 = row2 < rows ? p.AbsorbedQuery[from2 + 4] : 0f;
+                float q2_5 = row2 < rows ? p.AbsorbedQuery[from2 + 5] : 0f;
+                float q2_6 = row2 < rows ? p.AbsorbedQuery[from2 + 6] : 0f;
+                float q2_7 = row2 < rows ? p.AbsorbedQuery[from2 + 7] : 0f;
+                int row3 = ((tid + 3840) >> 3) & (DwRows - 1);
+                long from3 = (long)(firstRow + row3) * CacheRowValues + (tid + 3840) / (DwRows * 8) * 64 + ((tid + 3840) & 7) * 8;
+                long into3 = shared + (tid + 3840) / (DwRows * 8) * 8192L + row3 * 128 + ((((tid + 3840) & 7) ^ (row3 & 7)) << 4);
+                float q3_0 = row3 < rows ? p.AbsorbedQuery[from3 + 0] : 0f;
+                float q3_1 = row3 < rows ? p.AbsorbedQuery[from3 + 1] : 0f;
+                float q3_2 = row3 < rows ? p.AbsorbedQuery[from3 + 2] : 0f;
+                float q3_3 = row3 < rows ? p.AbsorbedQuery[from3 + 3] : 0f;
+                float q3_4 = row3 < rows ? p.AbsorbedQuery[from3 + 4] : 0f;
+                float q3_5 = row3 < rows ? p.AbsorbedQuery[from3 + 5] : 0f;
+                float q3_6 = row3 < rows ? p.AbsorbedQuery[from3 + 6] : 0f;
+                float q3_7 = row3 < rows ? p.AbsorbedQuery[from3 + 7] : 0f;
+                int row4 = ((tid + 4096) >> 3) & (DwRows - 1);
+                long from4 = (long)(firstRow + row4) * CacheRowValues + (tid + 4096) / (DwRows * 8) * 64 + ((tid + 4096) & 7) * 8;
+                long into4 = shared + (tid + 4096) / (DwRows * 8) * 8192L + row4 * 128 + ((((tid + 4096) & 7) ^ (row4 & 7)) << 4);
+                float q4_0 = row4 < rows ? p.AbsorbedQuery[from4 + 0] : 0f;
+                float q4_1 = row4 < rows ? p.AbsorbedQuery[from4 + 1] : 0f;
+                float q4_2 = row4 < rows ? p.AbsorbedQuery[from4 + 2] : 0f;
+                float q4_3 = row4 < rows ? p.AbsorbedQuery[from4 + 3] : 0f;
+                float q4_4 = row4 < rows ? p.AbsorbedQuery[from4 + 4] : 0f;
+                float q4_5 = row4 < rows ? p.AbsorbedQuery[from4 + 5] : 0f;
+                float q4_6 = row4 < rows ? p.AbsorbedQuery[from4 + 6] : 0f;
+                float q4_7 = row4 < rows ? p.AbsorbedQuery[from4 + 7] : 0f;
+                int row5 = ((tid + 4352) >> 3) & (DwRows - 1);
+                long from5 = (long)(firstRow + row5) * CacheRowValues + (tid + 4352) / (DwRows * 8) * 64 + ((tid + 4352) & 7) * 8;
+                long into5 = shared + (tid + 4352) / (DwRows * 8) * 8192L + row5 * 128 + ((((tid + 4352) & 7) ^ (row5 & 7)) << 4);
+                float q5_0 = row5 < rows ? p.AbsorbedQuery[from5 + 0] : 0f;
+                float q5_1 = row5 < rows ? p.AbsorbedQuery[from5 + 1] : 0f;
+                float q5_2 = row5 < rows ? p.AbsorbedQuery[from5 + 2] : 0f;
+                float q5_3 = row5 < rows ? p.AbsorbedQuery[from5 + 3] : 0f;
+                float q5_4 = row5 < rows ? p.AbsorbedQuery[from5 + 4] : 0f;
+                float q5_5 = row5 < rows ? p.AbsorbedQuery[from5 + 5] : 0f;
+                float q5_6 = row5 < rows ? p.AbsorbedQuery[from5 + 6] : 0f;
+                float q5_7 = row5 < rows ? p.AbsorbedQuery[from5 + 7] : 0f;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into0, global::MlaGen.Kernels.KernelMath.PackBf16(q0_0, q0_1), global::MlaGen.Kernels.KernelMath.PackBf16(q0_2, q0_3), global::MlaGen.Kernels.KernelMath.PackBf16(q0_4, q0_5), global::MlaGen.Kernels.KernelMath.PackBf16(q0_6, q0_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into1, global::MlaGen.Kernels.KernelMath.PackBf16(q1_0, q1_1), global::MlaGen.Kernels.KernelMath.PackBf16(q1_2, q1_3), global::MlaGen.Kernels.KernelMath.PackBf16(q1_4, q1_5), global::MlaGen.Kernels.KernelMath.PackBf16(q1_6, q1_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into2, global::MlaGen.Kernels.KernelMath.PackBf16(q2_0, q2_1), global::MlaGen.Kernels.KernelMath.PackBf16(q2_2, q2_3), global::MlaGen.Kernels.KernelMath.PackBf16(q2_4, q2_5), global::MlaGen.Kernels.KernelMath.PackBf16(q2_6, q2_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into3, global::MlaGen.Kernels.KernelMath.PackBf16(q3_0, q3_1), global::MlaGen.Kernels.KernelMath.PackBf16(q3_2, q3_3), global::MlaGen.Kernels.KernelMath.PackBf16(q3_4, q3_5), global::MlaGen.Kernels.KernelMath.PackBf16(q3_6, q3_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into4, global::MlaGen.Kernels.KernelMath.PackBf16(q4_0, q4_1), global::MlaGen.Kernels.KernelMath.PackBf16(q4_2, q4_3), global::MlaGen.Kernels.KernelMath.PackBf16(q4_4, q4_5), global::MlaGen.Kernels.KernelMath.PackBf16(q4_6, q4_7));
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into5, global::MlaGen.Kernels.KernelMath.PackBf16(q5_0, q5_1), global::MlaGen.Kernels.KernelMath.PackBf16(q5_2, q5_3), global::MlaGen.Kernels.KernelMath.PackBf16(q5_4, q5_5), global::MlaGen.Kernels.KernelMath.PackBf16(q5_6, q5_7));
             }
 
-            // Copy constants of this thread's chunks of a tile (core-matrix order, like Q): row and source byte in the tile's rows.
-            int chunk = (tid & ~31) + (((lane >> 4) * 2 + ((lane >> 2) & 1)) * 8 + ((lane >> 3) & 1) * 4 + (lane & 3));
-            int copyRow0 = (chunk + 0) / 576 * 8 + ((chunk + 0) & 7);
-            int copyFrom0 = (copyRow0 * TcChunksPerRow + ((chunk + 0) >> 3) % TcChunksPerRow) * 16;
-            int copyRow1 = (chunk + 256) / 576 * 8 + ((chunk + 256) & 7);
-            int copyFrom1 = (copyRow1 * TcChunksPerRow + ((chunk + 256) >> 3) % TcChunksPerRow) * 16;
-            int copyRow2 = (chunk + 512) / 576 * 8 + ((chunk + 512) & 7);
-            int copyFrom2 = (copyRow2 * TcChunksPerRow + ((chunk + 512) >> 3) % TcChunksPerRow) * 16;
-            int copyRow3 = (chunk + 768) / 576 * 8 + ((chunk + 768) & 7);
-            int copyFrom3 = (copyRow3 * TcChunksPerRow + ((chunk + 768) >> 3) % TcChunksPerRow) * 16;
-            int copyRow4 = (chunk + 1024) / 576 * 8 + ((chunk + 1024) & 7);
-            int copyFrom4 = (copyRow4 * TcChunksPerRow + ((chunk + 1024) >> 3) % TcChunksPerRow) * 16;
-            int copyRow5 = (chunk + 1280) / 576 * 8 + ((chunk + 1280) & 7);
-            int copyFrom5 = (copyRow5 * TcChunksPerRow + ((chunk + 1280) >> 3) % TcChunksPerRow) * 16;
-            int copyRow6 = (chunk + 1536) / 576 * 8 + ((chunk + 1536) & 7);
-            int copyFrom6 = (copyRow6 * TcChunksPerRow + ((chunk + 1536) >> 3) % TcChunksPerRow) * 16;
-            int copyRow7 = (chunk + 1792) / 576 * 8 + ((chunk + 1792) & 7);
-            int copyFrom7 = (copyRow7 * TcChunksPerRow + ((chunk + 1792) >> 3) % TcChunksPerRow) * 16;
-            int copyRow8 = (chunk + 2048) / 576 * 8 + ((chunk + 2048) & 7);
-            int copyFrom8 = (copyRow8 * TcChunksPerRow + ((chunk + 2048) >> 3) % TcChunksPerRow) * 16;
+            // Copies: 8 lanes per tile row, each 16 bytes of every box (one 128-byte global run per box, one swizzled shared row).
+            int copyRow = tid >> 3;
+            long copyFrom = copyRow * (CacheRowValues * 2L) + (tid & 7) * 16;
+            int copyInto = copyRow * 128 + (((tid & 7) ^ (copyRow & 7)) << 4);
 
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 xo0, 0f00000000; mov.f32 xo1, 0f00000000; mov.f32 xo2, 0f00000000; mov.f32 xo3, 0f00000000; mov.f32 xo4, 0f00000000; mov.f32 xo5, 0f00000000; mov.f32 xo6, 0f00000000; mov.f32 xo7, 0f00000000; mov.f32 xo8, 0f00000000; mov.f32 xo9, 0f00000000; mov.f32 xo10, 0f00000000; mov.f32 xo11, 0f00000000; mov.f32 xo12, 0f00000000; mov.f32 xo13, 0f00000000; mov.f32 xo14, 0f00000000; mov.f32 xo15, 0f00000000; mov.f32 xo16, 0f00000000; mov.f32 xo17, 0f00000000; mov.f32 xo18, 0f00000000; mov.f32 xo19, 0f00000000; mov.f32 xo20, 0f00000000; mov.f32 xo21, 0f00000000; mov.f32 xo22, 0f00000000; mov.f32 xo23, 0f00000000; mov.f32 xo24, 0f00000000; mov.f32 xo25, 0f00000000; mov.f32 xo26, 0f00000000; mov.f32 xo27, 0f00000000; mov.f32 xo28, 0f00000000; mov.f32 xo29, 0f00000000; mov.f32 xo30, 0f00000000; mov.f32 xo31, 0f00000000; mov.f32 xo32, 0f00000000; mov.f32 xo33, 0f00000000; mov.f32 xo34, 0f00000000; mov.f32 xo35, 0f00000000; mov.f32 xo36, 0f00000000; mov.f32 xo37, 0f00000000; mov.f32 xo38, 0f00000000; mov.f32 xo39, 0f00000000; mov.f32 xo40, 0f00000000; mov.f32 xo41, 0f00000000; mov.f32 xo42, 0f00000000; mov.f32 xo43, 0f00000000; mov.f32 xo44, 0f00000000; mov.f32 xo45, 0f00000000; mov.f32 xo46, 0f00000000; mov.f32 xo47, 0f00000000; mov.f32 xo48, 0f00000000; mov.f32 xo49, 0f00000000; mov.f32 xo50, 0f00000000; mov.f32 xo51, 0f00000000; mov.f32 xo52, 0f00000000; mov.f32 xo53, 0f00000000; mov.f32 xo54, 0f00000000; mov.f32 xo55, 0f00000000; mov.f32 xo56, 0f00000000; mov.f32 xo57, 0f00000000; mov.f32 xo58, 0f00000000; mov.f32 xo59, 0f00000000; mov.f32 xo60, 0f00000000; mov.f32 xo61, 0f00000000; mov.f32 xo62, 0f00000000; mov.f32 xo63, 0f00000000; mov.f32 xo64, 0f00000000; mov.f32 xo65, 0f00000000; mov.f32 xo66, 0f00000000; mov.f32 xo67, 0f00000000; mov.f32 xo68, 0f00000000; mov.f32 xo69, 0f00000000; mov.f32 xo70, 0f00000000; mov.f32 xo71, 0f00000000; mov.f32 xo72, 0f00000000; mov.f32 xo73, 0f00000000; mov.f32 xo74, 0f00000000; mov.f32 xo75, 0f00000000; mov.f32 xo76, 0f00000000; mov.f32 xo77, 0f00000000; mov.f32 xo78, 0f00000000; mov.f32 xo79, 0f00000000; mov.f32 xo80, 0f00000000; mov.f32 xo81, 0f00000000; mov.f32 xo82, 0f00000000; mov.f32 xo83, 0f00000000; mov.f32 xo84, 0f00000000; mov.f32 xo85, 0f00000000; mov.f32 xo86, 0f00000000; mov.f32 xo87, 0f00000000; mov.f32 xo88, 0f00000000; mov.f32 xo89, 0f00000000; mov.f32 xo90, 0f00000000; mov.f32 xo91, 0f00000000; mov.f32 xo92, 0f00000000; mov.f32 xo93, 0f00000000; mov.f32 xo94, 0f00000000; mov.f32 xo95, 0f00000000; mov.f32 xo96, 0f00000000; mov.f32 xo97, 0f00000000; mov.f32 xo98, 0f00000000; mov.f32 xo99, 0f00000000; mov.f32 xo100, 0f00000000; mov.f32 xo101, 0f00000000; mov.f32 xo102, 0f00000000; mov.f32 xo103, 0f00000000; mov.f32 xo104, 0f00000000; mov.f32 xo105, 0f00000000; mov.f32 xo106, 0f00000000; mov.f32 xo107, 0f00000000; mov.f32 xo108, 0f00000000; mov.f32 xo109, 0f00000000; mov.f32 xo110, 0f00000000; mov.f32 xo111, 0f00000000; mov.f32 xo112, 0f00000000; mov.f32 xo113, 0f00000000; mov.f32 xo114, 0f00000000; mov.f32 xo115, 0f00000000; mov.f32 xo116, 0f00000000; mov.f32 xo117, 0f00000000; mov.f32 xo118, 0f00000000; mov.f32 xo119, 0f00000000; mov.f32 xo120, 0f00000000; mov.f32 xo121, 0f00000000; mov.f32 xo122, 0f00000000; mov.f32 xo123, 0f00000000; mov.f32 xo124, 0f00000000; mov.f32 xo125, 0f00000000; mov.f32 xo126, 0f00000000; mov.f32 xo127, 0f00000000; mov.f32 xm0, 0fFF800000; mov.f32 xm1, 0fFF800000; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;");
             // Tiles 0 and 1 in flight before the loop; each tile's pages are read an iteration before its copy.
             long pageAhead0 = (long)p.Cache.BlockTable[blockRow + (global::System.Math.Min(begin + 0 * PageSize, end - 1) >> PageShift)] * PageSize + (global::System.Math.Min(begin + 0 * PageSize, end - 1) & PageMask);
             {
-                int first = begin;
-                long into = shared + DwQueryBytes + 0;
+                bool inside = begin + copyRow < end;
                 long rows0 = p.PagesAddress + (pageAhead0 - 0) * CacheRowValues * 2L;
-                // chunk 0
-                {
-                    bool inside = first + copyRow0 < end;
-                    long source = inside ? rows0 + copyFrom0 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 1
-                {
-                    bool inside = first + copyRow1 < end;
-                    long source = inside ? rows0 + copyFrom1 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 256) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 2
-                {
-                    bool inside = first + copyRow2 < end;
-                    long source = inside ? rows0 + copyFrom2 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 512) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 3
-                {
-                    bool inside = first + copyRow3 < end;
-                    long source = inside ? rows0 + copyFrom3 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 768) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 4
-                {
-                    bool inside = first + copyRow4 < end;
-                    long source = inside ? rows0 + copyFrom4 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1024) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 5
-                {
-                    bool inside = first + copyRow5 < end;
-                    long source = inside ? rows0 + copyFrom5 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1280) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 6
-                {
-                    bool inside = first + copyRow6 < end;
-                    long source = inside ? rows0 + copyFrom6 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1536) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 7
-                {
-                    bool inside = first + copyRow7 < end;
-                    long source = inside ? rows0 + copyFrom7 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1792) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 8
-                {
-                    bool inside = first + copyRow8 < end;
-                    long source = inside ? rows0 + copyFrom8 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 2048) * 16L, source, inside ? 16 : 0);
-                }
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+                long source = inside ? rows0 + copyFrom : p.PagesAddress;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0+0], [%1+0], 16, %2; cp.async.cg.shared.global [%0+4096], [%1+128], 16, %2; cp.async.cg.shared.global [%0+8192], [%1+256], 16, %2; cp.async.cg.shared.global [%0+12288], [%1+384], 16, %2; cp.async.cg.shared.global [%0+16384], [%1+512], 16, %2; cp.async.cg.shared.global [%0+20480], [%1+640], 16, %2; cp.async.cg.shared.global [%0+24576], [%1+768], 16, %2; cp.async.cg.shared.global [%0+28672], [%1+896], 16, %2; cp.async.cg.shared.global [%0+32768], [%1+1024], 16, %2; cp.async.commit_group;", shared + DwQueryBytes + 0 + copyInto, source, inside ? 16 : 0);
             }
             pageAhead0 = (long)p.Cache.BlockTable[blockRow + (global::System.Math.Min(begin + DwKeys + 0 * PageSize, end - 1) >> PageShift)] * PageSize + (global::System.Math.Min(begin + DwKeys + 0 * PageSize, end - 1) & PageMask);
             {
-                int first = begin + DwKeys;
-                long into = shared + DwQueryBytes + DwStageBytes;
+                bool inside = begin + DwKeys + copyRow < end;
                 long rows0 = p.PagesAddress + (pageAhead0 - 0) * CacheRowValues * 2L;
-                // chunk 0
-                {
-                    bool inside = first + copyRow0 < end;
-                    long source = inside ? rows0 + copyFrom0 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 1
-                {
-                    bool inside = first + copyRow1 < end;
-                    long source = inside ? rows0 + copyFrom1 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 256) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 2
-                {
-                    bool inside = first + copyRow2 < end;
-                    long source = inside ? rows0 + copyFrom2 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 512) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 3
-                {
-                    bool inside = first + copyRow3 < end;
-                    long source = inside ? rows0 + copyFrom3 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 768) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 4
-                {
-                    bool inside = first + copyRow4 < end;
-                    long source = inside ? rows0 + copyFrom4 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1024) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 5
-                {
-                    bool inside = first + copyRow5 < end;
-                    long source = inside ? rows0 + copyFrom5 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1280) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 6
-                {
-                    bool inside = first + copyRow6 < end;
-                    long source = inside ? rows0 + copyFrom6 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1536) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 7
-                {
-                    bool inside = first + copyRow7 < end;
-                    long source = inside ? rows0 + copyFrom7 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1792) * 16L, source, inside ? 16 : 0);
-                }
-                // chunk 8
-                {
-                    bool inside = first + copyRow8 < end;
-                    long source = inside ? rows0 + copyFrom8 : p.PagesAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 2048) * 16L, source, inside ? 16 : 0);
-                }
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+                long source = inside ? rows0 + copyFrom : p.PagesAddress;
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0+0], [%1+0], 16, %2; cp.async.cg.shared.global [%0+4096], [%1+128], 16, %2; cp.async.cg.shared.global [%0+8192], [%1+256], 16, %2; cp.async.cg.shared.global [%0+12288], [%1+384], 16, %2; cp.async.cg.shared.global [%0+16384], [%1+512], 16, %2; cp.async.cg.shared.global [%0+20480], [%1+640], 16, %2; cp.async.cg.shared.global [%0+24576], [%1+768], 16, %2; cp.async.cg.shared.global [%0+28672], [%1+896], 16, %2; cp.async.cg.shared.global [%0+32768], [%1+1024], 16, %2; cp.async.commit_group;", shared + DwQueryBytes + DwStageBytes + copyInto, source, inside ? 16 : 0);
             }
             pageAhead0 = (long)p.Cache.BlockTable[blockRow + (global::System.Math.Min(begin + 2 * DwKeys + 0 * PageSize, end - 1) >> PageShift)] * PageSize + (global::System.Math.Min(begin + 2 * DwKeys + 0 * PageSize, end - 1) & PageMask);
             long stage = 0;
-            long qSteps = shared + half * DwHalfSteps * 256L; // this warpgroup's k-steps: 16 dims = two core matrices = 256 B each
+            // This warpgroup's k-steps: the 16-value steps 2·half and 2·half + 1 of every box (32 bytes into each 128-byte row).
+            long stepOffset = half * 64L;
             for (int tile = begin; tile < end; tile += DwKeys)
             {
                 // Tile `tile` has landed (one later group may still fly); the proxy fence hands it (and Q) to the tensor cores.
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 1; fence.proxy.async.shared::cta;");
-                global::ILGPU.Group.Barrier(); // landed for everyone, and no wgmma still reads the stage refilled next
-                long queryDescriptor = DwRowDescriptor | ((qSteps >> 4) & 0x3FFF);
-                long keyDescriptor = DwRowDescriptor | (((qSteps + DwQueryBytes + stage) >> 4) & 0x3FFF);
+                global::ILGPU.Group.Barrier(); // landed for everyone
+                long queryDescriptor = DwRowDescriptor | (((shared + stepOffset) >> 4) & 0x3FFF);
+                long keyDescriptor = DwRowDescriptor | (((shared + DwQueryBytes + stage + stepOffset) >> 4) & 0x3FFF);
                 // S (this half) = Q·Kᵀ: 18 wgmma m64n32k16 with both operands read from shared memory through descriptors.
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; wgmma.fence.sync.aligned; add.s64 a, %0, 0; add.s64 b, %1, 0; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwz, 1, 1, 0, 0; add.s64 a, %0, 16; add.s64 b, %1, 16; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 32; add.s64 b, %1, 32; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 48; add.s64 b, %1, 48; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 64; add.s64 b, %1, 64; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 80; add.s64 b, %1, 80; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 96; add.s64 b, %1, 96; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 112; add.s64 b, %1, 112; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 128; add.s64 b, %1, 128; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 144; add.s64 b, %1, 144; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 160; add.s64 b, %1, 160; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 176; add.s64 b, %1, 176; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 192; add.s64 b, %1, 192; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 208; add.s64 b, %1, 208; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 224; add.s64 b, %1, 224; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 240; add.s64 b, %1, 240; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 256; add.s64 b, %1, 256; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 272; add.s64 b, %1, 272; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; wgmma.fence.sync.aligned; add.s64 a, %0, 0; add.s64 b, %1, 0; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwz, 1, 1, 0, 0; add.s64 a, %0, 2; add.s64 b, %1, 2; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 512; add.s64 b, %1, 256; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 514; add.s64 b, %1, 258; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 1024; add.s64 b, %1, 512; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 1026; add.s64 b, %1, 514; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 1536; add.s64 b, %1, 768; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 1538; add.s64 b, %1, 770; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 2048; add.s64 b, %1, 1024; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 2050; add.s64 b, %1, 1026; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 2560; add.s64 b, %1, 1280; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 2562; add.s64 b, %1, 1282; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 3072; add.s64 b, %1, 1536; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 3074; add.s64 b, %1, 1538; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 3584; add.s64 b, %1, 1792; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 3586; add.s64 b, %1, 1794; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 a, b; add.s64 a, %0, 4096; add.s64 b, %1, 2048; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; add.s64 a, %0, 4098; add.s64 b, %1, 2050; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, a, b, xwa, 1, 1, 0, 0; }", queryDescriptor, keyDescriptor);
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("wgmma.commit_group.sync.aligned;");
-                // While the tensor cores work: tile + 2's copies into the stage tile - 1 used, then the page of tile + 3.
+                // Q·Kᵀ of this tile and P·V of the last one (left in flight across the top barrier and this issue) are done.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("wgmma.wait_group.sync.aligned 0;");
+                // Sum the halves: each thread leaves its partial S for the thread at the same place in the other warpgroup.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; add.s64 a, %0, 0; st.shared.f32 [a], xs0; add.s64 a, %0, 1024; st.shared.f32 [a], xs1; add.s64 a, %0, 2048; st.shared.f32 [a], xs2; add.s64 a, %0, 3072; st.shared.f32 [a], xs3; add.s64 a, %0, 4096; st.shared.f32 [a], xs4; add.s64 a, %0, 5120; st.shared.f32 [a], xs5; add.s64 a, %0, 6144; st.shared.f32 [a], xs6; add.s64 a, %0, 7168; st.shared.f32 [a], xs7; add.s64 a, %0, 8192; st.shared.f32 [a], xs8; add.s64 a, %0, 9216; st.shared.f32 [a], xs9; add.s64 a, %0, 10240; st.shared.f32 [a], xs10; add.s64 a, %0, 11264; st.shared.f32 [a], xs11; add.s64 a, %0, 12288; st.shared.f32 [a], xs12; add.s64 a, %0, 13312; st.shared.f32 [a], xs13; add.s64 a, %0, 14336; st.shared.f32 [a], xs14; add.s64 a, %0, 15360; st.shared.f32 [a], xs15; }", exchange + tid * 4L);
+                global::ILGPU.Group.Barrier(); // partial S visible, and neither warpgroup's P·V still reads the last tile's stage
+                // Tile + 2's copies into the stage tile - 1 used, then the page of tile + 3.
                 long refill = stage == 0 ? 2 * DwStageBytes : stage - DwStageBytes;
                 if (tile + 2 * DwKeys < end)
                 {
                     {
-                        int first = tile + 2 * DwKeys;
-                        long into = shared + DwQueryBytes + refill;
+                        bool inside = tile + 2 * DwKeys + copyRow < end;
                         long rows0 = p.PagesAddress + (pageAhead0 - 0) * CacheRowValues * 2L;
-                        // chunk 0
-                        {
-                            bool inside = first + copyRow0 < end;
-                            long source = inside ? rows0 + copyFrom0 : p.PagesAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
-                        }
-                        // chunk 1
-                        {
-                            bool inside = first + copyRow1 < end;
-                            long source = inside ? rows0 + copyFrom1 : p.PagesAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 256) * 16L, source, inside ? 16 : 0);
-                        }
-                        // chunk 2
-                        {
-                            bool inside = first + copyRow2 < end;
-                            long source = inside ? rows0 + copyFrom2 : p.PagesAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 512) * 16L, source, inside ? 16 : 0);
-                        }
-                        // chunk 3
-                        {
-                            bool inside = first + copyRow3 < end;
-                            long source = inside ? rows0 + copyFrom3 : p.PagesAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 768) * 16L, source, inside ? 16 : 0);
-                        }
-                        // chunk 4
-                        {
-                            bool inside = first + copyRow4 < end;
-                            long source = inside ? rows0 + copyFrom4 : p.PagesAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1024) * 16L, source, inside ? 16 : 0);
-                        }
-                        // chunk 5
-                        {
-                            bool inside = first + copyRow5 < end;
-                            long source = inside ? rows0 + copyFrom5 : p.PagesAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1280) * 16L, source, inside ? 16 : 0);
-                        }
-                        // chunk 6
-                        {
-                            bool inside = first + copyRow6 < end;
-                            long source = inside ? rows0 + copyFrom6 : p.PagesAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1536) * 16L, source, inside ? 16 : 0);
-                        }
-                        // chunk 7
-                        {
-                            bool inside = first + copyRow7 < end;
-                            long source = inside ? rows0 + copyFrom7 : p.PagesAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 1792) * 16L, source, inside ? 16 : 0);
-                        }
-                        // chunk 8
-                        {
-                            bool inside = first + copyRow8 < end;
-                            long source = inside ? rows0 + copyFrom8 : p.PagesAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", into + (chunk + 2048) * 16L, source, inside ? 16 : 0);
-                        }
-                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
+                        long source = inside ? rows0 + copyFrom : p.PagesAddress;
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0+0], [%1+0], 16, %2; cp.async.cg.shared.global [%0+4096], [%1+128], 16, %2; cp.async.cg.shared.global [%0+8192], [%1+256], 16, %2; cp.async.cg.shared.global [%0+12288], [%1+384], 16, %2; cp.async.cg.shared.global [%0+16384], [%1+512], 16, %2; cp.async.cg.shared.global [%0+20480], [%1+640], 16, %2; cp.async.cg.shared.global [%0+24576], [%1+768], 16, %2; cp.async.cg.shared.global [%0+28672], [%1+896], 16, %2; cp.async.cg.shared.global [%0+32768], [%1+1024], 16, %2; cp.async.commit_group;", shared + DwQueryBytes + refill + copyInto, source, inside ? 16 : 0);
                     }
                 }
                 else
                     global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;"); // an empty group keeps wait_group 1's count
                 pageAhead0 = (long)p.Cache.BlockTable[blockRow + (global::System.Math.Min(tile + 3 * DwKeys + 0 * PageSize, end - 1) >> PageShift)] * PageSize + (global::System.Math.Min(tile + 3 * DwKeys + 0 * PageSize, end - 1) & PageMask);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("wgmma.wait_group.sync.aligned 0;");
-                // Sum the halves: each thread leaves its partial S for the thread at the same place in the other warpgroup.
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; add.s64 a, %0, 0; st.shared.f32 [a], xs0; add.s64 a, %0, 1024; st.shared.f32 [a], xs1; add.s64 a, %0, 2048; st.shared.f32 [a], xs2; add.s64 a, %0, 3072; st.shared.f32 [a], xs3; add.s64 a, %0, 4096; st.shared.f32 [a], xs4; add.s64 a, %0, 5120; st.shared.f32 [a], xs5; add.s64 a, %0, 6144; st.shared.f32 [a], xs6; add.s64 a, %0, 7168; st.shared.f32 [a], xs7; add.s64 a, %0, 8192; st.shared.f32 [a], xs8; add.s64 a, %0, 9216; st.shared.f32 [a], xs9; add.s64 a, %0, 10240; st.shared.f32 [a], xs10; add.s64 a, %0, 11264; st.shared.f32 [a], xs11; add.s64 a, %0, 12288; st.shared.f32 [a], xs12; add.s64 a, %0, 13312; st.shared.f32 [a], xs13; add.s64 a, %0, 14336; st.shared.f32 [a], xs14; add.s64 a, %0, 15360; st.shared.f32 [a], xs15; }", exchange + tid * 4L);
-                global::ILGPU.Group.Barrier();
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .f32 v; add.s64 a, %0, 0; ld.shared.f32 v, [a]; add.f32 xs0, xs0, v; add.s64 a, %0, 1024; ld.shared.f32 v, [a]; add.f32 xs1, xs1, v; add.s64 a, %0, 2048; ld.shared.f32 v, [a]; add.f32 xs2, xs2, v; add.s64 a, %0, 3072; ld.shared.f32 v, [a]; add.f32 xs3, xs3, v; add.s64 a, %0, 4096; ld.shared.f32 v, [a]; add.f32 xs4, xs4, v; add.s64 a, %0, 5120; ld.shared.f32 v, [a]; add.f32 xs5, xs5, v; add.s64 a, %0, 6144; ld.shared.f32 v, [a]; add.f32 xs6, xs6, v; add.s64 a, %0, 7168; ld.shared.f32 v, [a]; add.f32 xs7, xs7, v; add.s64 a, %0, 8192; ld.shared.f32 v, [a]; add.f32 xs8, xs8, v; add.s64 a, %0, 9216; ld.shared.f32 v, [a]; add.f32 xs9, xs9, v; add.s64 a, %0, 10240; ld.shared.f32 v, [a]; add.f32 xs10, xs10, v; add.s64 a, %0, 11264; ld.shared.f32 v, [a]; add.f32 xs11, xs11, v; add.s64 a, %0, 12288; ld.shared.f32 v, [a]; add.f32 xs12, xs12, v; add.s64 a, %0, 13312; ld.shared.f32 v, [a]; add.f32 xs13, xs13, v; add.s64 a, %0, 14336; ld.shared.f32 v, [a]; add.f32 xs14, xs14, v; add.s64 a, %0, 15360; ld.shared.f32 v, [a]; add.f32 xs15, xs15, v; }", exchange + (tid ^ 128) * 4L);
                 // Scale to log2 units, mask keys a row may not see, online softmax, rescale O, pack P (shared with the expanded kernels).
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 m, r, u, base; .reg .pred q; mul.f32 xs0, xs0, %2; setp.gt.s32 q, %0, 0; selp.f32 xs0, xs0, 0fFF800000, q; mul.f32 xs1, xs1, %2; setp.gt.s32 q, %0, 1; selp.f32 xs1, xs1, 0fFF800000, q; mul.f32 xs4, xs4, %2; setp.gt.s32 q, %0, 8; selp.f32 xs4, xs4, 0fFF800000, q; mul.f32 xs5, xs5, %2; setp.gt.s32 q, %0, 9; selp.f32 xs5, xs5, 0fFF800000, q; mul.f32 xs8, xs8, %2; setp.gt.s32 q, %0, 16; selp.f32 xs8, xs8, 0fFF800000, q; mul.f32 xs9, xs9, %2; setp.gt.s32 q, %0, 17; selp.f32 xs9, xs9, 0fFF800000, q; mul.f32 xs12, xs12, %2; setp.gt.s32 q, %0, 24; selp.f32 xs12, xs12, 0fFF800000, q; mul.f32 xs13, xs13, %2; setp.gt.s32 q, %0, 25; selp.f32 xs13, xs13, 0fFF800000, q; max.f32 m, xs0, xs1; max.f32 m, m, xs4; max.f32 m, m, xs5; max.f32 m, m, xs8; max.f32 m, m, xs9; max.f32 m, m, xs12; max.f32 m, m, xs13; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; max.f32 m, m, xm0; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm0, base; ex2.approx.ftz.f32 r, r; mov.f32 xm0, m; mul.f32 xl0, xl0, r; sub.f32 xs0, xs0, base; ex2.approx.ftz.f32 xs0, xs0; add.f32 xl0, xl0, xs0; sub.f32 xs1, xs1, base; ex2.approx.ftz.f32 xs1, xs1; add.f32 xl0, xl0, xs1; sub.f32 xs4, xs4, base; ex2.approx.ftz.f32 xs4, xs4; add.f32 xl0, xl0, xs4; sub.f32 xs5, xs5, base; ex2.approx.ftz.f32 xs5, xs5; add.f32 xl0, xl0, xs5; sub.f32 xs8, xs8, base; ex2.approx.ftz.f32 xs8, xs8; add.f32 xl0, xl0, xs8; sub.f32 xs9, xs9, base; ex2.approx.ftz.f32 xs9, xs9; add.f32 xl0, xl0, xs9; sub.f32 xs12, xs12, base; ex2.approx.ftz.f32 xs12, xs12; add.f32 xl0, xl0, xs12; sub.f32 xs13, xs13, base; ex2.approx.ftz.f32 xs13, xs13; add.f32 xl0, xl0, xs13; mul.f32 xo0, xo0, r; mul.f32 xo1, xo1, r; mul.f32 xo4, xo4, r; mul.f32 xo5, xo5, r; mul.f32 xo8, xo8, r; mul.f32 xo9, xo9, r; mul.f32 xo12, xo12, r; mul.f32 xo13, xo13, r; mul.f32 xo16, xo16, r; mul.f32 xo17, xo17, r; mul.f32 xo20, xo20, r; mul.f32 xo21, xo21, r; mul.f32 xo24, xo24, r; mul.f32 xo25, xo25, r; mul.f32 xo28, xo28, r; mul.f32 xo29, xo29, r; mul.f32 xo32, xo32, r; mul.f32 xo33, xo33, r; mul.f32 xo36, xo36, r; mul.f32 xo37, xo37, r; mul.f32 xo40, xo40, r; mul.f32 xo41, xo41, r; mul.f32 xo44, xo44, r; mul.f32 xo45, xo45, r; mul.f32 xo48, xo48, r; mul.f32 xo49, xo49, r; mul.f32 xo52, xo52, r; mul.f32 xo53, xo53, r; mul.f32 xo56, xo56, r; mul.f32 xo57, xo57, r; mul.f32 xo60, xo60, r; mul.f32 xo61, xo61, r; mul.f32 xo64, xo64, r; mul.f32 xo65, xo65, r; mul.f32 xo68, xo68, r; mul.f32 xo69, xo69, r; mul.f32 xo72, xo72, r; mul.f32 xo73, xo73, r; mul.f32 xo76, xo76, r; mul.f32 xo77, xo77, r; mul.f32 xo80, xo80, r; mul.f32 xo81, xo81, r; mul.f32 xo84, xo84, r; mul.f32 xo85, xo85, r; mul.f32 xo88, xo88, r; mul.f32 xo89, xo89, r; mul.f32 xo92, xo92, r; mul.f32 xo93, xo93, r; mul.f32 xo96, xo96, r; mul.f32 xo97, xo97, r; mul.f32 xo100, xo100, r; mul.f32 xo101, xo101, r; mul.f32 xo104, xo104, r; mul.f32 xo105, xo105, r; mul.f32 xo108, xo108, r; mul.f32 xo109, xo109, r; mul.f32 xo112, xo112, r; mul.f32 xo113, xo113, r; mul.f32 xo116, xo116, r; mul.f32 xo117, xo117, r; mul.f32 xo120, xo120, r; mul.f32 xo121, xo121, r; mul.f32 xo124, xo124, r; mul.f32 xo125, xo125, r; mul.f32 xs2, xs2, %2; setp.gt.s32 q, %1, 0; selp.f32 xs2, xs2, 0fFF800000, q; mul.f32 xs3, xs3, %2; setp.gt.s32 q, %1, 1; selp.f32 xs3, xs3, 0fFF800000, q; mul.f32 xs6, xs6, %2; setp.gt.s32 q, %1, 8; selp.f32 xs6, xs6, 0fFF800000, q; mul.f32 xs7, xs7, %2; setp.gt.s32 q, %1, 9; selp.f32 xs7, xs7, 0fFF800000, q; mul.f32 xs10, xs10, %2; setp.gt.s32 q, %1, 16; selp.f32 xs10, xs10, 0fFF800000, q; mul.f32 xs11, xs11, %2; setp.gt.s32 q, %1, 17; selp.f32 xs11, xs11, 0fFF800000, q; mul.f32 xs14, xs14, %2; setp.gt.s32 q, %1, 24; selp.f32 xs14, xs14, 0fFF800000, q; mul.f32 xs15, xs15, %2; setp.gt.s32 q, %1, 25; selp.f32 xs15, xs15, 0fFF800000, q; max.f32 m, xs2, xs3; max.f32 m, m, xs6; max.f32 m, m, xs7; max.f32 m, m, xs10; max.f32 m, m, xs11; max.f32 m, m, xs14; max.f32 m, m, xs15; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; max.f32 m, m, xm1; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm1, base; ex2.approx.ftz.f32 r, r; mov.f32 xm1, m; mul.f32 xl1, xl1, r; sub.f32 xs2, xs2, base; ex2.approx.ftz.f32 xs2, xs2; add.f32 xl1, xl1, xs2; sub.f32 xs3, xs3, base; ex2.approx.ftz.f32 xs3, xs3; add.f32 xl1, xl1, xs3; sub.f32 xs6, xs6, base; ex2.approx.ftz.f32 xs6, xs6; add.f32 xl1, xl1, xs6; sub.f32 xs7, xs7, base; ex2.approx.ftz.f32 xs7, xs7; add.f32 xl1, xl1, xs7; sub.f32 xs10, xs10, base; ex2.approx.ftz.f32 xs10, xs10; add.f32 xl1, xl1, xs10; sub.f32 xs11, xs11, base; ex2.approx.ftz.f32 xs11, xs11; add.f32 xl1, xl1, xs11; sub.f32 xs14, xs14, base; ex2.approx.ftz.f32 xs14, xs14; add.f32 xl1, xl1, xs14; sub.f32 xs15, xs15, base; ex2.approx.ftz.f32 xs15, xs15; add.f32 xl1, xl1, xs15; mul.f32 xo2, xo2, r; mul.f32 xo3, xo3, r; mul.f32 xo6, xo6, r; mul.f32 xo7, xo7, r; mul.f32 xo10, xo10, r; mul.f32 xo11, xo11, r; mul.f32 xo14, xo14, r; mul.f32 xo15, xo15, r; mul.f32 xo18, xo18, r; mul.f32 xo19, xo19, r; mul.f32 xo22, xo22, r; mul.f32 xo23, xo23, r; mul.f32 xo26, xo26, r; mul.f32 xo27, xo27, r; mul.f32 xo30, xo30, r; mul.f32 xo31, xo31, r; mul.f32 xo34, xo34, r; mul.f32 xo35, xo35, r; mul.f32 xo38, xo38, r; mul.f32 xo39, xo39, r; mul.f32 xo42, xo42, r; mul.f32 xo43, xo43, r; mul.f32 xo46, xo46, r; mul.f32 xo47, xo47, r; mul.f32 xo50, xo50, r; mul.f32 xo51, xo51, r; mul.f32 xo54, xo54, r; mul.f32 xo55, xo55, r; mul.f32 xo58, xo58, r; mul.f32 xo59, xo59, r; mul.f32 xo62, xo62, r; mul.f32 xo63, xo63, r; mul.f32 xo66, xo66, r; mul.f32 xo67, xo67, r; mul.f32 xo70, xo70, r; mul.f32 xo71, xo71, r; mul.f32 xo74, xo74, r; mul.f32 xo75, xo75, r; mul.f32 xo78, xo78, r; mul.f32 xo79, xo79, r; mul.f32 xo82, xo82, r; mul.f32 xo83, xo83, r; mul.f32 xo86, xo86, r; mul.f32 xo87, xo87, r; mul.f32 xo90, xo90, r; mul.f32 xo91, xo91, r; mul.f32 xo94, xo94, r; mul.f32 xo95, xo95, r; mul.f32 xo98, xo98, r; mul.f32 xo99, xo99, r; mul.f32 xo102, xo102, r; mul.f32 xo103, xo103, r; mul.f32 xo106, xo106, r; mul.f32 xo107, xo107, r; mul.f32 xo110, xo110, r; mul.f32 xo111, xo111, r; mul.f32 xo114, xo114, r; mul.f32 xo115, xo115, r; mul.f32 xo118, xo118, r; mul.f32 xo119, xo119, r; mul.f32 xo122, xo122, r; mul.f32 xo123, xo123, r; mul.f32 xo126, xo126, r; mul.f32 xo127, xo127, r; cvt.rn.bf16x2.f32 xp0, xs1, xs0; cvt.rn.bf16x2.f32 xp1, xs3, xs2; cvt.rn.bf16x2.f32 xp2, xs5, xs4; cvt.rn.bf16x2.f32 xp3, xs7, xs6; cvt.rn.bf16x2.f32 xp4, xs9, xs8; cvt.rn.bf16x2.f32 xp5, xs11, xs10; cvt.rn.bf16x2.f32 xp6, xs13, xs12; cvt.rn.bf16x2.f32 xp7, xs15, xs14; }", visibleLo - tile - 2 * t, visibleHi - tile - 2 * t, ScoreScaleLog2);
-                // O (this half's 256 columns) += P·V: 2 wgmma m64n256k16, V transposed (MN-major) in the tile.
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.fence.sync.aligned; mov.b64 b, %0; wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {xo0,xo1,xo2,xo3,xo4,xo5,xo6,xo7,xo8,xo9,xo10,xo11,xo12,xo13,xo14,xo15,xo16,xo17,xo18,xo19,xo20,xo21,xo22,xo23,xo24,xo25,xo26,xo27,xo28,xo29,xo30,xo31,xo32,xo33,xo34,xo35,xo36,xo37,xo38,xo39,xo40,xo41,xo42,xo43,xo44,xo45,xo46,xo47,xo48,xo49,xo50,xo51,xo52,xo53,xo54,xo55,xo56,xo57,xo58,xo59,xo60,xo61,xo62,xo63,xo64,xo65,xo66,xo67,xo68,xo69,xo70,xo71,xo72,xo73,xo74,xo75,xo76,xo77,xo78,xo79,xo80,xo81,xo82,xo83,xo84,xo85,xo86,xo87,xo88,xo89,xo90,xo91,xo92,xo93,xo94,xo95,xo96,xo97,xo98,xo99,xo100,xo101,xo102,xo103,xo104,xo105,xo106,xo107,xo108,xo109,xo110,xo111,xo112,xo113,xo114,xo115,xo116,xo117,xo118,xo119,xo120,xo121,xo122,xo123,xo124,xo125,xo126,xo127}, {xp0,xp1,xp2,xp3}, b, xwa, 1, 1, 1; add.s64 b, %0, 1152; wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {xo0,xo1,xo2,xo3,xo4,xo5,xo6,xo7,xo8,xo9,xo10,xo11,xo12,xo13,xo14,xo15,xo16,xo17,xo18,xo19,xo20,xo21,xo22,xo23,xo24,xo25,xo26,xo27,xo28,xo29,xo30,xo31,xo32,xo33,xo34,xo35,xo36,xo37,xo38,xo39,xo40,xo41,xo42,xo43,xo44,xo45,xo46,xo47,xo48,xo49,xo50,xo51,xo52,xo53,xo54,xo55,xo56,xo57,xo58,xo59,xo60,xo61,xo62,xo63,xo64,xo65,xo66,xo67,xo68,xo69,xo70,xo71,xo72,xo73,xo74,xo75,xo76,xo77,xo78,xo79,xo80,xo81,xo82,xo83,xo84,xo85,xo86,xo87,xo88,xo89,xo90,xo91,xo92,xo93,xo94,xo95,xo96,xo97,xo98,xo99,xo100,xo101,xo102,xo103,xo104,xo105,xo106,xo107,xo108,xo109,xo110,xo111,xo112,xo113,xo114,xo115,xo116,xo117,xo118,xo119,xo120,xo121,xo122,xo123,xo124,xo125,xo126,xo127}, {xp4,xp5,xp6,xp7}, b, xwa, 1, 1, 1; wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }", DwValueDescriptor | (((shared + DwQueryBytes + stage + half * 4096L) >> 4) & 0x3FFF));
+                // O (this half's 256 columns) += P·V: 2 wgmma m64n256k16, V transposed (MN-major) in the tile's first boxes.
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.fence.sync.aligned; mov.b64 b, %0; wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {xo0,xo1,xo2,xo3,xo4,xo5,xo6,xo7,xo8,xo9,xo10,xo11,xo12,xo13,xo14,xo15,xo16,xo17,xo18,xo19,xo20,xo21,xo22,xo23,xo24,xo25,xo26,xo27,xo28,xo29,xo30,xo31,xo32,xo33,xo34,xo35,xo36,xo37,xo38,xo39,xo40,xo41,xo42,xo43,xo44,xo45,xo46,xo47,xo48,xo49,xo50,xo51,xo52,xo53,xo54,xo55,xo56,xo57,xo58,xo59,xo60,xo61,xo62,xo63,xo64,xo65,xo66,xo67,xo68,xo69,xo70,xo71,xo72,xo73,xo74,xo75,xo76,xo77,xo78,xo79,xo80,xo81,xo82,xo83,xo84,xo85,xo86,xo87,xo88,xo89,xo90,xo91,xo92,xo93,xo94,xo95,xo96,xo97,xo98,xo99,xo100,xo101,xo102,xo103,xo104,xo105,xo106,xo107,xo108,xo109,xo110,xo111,xo112,xo113,xo114,xo115,xo116,xo117,xo118,xo119,xo120,xo121,xo122,xo123,xo124,xo125,xo126,xo127}, {xp0,xp1,xp2,xp3}, b, xwa, 1, 1, 1; add.s64 b, %0, 128; wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {xo0,xo1,xo2,xo3,xo4,xo5,xo6,xo7,xo8,xo9,xo10,xo11,xo12,xo13,xo14,xo15,xo16,xo17,xo18,xo19,xo20,xo21,xo22,xo23,xo24,xo25,xo26,xo27,xo28,xo29,xo30,xo31,xo32,xo33,xo34,xo35,xo36,xo37,xo38,xo39,xo40,xo41,xo42,xo43,xo44,xo45,xo46,xo47,xo48,xo49,xo50,xo51,xo52,xo53,xo54,xo55,xo56,xo57,xo58,xo59,xo60,xo61,xo62,xo63,xo64,xo65,xo66,xo67,xo68,xo69,xo70,xo71,xo72,xo73,xo74,xo75,xo76,xo77,xo78,xo79,xo80,xo81,xo82,xo83,xo84,xo85,xo86,xo87,xo88,xo89,xo90,xo91,xo92,xo93,xo94,xo95,xo96,xo97,xo98,xo99,xo100,xo101,xo102,xo103,xo104,xo105,xo106,xo107,xo108,xo109,xo110,xo111,xo112,xo113,xo114,xo115,xo116,xo117,xo118,xo119,xo120,xo121,xo122,xo123,xo124,xo125,xo126,xo127}, {xp4,xp5,xp6,xp7}, b, xwa, 1, 1, 1; wgmma.commit_group.sync.aligned; }", DwValueDescriptor | (((shared + DwQueryBytes + stage + half * 16384L) >> 4) & 0x3FFF));
                 stage = stage == 2 * DwStageBytes ? 0 : stage + DwStageBytes;
             }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 0;"); // nothing may land after the CTA is gone
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 0; wgmma.wait_group.sync.aligned 0;"); // the last P·V; nothing may land after the CTA is gone
 
             // The quad's four partial sums make the row's sum; then normalise and write O and the natural-log LSE.
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 u; shfl.sync.bfly.b32 u, xl0, 1, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl0, 2, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl1, 1, 31, -1; add.f32 xl1, xl1, u; shfl.sync.bfly.b32 u, xl1, 2, 31, -1; add.f32 xl1, xl1, u; }");
@@ -3570,7 +3673,7 @@ partial class DeepSeekV3Attention
                 {
                     _tensorCoreAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.TensorCoreAttentionParams>(accelerator, TensorCoreAttentionKernel);
                     DecodeForm = global::MlaGen.Kernels.DecodeAttentionKind.TensorCore;
-                    // Hopper: the decode on wgmma too (sm_90a, dynamic shared memory above 48 KB); DecodeKernelFor picks per call.
+                    // Hopper: the decode on wgmma (sm_90a, dynamic shared memory above 48 KB), which every call runs.
                     global::MlaGen.Kernels.PtxKernel<global::MlaGen.Kernels.TensorCoreAttentionParams>? decodeWarpgroup = global::MlaGen.Kernels.WarpgroupKernels.TryLoad<global::MlaGen.Kernels.TensorCoreAttentionParams>(accelerator, ((global::System.Action<global::MlaGen.Kernels.TensorCoreAttentionParams>)DecodeAttentionWarpgroupKernel).Method, DwSharedBytes);
                     if (decodeWarpgroup is not null)
                     {
@@ -3709,7 +3812,10 @@ partial class DeepSeekV3Attention
                 if (_tensorCoreCombine is null)
                     base.TensorCoreCombine(stream, p);
                 else if (p.Blocks > 0)
-                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * p.BlockCapacity, Lanes), p);
+                {
+                    int warps = TcCombineWarps(p.MaxBlockItems);
+                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * p.BlockCapacity, Lanes * warps, global::ILGPU.SharedMemoryConfig.RequestDynamic<float>(TcCombineSharedFloats(warps))), p);
+                }
             }
             public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
 
