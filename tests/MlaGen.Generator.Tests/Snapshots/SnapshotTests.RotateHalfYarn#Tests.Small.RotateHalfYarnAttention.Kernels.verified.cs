@@ -285,7 +285,7 @@ partial class RotateHalfYarnAttention
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
-            for (int split = 0; split < p.Splits; split += 4 * 1)
+            for (int split = 0; split < p.Splits; split += 2 * 1)
             {
                 long row0 = (long)split * rows + row;
                 float lse0 = p.PartialLse[row0];
@@ -295,16 +295,8 @@ partial class RotateHalfYarnAttention
                 float lse1 = (split + 1 * 1) < p.Splits ? p.PartialLse[row1] : float.NegativeInfinity;
                 float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                 long part1 = row1 * LatentRank;
-                long row2 = (split + 2 * 1) < p.Splits ? (long)(split + 2 * 1) * rows + row : row0;
-                float lse2 = (split + 2 * 1) < p.Splits ? p.PartialLse[row2] : float.NegativeInfinity;
-                float share2 = lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part2 = row2 * LatentRank;
-                long row3 = (split + 3 * 1) < p.Splits ? (long)(split + 3 * 1) * rows + row : row0;
-                float lse3 = (split + 3 * 1) < p.Splits ? p.PartialLse[row3] : float.NegativeInfinity;
-                float share3 = lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part3 = row3 * LatentRank;
-                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 0] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 0] : 0f);
-                o1 += (share0 != 0f ? share0 * (lane < 8 ? p.PartialOutput[part0 + lane + 32] : 0f) : 0f) + (share1 != 0f ? share1 * (lane < 8 ? p.PartialOutput[part1 + lane + 32] : 0f) : 0f) + (share2 != 0f ? share2 * (lane < 8 ? p.PartialOutput[part2 + lane + 32] : 0f) : 0f) + (share3 != 0f ? share3 * (lane < 8 ? p.PartialOutput[part3 + lane + 32] : 0f) : 0f);
+                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f);
+                o1 += (share0 != 0f ? share0 * (lane < 8 ? p.PartialOutput[part0 + lane + 32] : 0f) : 0f) + (share1 != 0f ? share1 * (lane < 8 ? p.PartialOutput[part1 + lane + 32] : 0f) : 0f);
             }
             long output = (long)(row) * LatentRank;
             p.LatentOutput[output + lane + 0] = o0;

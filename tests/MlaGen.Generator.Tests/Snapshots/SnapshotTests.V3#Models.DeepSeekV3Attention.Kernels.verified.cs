@@ -745,7 +745,7 @@ partial class DeepSeekV3Attention
             float o13 = 0f;
             float o14 = 0f;
             float o15 = 0f;
-            for (int split = 0; split < p.Splits; split += 4 * 1)
+            for (int split = 0; split < p.Splits; split += 2 * 1)
             {
                 long row0 = (long)split * rows + row;
                 float lse0 = p.PartialLse[row0];
@@ -755,30 +755,22 @@ partial class DeepSeekV3Attention
                 float lse1 = (split + 1 * 1) < p.Splits ? p.PartialLse[row1] : float.NegativeInfinity;
                 float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                 long part1 = row1 * LatentRank;
-                long row2 = (split + 2 * 1) < p.Splits ? (long)(split + 2 * 1) * rows + row : row0;
-                float lse2 = (split + 2 * 1) < p.Splits ? p.PartialLse[row2] : float.NegativeInfinity;
-                float share2 = lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part2 = row2 * LatentRank;
-                long row3 = (split + 3 * 1) < p.Splits ? (long)(split + 3 * 1) * rows + row : row0;
-                float lse3 = (split + 3 * 1) < p.Splits ? p.PartialLse[row3] : float.NegativeInfinity;
-                float share3 = lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part3 = row3 * LatentRank;
-                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 0] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 0] : 0f);
-                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 32] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 32] : 0f);
-                o2 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 64] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 64] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 64] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 64] : 0f);
-                o3 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 96] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 96] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 96] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 96] : 0f);
-                o4 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 128] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 128] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 128] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 128] : 0f);
-                o5 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 160] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 160] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 160] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 160] : 0f);
-                o6 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 192] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 192] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 192] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 192] : 0f);
-                o7 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 224] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 224] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 224] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 224] : 0f);
-                o8 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 256] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 256] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 256] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 256] : 0f);
-                o9 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 288] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 288] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 288] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 288] : 0f);
-                o10 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 320] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 320] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 320] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 320] : 0f);
-                o11 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 352] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 352] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 352] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 352] : 0f);
-                o12 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 384] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 384] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 384] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 384] : 0f);
-                o13 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 416] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 416] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 416] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 416] : 0f);
-                o14 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 448] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 448] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 448] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 448] : 0f);
-                o15 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 480] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 480] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 480] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 480] : 0f);
+                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f);
+                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f);
+                o2 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 64] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 64] : 0f);
+                o3 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 96] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 96] : 0f);
+                o4 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 128] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 128] : 0f);
+                o5 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 160] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 160] : 0f);
+                o6 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 192] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 192] : 0f);
+                o7 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 224] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 224] : 0f);
+                o8 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 256] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 256] : 0f);
+                o9 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 288] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 288] : 0f);
+                o10 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 320] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 320] : 0f);
+                o11 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 352] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 352] : 0f);
+                o12 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 384] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 384] : 0f);
+                o13 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 416] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 416] : 0f);
+                o14 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 448] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 448] : 0f);
+                o15 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 480] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 480] : 0f);
             }
             long output = (long)(row) * LatentRank;
             p.LatentOutput[output + lane + 0] = o0;
@@ -1807,7 +1799,7 @@ partial class DeepSeekV3Attention
             float o13 = 0f;
             float o14 = 0f;
             float o15 = 0f;
-            for (int split = warp; split < count; split += 4 * warps)
+            for (int split = warp; split < count; split += 2 * warps)
             {
                 long row0 = (long)(first + split) * p.BlockCapacity + r;
                 float lse0 = p.PartialLse[row0];
@@ -1817,30 +1809,22 @@ partial class DeepSeekV3Attention
                 float lse1 = (split + 1 * warps) < count ? p.PartialLse[row1] : float.NegativeInfinity;
                 float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                 long part1 = row1 * LatentRank;
-                long row2 = (split + 2 * warps) < count ? (long)(first + (split + 2 * warps)) * p.BlockCapacity + r : row0;
-                float lse2 = (split + 2 * warps) < count ? p.PartialLse[row2] : float.NegativeInfinity;
-                float share2 = lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part2 = row2 * LatentRank;
-                long row3 = (split + 3 * warps) < count ? (long)(first + (split + 3 * warps)) * p.BlockCapacity + r : row0;
-                float lse3 = (split + 3 * warps) < count ? p.PartialLse[row3] : float.NegativeInfinity;
-                float share3 = lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part3 = row3 * LatentRank;
-                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 0] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 0] : 0f);
-                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 32] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 32] : 0f);
-                o2 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 64] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 64] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 64] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 64] : 0f);
-                o3 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 96] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 96] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 96] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 96] : 0f);
-                o4 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 128] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 128] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 128] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 128] : 0f);
-                o5 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 160] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 160] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 160] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 160] : 0f);
-                o6 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 192] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 192] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 192] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 192] : 0f);
-                o7 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 224] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 224] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 224] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 224] : 0f);
-                o8 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 256] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 256] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 256] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 256] : 0f);
-                o9 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 288] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 288] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 288] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 288] : 0f);
-                o10 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 320] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 320] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 320] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 320] : 0f);
-                o11 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 352] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 352] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 352] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 352] : 0f);
-                o12 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 384] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 384] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 384] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 384] : 0f);
-                o13 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 416] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 416] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 416] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 416] : 0f);
-                o14 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 448] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 448] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 448] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 448] : 0f);
-                o15 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 480] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 480] : 0f) + (share2 != 0f ? share2 * p.PartialOutput[part2 + lane + 480] : 0f) + (share3 != 0f ? share3 * p.PartialOutput[part3 + lane + 480] : 0f);
+                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f);
+                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f);
+                o2 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 64] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 64] : 0f);
+                o3 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 96] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 96] : 0f);
+                o4 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 128] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 128] : 0f);
+                o5 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 160] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 160] : 0f);
+                o6 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 192] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 192] : 0f);
+                o7 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 224] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 224] : 0f);
+                o8 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 256] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 256] : 0f);
+                o9 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 288] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 288] : 0f);
+                o10 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 320] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 320] : 0f);
+                o11 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 352] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 352] : 0f);
+                o12 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 384] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 384] : 0f);
+                o13 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 416] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 416] : 0f);
+                o14 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 448] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 448] : 0f);
+                o15 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 480] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 480] : 0f);
             }
             long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;
             if (warps == 1)
