@@ -26,7 +26,7 @@ internal static class PtxText
     }
 
     /// <summary>
-    /// The first tile chunk this thread copies in the wgmma kernels (core-matrix order: chunk c is row c % 8 of its 8-row
+    /// The first tile chunk this thread copies in the expanded wgmma kernel (the decode kernel copies swizzled boxes instead) (core-matrix order: chunk c is row c % 8 of its 8-row
     /// group, column (c / 8) % chunks; later passes add the CTA's thread count). A warp copies 32 consecutive chunks (8 rows × 4 columns); the lanes are permuted so that each quarter-warp,
     /// which the memory pipe serves together, takes 4 rows × 2 adjacent columns: 4 whole 32-byte sectors (8 rows × 1 column
     /// would touch 8 half-used sectors, and the cp.async writes to shared memory follow the sectors).
