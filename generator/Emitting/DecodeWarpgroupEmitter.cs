@@ -103,7 +103,7 @@ internal static class DecodeWarpgroupEmitter
                     w.Line($"float q{k}_{i} = row{k} < rows ? p.AbsorbedQuery[from{k} + {i}] : 0f;");
             }
             for (int k = 0; k < count; k++)
-                w.Line($"{Asm}(\"st.shared.v4.b32 [%0], {{%1, %2, %3, %4}};\", into{k}, {string.Join(", ", System.Linq.Enumerable.Range(0, 4).Select(i => $"{K}.KernelMath.PackBf16(q{k}_{2 * i}, q{k}_{2 * i + 1})"))});");
+                w.Line($"{Asm}(\"st.shared.v4.b32 [%0], {{%1, %2, %3, %4}};\", into{k}, {string.Join(", ", Enumerable.Range(0, 4).Select(i => $"{K}.KernelMath.PackBf16(q{k}_{2 * i}, q{k}_{2 * i + 1})"))});");
             w.Close();
         }
         w.Line();

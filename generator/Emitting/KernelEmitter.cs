@@ -152,6 +152,13 @@ internal static class KernelEmitter
 
     private static string Guarded(string? guard, string value) => guard is null ? value : $"({guard} ? {value} : 0f)";
 
+    /// <summary>One statement per lane chunk of <paramref name="n"/> values (<paramref name="store"/> of the chunk), skipped by lanes past a ragged last chunk.</summary>
+    internal static void EmitLaneStores(SourceWriter w, int n, Func<int, string> store)
+    {
+        foreach (var (c, guard) in LaneChunks(n))
+            w.Line(guard is null ? store(c) : $"if ({guard}) {store(c)}");
+    }
+
     /// <summary>RoPE unrolled: loads the d values at <paramref name="source"/>, one rotation per pair, stores at <paramref name="target"/>.</summary>
     internal static void EmitRope(SourceWriter w, MlaShapeSpec s, string prefix, Func<int, string> source, Func<int, string, string> store)
     {
@@ -183,11 +190,7 @@ internal static class KernelEmitter
         w.Line("int position = p.Cache.TokenPosition[token];");
         w.Line("int page = p.Cache.BlockTable[p.Cache.TokenSlot[token] * p.Cache.BlockTableStride + (position >> PageShift)];");
         w.Line("long target = ((long)page * PageSize + (position & PageMask)) * CacheRowValues;");
-        foreach (var (c, guard) in chunks)
-        {
-            string store = $"p.Cache.Pages[target + lane + {c * Lanes}] = {K}.KernelMath.FloatToBf16(c{c} * inverseRms * {K}.KernelMath.Bf16ToFloat(p.NormWeight[lane + {c * Lanes}]));";
-            w.Line(guard is null ? store : $"if ({guard}) {store}");
-        }
+        EmitLaneStores(w, s.LatentRank, c => $"p.Cache.Pages[target + lane + {c * Lanes}] = {K}.KernelMath.FloatToBf16(c{c} * inverseRms * {K}.KernelMath.Bf16ToFloat(p.NormWeight[lane + {c * Lanes}]));");
         w.Open("if (lane == 0)");
         EmitRope(w, s, "r", i => $"p.KvLatent[source + LatentRank + {i}]",
             (i, v) => $"p.Cache.Pages[target + LatentRank + {i}] = {K}.KernelMath.FloatToBf16({v})");
@@ -215,11 +218,7 @@ internal static class KernelEmitter
         foreach (var (c, guard) in chunks)
             w.Line($"a{c} += q * {Guarded(guard, $"{K}.KernelMath.Bf16ToFloat(p.KvUp[w + lane + {c * Lanes}])")};");
         w.Close();
-        foreach (var (c, guard) in chunks)
-        {
-            string store = $"p.AbsorbedQuery[target + lane + {c * Lanes}] = a{c};";
-            w.Line(guard is null ? store : $"if ({guard}) {store}");
-        }
+        EmitLaneStores(w, s.LatentRank, c => $"p.AbsorbedQuery[target + lane + {c * Lanes}] = a{c};");
         w.Open("if (lane == 0)");
         w.Line("int position = p.TokenPosition[token];");
         EmitRope(w, s, "r", i => $"p.Query[query + NopeHeadDim + {i}]", (i, v) => $"p.AbsorbedQuery[target + LatentRank + {i}] = {v}");
@@ -276,11 +275,7 @@ internal static class KernelEmitter
         w.Close();
         w.Line("float normalise = runningSum != 0f ? 1f / runningSum : 0f;");
         w.Line("long output = ((long)split * p.Tokens * Heads + row) * LatentRank;");
-        foreach (var (c, guard) in latent)
-        {
-            string store = $"p.PartialOutput[output + lane + {c * Lanes}] = o{c} * normalise;";
-            w.Line(guard is null ? store : $"if ({guard}) {store}");
-        }
+        EmitLaneStores(w, s.LatentRank, c => $"p.PartialOutput[output + lane + {c * Lanes}] = o{c} * normalise;");
         w.Line("if (lane == 0)");
         w.Line($"    p.PartialLse[(long)split * p.Tokens * Heads + row] = runningSum != 0f ? (runningMax + {K}.KernelMath.Log2(runningSum)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
         w.Close();
@@ -306,15 +301,10 @@ internal static class KernelEmitter
     /// </summary>
     internal static void EmitWarpMerge(SourceWriter w, MlaShapeSpec s, string splits, string partRow, string outRow)
     {
-        var latent = new List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
         EmitWarpMergedLse(w, splits, partRow);
         EmitWeightedParts(w, s, splits, partRow, "0", "1");
         w.Line($"long output = (long)({outRow}) * LatentRank;");
-        foreach (var (c, guard) in latent)
-        {
-            string store = $"p.LatentOutput[output + lane + {c * Lanes}] = o{c};";
-            w.Line(guard is null ? store : $"if ({guard}) {store}");
-        }
+        EmitLaneStores(w, s.LatentRank, c => $"p.LatentOutput[output + lane + {c * Lanes}] = o{c};");
         w.Line("if (lane == 0)");
         w.Line($"    p.Lse[{outRow}] = lse;");
     }

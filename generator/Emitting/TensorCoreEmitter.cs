@@ -248,15 +248,11 @@ internal static class TensorCoreEmitter
         EmitWarpMergedLse(w, "count", partRow);
         EmitWeightedParts(w, s, "count", partRow, "warp", "warps");
         w.Line("long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;");
-        var chunks = new System.Collections.Generic.List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
-        static string Store(string? guard, string store) => guard is null ? store : $"if ({guard}) {store}";
         w.Open("if (warps == 1)");
-        foreach (var (c, guard) in chunks)
-            w.Line(Store(guard, $"p.LatentOutput[output + lane + {c * 32}] = o{c};"));
+        EmitLaneStores(w, s.LatentRank, c => $"p.LatentOutput[output + lane + {c * 32}] = o{c};");
         w.Close();
         w.Open("else");
-        foreach (var (c, guard) in chunks)
-            w.Line(Store(guard, $"merged[warp * LatentRank + lane + {c * 32}] = o{c};"));
+        EmitLaneStores(w, s.LatentRank, c => $"merged[warp * LatentRank + lane + {c * 32}] = o{c};");
         w.Line("global::ILGPU.Group.Barrier();");
         w.Open("for (int column = global::ILGPU.Group.IdxX; column < LatentRank; column += global::ILGPU.Group.DimX)");
         w.Line("float sum = 0f;");

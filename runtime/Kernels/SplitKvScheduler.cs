@@ -65,7 +65,7 @@ public static class SplitKvScheduler
         long totalCost = 0;
         foreach (int t in tilesOfBlock)
             totalCost += t + ItemOverheadTiles;
-        int[]? best = null;
+        int[]? best = null, bestOrder = null;
         long bestFinish = long.MaxValue;
         int bestItems = int.MaxValue;
         foreach (double perSlot in ItemsPerSlot)
@@ -80,12 +80,13 @@ public static class SplitKvScheduler
                 tilesPerItem[b] = (tiles + splits - 1) / splits;
                 items += (tiles + tilesPerItem[b] - 1) / tilesPerItem[b];
             }
-            long finish = SimulatedFinish(tilesOfBlock, tilesPerItem, LongestFirst(tilesPerItem), slots);
+            var candidateOrder = LongestFirst(tilesPerItem);
+            long finish = SimulatedFinish(tilesOfBlock, tilesPerItem, candidateOrder, slots);
             if (finish < bestFinish || (finish == bestFinish && items < bestItems))
-                (best, bestFinish, bestItems) = (tilesPerItem, finish, items);
+                (best, bestOrder, bestFinish, bestItems) = (tilesPerItem, candidateOrder, finish, items);
         }
 
-        var order = LongestFirst(best!);
+        var order = bestOrder!;
         var itemBlock = new List<int>();
         var itemBegin = new List<int>();
         var itemEnd = new List<int>();
