@@ -49,6 +49,7 @@ internal static class DecodeWarpgroupEmitter
         w.Line($"public const int DwQueryBytes = {Int(queryBytes)}; // Q: 64 rows in the same boxes, at offset 0");
         w.Line($"public const int DwExchangeBytes = {Int(exchangeBytes)}; // each thread's partial S, for the other warpgroup");
         w.Line("public const int DwExchange = DwQueryBytes + DwStages * DwStageBytes;");
+        w.Line($"public const int DwOutputStride = {Int(s.LatentRank + 8)}; // fp32 per row of O staged over Q and the stages (+8: a quad's rows start 8 banks apart)");
         w.Line($"public const int DwSharedBytes = DwExchange + DwExchangeBytes + {Int(SwizzleAtomBytes)}; // + slack to align the block to a swizzle atom");
         w.Line($"public const long DwRowDescriptor = 0x{rowDescriptor:X}L; // K-major Q (A) and K (B), 128-byte swizzle: SBO {SwizzleAtomBytes} B (next 8 rows)");
         w.Line($"public const long DwValueDescriptor = 0x{valueDescriptor:X}L; // MN-major V (B), 128-byte swizzle: LBO {Keys * BoxRowBytes} B (next 64 columns), SBO {SwizzleAtomBytes} B (next 8 keys)");
@@ -85,40 +86,41 @@ internal static class DecodeWarpgroupEmitter
         TensorCoreEmitter.EmitWorkItem(w);
         w.Line("int visibleLo = rowLo < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowLo) / Heads] + 1, end) : 0;");
         w.Line("int visibleHi = rowHi < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowHi) / Heads] + 1, end) : 0;");
-        w.Line();
-        int queryChunks = Rows * boxes * 8, perThread = queryChunks / Threads;
-        w.Line($"// Q → bf16 in swizzled boxes: chunk j (8 values) of row r's box b lands at b·64 rows·128 + r·128 + (j ^ r % 8)·16;");
-        w.Line($"// {perThread} chunks per thread, {QueryChunksInFlight} loaded before any is stored (a loop would wait on each chunk's loads in turn).");
-        for (int first = 0; first < perThread; first += QueryChunksInFlight)
-        {
-            int count = System.Math.Min(QueryChunksInFlight, perThread - first);
-            w.Open();
-            for (int k = 0; k < count; k++)
-            {
-                string c = $"(tid + {(first + k) * Threads})";
-                w.Line($"int row{k} = ({c} >> 3) & (DwRows - 1);");
-                w.Line($"long from{k} = (long)(firstRow + row{k}) * CacheRowValues + {c} / (DwRows * 8) * {BoxValues} + ({c} & 7) * 8;");
-                w.Line($"long into{k} = shared + {c} / (DwRows * 8) * {queryBoxBytes}L + row{k} * {BoxRowBytes} + ((({c} & 7) ^ (row{k} & 7)) << 4);");
-                for (int i = 0; i < 8; i++)
-                    w.Line($"float q{k}_{i} = row{k} < rows ? p.AbsorbedQuery[from{k} + {i}] : 0f;");
-            }
-            for (int k = 0; k < count; k++)
-                w.Line($"{Asm}(\"st.shared.v4.b32 [%0], {{%1, %2, %3, %4}};\", into{k}, {string.Join(", ", Enumerable.Range(0, 4).Select(i => $"{K}.KernelMath.PackBf16(q{k}_{2 * i}, q{k}_{2 * i + 1})"))});");
-            w.Close();
-        }
+        TensorCoreEmitter.EmitItemOutput(w, "DwRows");
         w.Line();
         w.Line("// Copies: 8 lanes per tile row, each 16 bytes of every box (one 128-byte global run per box, one swizzled shared row).");
         w.Line("int copyRow = tid >> 3;");
         w.Line("long copyFrom = copyRow * (CacheRowValues * 2L) + (tid & 7) * 16;");
         w.Line($"int copyInto = copyRow * {BoxRowBytes} + (((tid & 7) ^ (copyRow & 7)) << 4);");
-        w.Line();
-        w.Line($"{Asm}(\"{Repeat(outTiles * 4, i => $"mov.f32 xo{i}, 0f00000000;")} mov.f32 xm0, {NegativeInfinity}; mov.f32 xm1, {NegativeInfinity}; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;\");");
-        w.Line("// Tiles 0 and 1 in flight before the loop; each tile's pages are read an iteration before its copy.");
+        w.Line("// Tiles 0 and 1 in flight before Q is packed, so their loads and Q's overlap; each tile's pages are read an iteration before its copy.");
         EmitPageLoads(w, tilePages, "begin", declare: true);
         EmitCopy(w, s, boxes, tilePages, "begin", "0");
         EmitPageLoads(w, tilePages, "begin + DwKeys", declare: false);
         EmitCopy(w, s, boxes, tilePages, "begin + DwKeys", "DwStageBytes");
         EmitPageLoads(w, tilePages, "begin + 2 * DwKeys", declare: false);
+        w.Line();
+        w.Line($"// Q → bf16 in swizzled boxes, only the block's rows (rows are independent in every MMA, so the others may hold anything):");
+        w.Line($"// chunk c (8 values) is value 8c.. of the rows; its row r, box b and piece j land at b·64 rows·128 + r·128 + (j ^ r % 8)·16.");
+        w.Line($"// {QueryChunksInFlight} chunks per thread are loaded before any is stored (a loop would wait on each chunk's loads in turn).");
+        w.Line($"int queryChunks = rows * {boxes * 8};");
+        w.Open($"for (int firstChunk = tid; firstChunk < queryChunks; firstChunk += {QueryChunksInFlight} * DwThreads)");
+        for (int k = 0; k < QueryChunksInFlight; k++)
+        {
+            w.Line($"int chunk{k} = firstChunk + {k} * DwThreads;");
+            w.Line($"long from{k} = (long)firstRow * CacheRowValues + chunk{k} * 8L;");
+            w.Line($"int row{k} = chunk{k} / {boxes * 8};");
+            w.Line($"long into{k} = shared + chunk{k} / 8 % {boxes} * {queryBoxBytes}L + row{k} * {BoxRowBytes} + (((chunk{k} & 7) ^ (row{k} & 7)) << 4);");
+            for (int i = 0; i < 8; i++)
+                w.Line($"float q{k}_{i} = chunk{k} < queryChunks ? p.AbsorbedQuery[from{k} + {i}] : 0f;");
+        }
+        for (int k = 0; k < QueryChunksInFlight; k++)
+        {
+            w.Line($"if (chunk{k} < queryChunks)");
+            w.Line($"    {Asm}(\"st.shared.v4.b32 [%0], {{%1, %2, %3, %4}};\", into{k}, {string.Join(", ", Enumerable.Range(0, 4).Select(i => $"{K}.KernelMath.PackBf16(q{k}_{2 * i}, q{k}_{2 * i + 1})"))});");
+        }
+        w.Close();
+        w.Line();
+        w.Line($"{Asm}(\"{Repeat(outTiles * 4, i => $"mov.f32 xo{i}, 0f00000000;")} mov.f32 xm0, {NegativeInfinity}; mov.f32 xm1, {NegativeInfinity}; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;\");");
         w.Line("long stage = 0;");
         w.Line("// This warpgroup's k-steps: the 16-value steps 2·half and 2·half + 1 of every box (32 bytes into each 128-byte row).");
         w.Line("long stepOffset = half * 64L;");
@@ -172,21 +174,31 @@ internal static class DecodeWarpgroupEmitter
         w.Line($"{Asm}(\"cp.async.wait_group 0; wgmma.wait_group.sync.aligned 0;\"); // the last P·V; nothing may land after the CTA is gone");
         w.Line();
         EmitRowStates(w);
-        w.Line($"long outLo = ((long)item * DwRows + rowLo) * LatentRank + half * {s.LatentRank / 2} + 2 * t;");
-        w.Line("long outHi = outLo + 8L * LatentRank;");
+        w.Line("global::ILGPU.Group.Barrier(); // both warpgroups' last MMAs have read Q and the stages: O may take their place");
+        w.Line($"// Normalised O through shared memory ([DwRows][DwOutputStride] fp32 over Q and the stages), so that all {Threads} threads");
+        w.Line("// then write whole rows: from registers only the quad's 8 bytes of a row would leave at a time.");
+        w.Line($"long stagedLo = shared + ((long)rowLo * DwOutputStride + half * {s.LatentRank / 2} + 2 * t) * 4;");
+        var staged = new System.Text.StringBuilder("{ .reg .f32 a, b, c, d; ");
         for (int nt = 0; nt < outTiles; nt++)
         {
             int o = 4 * nt;
-            w.Line($"{Asm}(\"mov.b64 %0, {{xo{o}, xo{o + 1}}};\", out ulong lo{nt});");
-            w.Line($"{Asm}(\"mov.b64 %0, {{xo{o + 2}, xo{o + 3}}};\", out ulong hi{nt});");
-            w.Line($"if (rowLo < rows) {{ p.PartialOutput[outLo + {8 * nt}] = {Low($"lo{nt}")} * invLo; p.PartialOutput[outLo + {8 * nt + 1}] = {High($"lo{nt}")} * invLo; }}");
-            w.Line($"if (rowHi < rows) {{ p.PartialOutput[outHi + {8 * nt}] = {Low($"hi{nt}")} * invHi; p.PartialOutput[outHi + {8 * nt + 1}] = {High($"hi{nt}")} * invHi; }}");
+            staged.Append($"mul.f32 a, xo{o}, %2; mul.f32 b, xo{o + 1}, %2; mul.f32 c, xo{o + 2}, %3; mul.f32 d, xo{o + 3}, %3; ");
+            staged.Append($"st.shared.v2.f32 [%0+{nt * 32}], {{a, b}}; st.shared.v2.f32 [%1+{nt * 32}], {{c, d}}; ");
         }
+        staged.Append('}');
+        w.Line($"{Asm}(\"{staged}\", stagedLo, stagedLo + 8L * DwOutputStride * 4, invLo, invHi);");
+        w.Line("global::ILGPU.Group.Barrier();");
+        w.Line($"global::ILGPU.ArrayView<float> stagedOutput = dynamicShared.Cast<float>().SubView((shared - sharedStart) / 4);");
+        w.Open("for (int index = tid; index < rows * LatentRank; index += DwThreads)");
+        w.Line("int r = index / LatentRank;");
+        w.Line("int column = index - r * LatentRank;");
+        w.Line("itemOutput[(itemFirstRow + r) * LatentRank + column] = stagedOutput[r * DwOutputStride + column];");
+        w.Close();
         w.Open("if (half == 0 && t == 0)");
         w.Line("if (rowLo < rows)");
-        w.Line($"    p.PartialLse[(long)item * DwRows + rowLo] = {NaturalLse("Lo")};");
+        w.Line($"    itemLse[itemFirstRow + rowLo] = {NaturalLse("Lo")};");
         w.Line("if (rowHi < rows)");
-        w.Line($"    p.PartialLse[(long)item * DwRows + rowHi] = {NaturalLse("Hi")};");
+        w.Line($"    itemLse[itemFirstRow + rowHi] = {NaturalLse("Hi")};");
         w.Close();
         w.Close();
         w.Line();

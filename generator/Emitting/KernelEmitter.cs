@@ -13,7 +13,7 @@ namespace MlaGen.Generator.Emitting;
 /// </summary>
 internal static class KernelEmitter
 {
-    private const int Lanes = 32;
+    internal const int Lanes = 32;
     internal const string K = "global::MlaGen.Kernels";
 
     public static void Emit(SourceWriter w, MlaClassSpec spec)
@@ -302,7 +302,7 @@ internal static class KernelEmitter
     internal static void EmitWarpMerge(SourceWriter w, MlaShapeSpec s, string splits, string partRow, string outRow)
     {
         EmitWarpMergedLse(w, splits, partRow);
-        EmitWeightedParts(w, s, splits, partRow, "0", "1");
+        EmitWeightedParts(w, s.LatentRank, "lane", GeneralPartsInFlight, splits, partRow, "0", "1");
         w.Line($"long output = (long)({outRow}) * LatentRank;");
         EmitLaneStores(w, s.LatentRank, c => $"p.LatentOutput[output + lane + {c * Lanes}] = o{c};");
         w.Line("if (lane == 0)");
@@ -310,51 +310,65 @@ internal static class KernelEmitter
     }
 
     /// <summary>
-    /// <c>o{c}</c> (lanes over the latent) = Σ exp(lse_split − lse) · part over the splits <paramref name="firstSplit"/>,
-    /// + <paramref name="stride"/>, …: <see cref="PartsInFlight"/> per iteration, so their loads are in flight together.
+    /// <c>o{c}</c> (lanes over <paramref name="columns"/> columns from <paramref name="column"/>) = Σ exp(lse_split − lse) · part
+    /// over the splits <paramref name="firstSplit"/>, + <paramref name="stride"/>, …: <paramref name="partsInFlight"/> per trip,
+    /// every load issued before any is used (a split past the last reads the trip's first part again and weighs it 0).
     /// </summary>
-    internal static void EmitWeightedParts(SourceWriter w, MlaShapeSpec s, string splits, string partRow, string firstSplit, string stride)
+    internal static void EmitWeightedParts(SourceWriter w, int columns, string column, int partsInFlight, string splits, string partRow, string firstSplit, string stride)
     {
-        var latent = new List<(int Chunk, string? Guard)>(LaneChunks(s.LatentRank));
-        foreach (var (c, _) in latent)
+        var chunks = new List<(int Chunk, string? Guard)>(LaneChunks(columns));
+        foreach (var (c, _) in chunks)
             w.Line($"float o{c} = 0f;");
-        w.Open($"for (int split = {firstSplit}; split < {splits}; split += {PartsInFlight} * {stride})");
-        for (int k = 0; k < PartsInFlight; k++)
+        w.Open($"for (int split = {firstSplit}; split < {splits}; split += {partsInFlight} * {stride})");
+        for (int k = 0; k < partsInFlight; k++)
         {
             string at = k == 0 ? "split" : $"(split + {k} * {stride})";
             w.Line(k == 0 ? $"long row{k} = {partRow};" : $"long row{k} = {at} < {splits} ? {partRow.Replace("split", at)} : row0;");
-            w.Line($"float lse{k} = {(k == 0 ? "" : $"{at} < {splits} ? ")}p.PartialLse[row{k}]{(k == 0 ? "" : " : float.NegativeInfinity")};");
-            w.Line($"float share{k} = lse{k} == float.NegativeInfinity ? 0f : {K}.KernelMath.Exp2((lse{k} - lse) * {K}.KernelMath.Log2E);");
-            w.Line($"long part{k} = row{k} * LatentRank;");
+            w.Line($"float lse{k} = p.PartialLse[row{k}];");
+            w.Line($"float share{k} = {(k == 0 ? "" : $"{at} >= {splits} || ")}lse{k} == float.NegativeInfinity ? 0f : {K}.KernelMath.Exp2((lse{k} - lse) * {K}.KernelMath.Log2E);");
+            w.Line($"long part{k} = row{k} * LatentRank + {column};");
         }
-        foreach (var (c, guard) in latent)
-        {
-            // A split that saw no token has share 0; its part is never read, so a poisoned one cannot turn into NaN.
-            var terms = Enumerable.Range(0, PartsInFlight)
-                .Select(k => $"(share{k} != 0f ? share{k} * {Guarded(guard, $"p.PartialOutput[part{k} + lane + {c * Lanes}]")} : 0f)");
-            w.Line($"o{c} += {string.Join(" + ", terms)};");
-        }
+        foreach (var (c, guard) in chunks)
+            for (int k = 0; k < partsInFlight; k++)
+                w.Line($"float v{k}_{c} = {Guarded(guard, $"p.PartialOutput[part{k} + {c * Lanes}]")};");
+        // A split that saw no token has share 0 and its (possibly poisoned) part is dropped, so it cannot turn into NaN.
+        foreach (var (c, _) in chunks)
+            w.Line($"o{c} += {string.Join(" + ", Enumerable.Range(0, partsInFlight).Select(k => $"(share{k} != 0f ? share{k} * v{k}_{c} : 0f)"))};");
         w.Close();
     }
 
-    /// <summary>Split parts one merging warp reads per iteration.</summary>
-    private const int PartsInFlight = 2;
+    /// <summary>Split parts the general combine's warp reads per trip (each is latent/32 values per lane).</summary>
+    private const int GeneralPartsInFlight = 2;
+
+    /// <summary>Split LSEs a lane reads per trip, all in flight together: up to 128 splits take one trip.</summary>
+    private const int LsesInFlight = 4;
 
     /// <summary>
-    /// <c>lse</c> = log Σ exp(lse_split) over the splits, lanes over the splits, max-subtracted; −∞ when no split saw a
-    /// token. <paramref name="lseIndex"/> indexes <c>p.PartialLse</c> in terms of the loop variable <c>split</c>.
+    /// <c>lse</c> = log Σ exp(lse_split) over the splits, lanes over the splits (each keeps a running max and sum), then
+    /// merged across the warp; −∞ when no split saw a token. <paramref name="lseIndex"/> indexes <c>p.PartialLse</c> in terms
+    /// of <c>split</c>.
     /// </summary>
     internal static void EmitWarpMergedLse(SourceWriter w, string splits, string lseIndex)
     {
-        w.Line("float maxLse = float.NegativeInfinity;");
-        w.Line($"for (int split = lane; split < {splits}; split += Lanes)");
-        w.Line($"    maxLse = global::System.Math.Max(maxLse, p.PartialLse[{lseIndex}]);");
-        w.Line($"maxLse = {K}.KernelMath.WarpMax(maxLse);");
-        w.Line("float total = 0f;");
-        w.Line("if (maxLse != float.NegativeInfinity)");
-        w.Line($"    for (int split = lane; split < {splits}; split += Lanes)");
-        w.Line($"        total += {K}.KernelMath.Exp2((p.PartialLse[{lseIndex}] - maxLse) * {K}.KernelMath.Log2E);");
-        w.Line($"total = {K}.KernelMath.WarpSum(total);");
+        w.Line("float laneMax = float.NegativeInfinity, laneSum = 0f;");
+        w.Open($"for (int firstSplit = lane; firstSplit < {splits}; firstSplit += {LsesInFlight} * Lanes)");
+        for (int k = 0; k < LsesInFlight; k++)
+        {
+            w.Line($"int split{k} = global::System.Math.Min(firstSplit + {k * Lanes}, {splits} - 1);");
+            w.Line($"float read{k} = p.PartialLse[{lseIndex.Replace("split", $"split{k}")}];");
+        }
+        for (int k = 0; k < LsesInFlight; k++)
+            w.Line($"float l{k} = firstSplit + {k * Lanes} < {splits} ? read{k} : float.NegativeInfinity;");
+        w.Line("float tripMax = " + Enumerable.Range(1, LsesInFlight - 1).Aggregate("l0", (max, k) => $"global::System.Math.Max({max}, l{k})") + ";");
+        w.Line("float newMax = global::System.Math.Max(laneMax, tripMax);");
+        w.Open("if (newMax != float.NegativeInfinity)");
+        w.Line($"laneSum = laneSum * {K}.KernelMath.Exp2((laneMax - newMax) * {K}.KernelMath.Log2E) + "
+            + string.Join(" + ", Enumerable.Range(0, LsesInFlight).Select(k => $"{K}.KernelMath.Exp2((l{k} - newMax) * {K}.KernelMath.Log2E)")) + ";");
+        w.Line("laneMax = newMax;");
+        w.Close();
+        w.Close();
+        w.Line($"float maxLse = {K}.KernelMath.WarpMax(laneMax);");
+        w.Line($"float total = {K}.KernelMath.WarpSum(laneMax == float.NegativeInfinity ? 0f : laneSum * {K}.KernelMath.Exp2((laneMax - maxLse) * {K}.KernelMath.Log2E));");
         w.Line($"float lse = total != 0f ? maxLse + {K}.KernelMath.Log2(total) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
     }
 
@@ -553,10 +567,10 @@ internal static class KernelEmitter
             w.Open($"public override void TensorCoreCombine({Stream} stream, in {K}.TensorCoreCombineParams p)");
             w.Line("if (_tensorCoreCombine is null)");
             w.Line("    base.TensorCoreCombine(stream, p);");
-            w.Line("else if (p.Blocks > 0)");
+            w.Line("else if (p.Blocks > 0 && p.MaxBlockItems > 1) // with no block split, the attention wrote every row itself");
             w.Open();
             w.Line("int warps = TcCombineWarps(p.MaxBlockItems);");
-            w.Line($"_tensorCoreCombine(stream, new {Config}(p.Blocks * p.BlockCapacity, Lanes * warps, global::ILGPU.SharedMemoryConfig.RequestDynamic<float>(TcCombineSharedFloats(warps))), p);");
+            w.Line($"_tensorCoreCombine(stream, new {Config}(p.Blocks * p.BlockCapacity * TcCombineSlices, Lanes * warps, global::ILGPU.SharedMemoryConfig.RequestDynamic<float>(TcCombineSharedFloats(warps))), p);");
             w.Close();
             w.Close();
         }

@@ -39,11 +39,15 @@ internal static class TensorCoreEmitter
         w.Line($"public const int TcColsPerWarp = {Int(colsPerWarp)}; // latent output columns each warp owns");
         w.Line($"public const int TcChunksPerRow = {Int(chunksPerRow)}; // 16-byte chunks per cache row");
         w.Line($"public const int TcTileChunks = {Int(tileChunks)};");
-        w.Line("public const int TcCombineMaxWarps = 16; // warps merging one row");
-        w.Line("/// <summary>Warps per row for the combine: about four items each, so one long sequence's many items merge in parallel.</summary>");
-        w.Line("public static int TcCombineWarps(int maxBlockItems) => global::System.Math.Clamp((maxBlockItems + 3) / 4, 1, TcCombineMaxWarps);");
-        w.Line("/// <summary>The combine's dynamic shared memory: each warp's partial sum of the latent row; one float (ILGPU's minimum) for one warp, which keeps occupancy.</summary>");
-        w.Line("public static int TcCombineSharedFloats(int warps) => warps > 1 ? warps * LatentRank : 1;");
+        var (slices, sliceColumns, partsInFlight) = CombineSlicing(s);
+        w.Line($"public const int TcCombineSlices = {Int(slices)}; // CTAs per row, each merging a slice of the latent columns (more CTAs, fewer loads each)");
+        w.Line($"public const int TcCombineSliceColumns = {Int(sliceColumns)};");
+        w.Line($"public const int TcCombinePartsInFlight = {Int(partsInFlight)}; // items a warp reads per trip: ~32 loads per lane in flight");
+        w.Line("public const int TcCombineMaxWarps = 16; // warps merging one row's slice");
+        w.Line("/// <summary>Warps per row slice for the combine: one trip of items each where it can, so one long sequence's many items merge in parallel.</summary>");
+        w.Line("public static int TcCombineWarps(int maxBlockItems) => global::System.Math.Clamp((maxBlockItems + TcCombinePartsInFlight - 1) / TcCombinePartsInFlight, 1, TcCombineMaxWarps);");
+        w.Line("/// <summary>The combine's dynamic shared memory: each warp's partial sum of the slice; one float (ILGPU's minimum) for one warp, which keeps occupancy.</summary>");
+        w.Line("public static int TcCombineSharedFloats(int warps) => warps > 1 ? warps * TcCombineSliceColumns : 1;");
         w.Line();
         EmitAttention(w, s, nTiles, prefetch);
         EmitCombine(w, s);
@@ -65,6 +69,7 @@ internal static class TensorCoreEmitter
         w.Line("int g = lane >> 2; // mma group: rows g and g + 8");
         w.Line("int t = lane & 3; // thread in group: columns 2t, 2t + 1");
         EmitWorkItem(w);
+        EmitItemOutput(w, "TcRows");
         w.Line("int visibleLo = g < rows ? p.Cache.TokenPosition[(firstRow + g) / Heads] + 1 : 0;");
         w.Line("int visibleHi = g + 8 < rows ? p.Cache.TokenPosition[(firstRow + g + 8) / Heads] + 1 : 0;");
         w.Line();
@@ -149,21 +154,21 @@ internal static class TensorCoreEmitter
         w.Line("// Normalise and write this item's partial output and log-sum-exp.");
         w.Line("float invLo = sumLo != 0f ? 1f / sumLo : 0f;");
         w.Line("float invHi = sumHi != 0f ? 1f / sumHi : 0f;");
-        w.Line("long outLo = ((long)item * TcRows + g) * LatentRank + warp * TcColsPerWarp + 2 * t;");
+        w.Line("long outLo = (itemFirstRow + g) * LatentRank + warp * TcColsPerWarp + 2 * t;");
         w.Line("long outHi = outLo + 8L * LatentRank;");
         for (int nt = 0; nt < nTiles; nt++)
         {
             int o = 4 * nt;
             for (int c = 0; c < 4; c++)
                 w.Line($"{Asm}(\"mov.f32 %0, o{o + c};\", out float r{o + c});");
-            w.Line($"if (g < rows) {{ p.PartialOutput[outLo + {8 * nt}] = r{o} * invLo; p.PartialOutput[outLo + {8 * nt + 1}] = r{o + 1} * invLo; }}");
-            w.Line($"if (g + 8 < rows) {{ p.PartialOutput[outHi + {8 * nt}] = r{o + 2} * invHi; p.PartialOutput[outHi + {8 * nt + 1}] = r{o + 3} * invHi; }}");
+            w.Line($"if (g < rows) {{ itemOutput[outLo + {8 * nt}] = r{o} * invLo; itemOutput[outLo + {8 * nt + 1}] = r{o + 1} * invLo; }}");
+            w.Line($"if (g + 8 < rows) {{ itemOutput[outHi + {8 * nt}] = r{o + 2} * invHi; itemOutput[outHi + {8 * nt + 1}] = r{o + 3} * invHi; }}");
         }
         w.Open("if (warp == 0 && t == 0)");
         w.Line("if (g < rows)");
-        w.Line($"    p.PartialLse[(long)item * TcRows + g] = sumLo != 0f ? (maxLo + {K}.KernelMath.Log2(sumLo)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Line($"    itemLse[itemFirstRow + g] = sumLo != 0f ? (maxLo + {K}.KernelMath.Log2(sumLo)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
         w.Line("if (g + 8 < rows)");
-        w.Line($"    p.PartialLse[(long)item * TcRows + g + 8] = sumHi != 0f ? (maxHi + {K}.KernelMath.Log2(sumHi)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
+        w.Line($"    itemLse[itemFirstRow + g + 8] = sumHi != 0f ? (maxHi + {K}.KernelMath.Log2(sumHi)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
         w.Close();
         w.Close();
         w.Line();
@@ -183,6 +188,18 @@ internal static class TensorCoreEmitter
         w.Line("int begin = p.ItemBegin[item];");
         w.Line("int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further");
         w.Line("long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;");
+    }
+
+    /// <summary>
+    /// Where the item's rows go: a block of one item writes its final latent output and LSE itself (the combine skips it),
+    /// else the item's partial ones (<c>itemOutput</c>/<c>itemLse</c> from row <c>itemFirstRow</c>).
+    /// </summary>
+    internal static void EmitItemOutput(SourceWriter w, string rowsPerItem)
+    {
+        w.Line("bool alone = p.BlockItems[block] == 1;");
+        w.Line("global::ILGPU.ArrayView<float> itemOutput = alone ? p.LatentOutput : p.PartialOutput;");
+        w.Line("global::ILGPU.ArrayView<float> itemLse = alone ? p.Lse : p.PartialLse;");
+        w.Line($"long itemFirstRow = alone ? firstRow : (long)item * {rowsPerItem};");
     }
 
     /// <summary>cp.async of one tile into a buffer: 16-byte chunks; rows past <c>end</c> are zero-filled (source size 0).</summary>
@@ -227,41 +244,59 @@ internal static class TensorCoreEmitter
         w.Line($"{m} = newMax{row};");
     }
 
+    /// <summary>
+    /// The combine's split of a row: 4 slices of the latent where each is whole lane chunks, and as many items per warp trip
+    /// as keep ~32 part loads per lane in flight (2 to 8).
+    /// </summary>
+    private static (int Slices, int SliceColumns, int PartsInFlight) CombineSlicing(MlaShapeSpec s)
+    {
+        int slices = s.LatentRank % (4 * Lanes) == 0 ? 4 : 1;
+        int sliceColumns = s.LatentRank / slices;
+        int chunks = (sliceColumns + Lanes - 1) / Lanes;
+        return (slices, sliceColumns, System.Math.Max(2, System.Math.Min(8, 32 / chunks)));
+    }
+
     private static void EmitCombine(SourceWriter w, MlaShapeSpec s)
     {
+        var (_, sliceColumns, partsInFlight) = CombineSlicing(s);
         w.Line("/// <summary>");
-        w.Line("/// One CTA per query row: its warps take the row block's items in turn (lanes over the latent), weighted by");
-        w.Line("/// exp(lse_item − lse), and sum their parts through shared memory. One warp when no block has more than four items.");
+        w.Line("/// One CTA per query row and slice of its latent columns: its warps take the row block's items in turn (lanes over the");
+        w.Line("/// slice), weighted by exp(lse_item − lse), and sum their parts through shared memory. Blocks of one item are skipped:");
+        w.Line("/// the attention kernel wrote their rows.");
         w.Line("/// </summary>");
         w.Open($"public static void TensorCoreCombineKernel({K}.TensorCoreCombineParams p)");
         w.Line("global::ILGPU.ArrayView<float> merged = global::ILGPU.SharedMemory.GetDynamic<float>(); // TcCombineSharedFloats(warps)");
         w.Line("int lane = global::ILGPU.Group.IdxX & 31;");
         w.Line("int warp = global::ILGPU.Group.IdxX >> 5;");
         w.Line("int warps = global::ILGPU.Group.DimX >> 5;");
-        w.Line("int block = global::ILGPU.Grid.IdxX / p.BlockCapacity;");
-        w.Line("int r = global::ILGPU.Grid.IdxX - block * p.BlockCapacity;");
+        w.Line("int slice = global::ILGPU.Grid.IdxX % TcCombineSlices;");
+        w.Line("int blockRow = global::ILGPU.Grid.IdxX / TcCombineSlices;");
+        w.Line("int block = blockRow / p.BlockCapacity;");
+        w.Line("int r = blockRow - block * p.BlockCapacity;");
         w.Line("if (r >= p.BlockRows[block])");
         w.Line("    return;");
-        w.Line("int first = p.BlockFirstItem[block];");
         w.Line("int count = p.BlockItems[block];");
+        w.Line("if (count == 1)");
+        w.Line("    return; // the attention kernel wrote this block's rows itself");
+        w.Line("int first = p.BlockFirstItem[block];");
         string partRow = "(long)(first + split) * p.BlockCapacity + r";
         EmitWarpMergedLse(w, "count", partRow);
-        EmitWeightedParts(w, s, "count", partRow, "warp", "warps");
-        w.Line("long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;");
+        EmitWeightedParts(w, sliceColumns, "slice * TcCombineSliceColumns + lane", partsInFlight, "count", partRow, "warp", "warps");
+        w.Line("long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;");
         w.Open("if (warps == 1)");
-        EmitLaneStores(w, s.LatentRank, c => $"p.LatentOutput[output + lane + {c * 32}] = o{c};");
+        EmitLaneStores(w, sliceColumns, c => $"p.LatentOutput[output + lane + {c * 32}] = o{c};");
         w.Close();
         w.Open("else");
-        EmitLaneStores(w, s.LatentRank, c => $"merged[warp * LatentRank + lane + {c * 32}] = o{c};");
+        EmitLaneStores(w, sliceColumns, c => $"merged[warp * TcCombineSliceColumns + lane + {c * 32}] = o{c};");
         w.Line("global::ILGPU.Group.Barrier();");
-        w.Open("for (int column = global::ILGPU.Group.IdxX; column < LatentRank; column += global::ILGPU.Group.DimX)");
+        w.Open("for (int column = global::ILGPU.Group.IdxX; column < TcCombineSliceColumns; column += global::ILGPU.Group.DimX)");
         w.Line("float sum = 0f;");
         w.Line("for (int other = 0; other < warps; other++)");
-        w.Line("    sum += merged[other * LatentRank + column];");
+        w.Line("    sum += merged[other * TcCombineSliceColumns + column];");
         w.Line("p.LatentOutput[output + column] = sum;");
         w.Close();
         w.Close();
-        w.Line("if (global::ILGPU.Group.IdxX == 0)");
+        w.Line("if (global::ILGPU.Group.IdxX == 0 && slice == 0)");
         w.Line("    p.Lse[p.BlockFirstRow[block] + r] = lse;");
         w.Close();
         w.Line();

@@ -90,8 +90,9 @@ public struct ValueProjectionParams
 }
 
 /// <summary>
-/// Tensor-core decode attention (CUDA): one CTA per work item = (block of up to 16 query rows of one sequence,
-/// range of cached tokens). Writes each item's normalised partial output <c>[Items, 16, latent]</c> and LSE <c>[Items, 16]</c>.
+/// Tensor-core decode attention (CUDA): one CTA per work item = (block of up to the kernel's rows of one sequence,
+/// range of cached tokens). Writes each item's normalised partial output <c>[Items, rows, latent]</c> and LSE
+/// <c>[Items, rows]</c>, or, for a block of one item, the final ones.
 /// </summary>
 public struct TensorCoreAttentionParams
 {
@@ -106,8 +107,13 @@ public struct TensorCoreAttentionParams
     /// <summary>Per row block: first query row (token · H + head) and row count (≤ the kernel's <see cref="DecodeTiling.Rows"/>).</summary>
     public ArrayView<int> BlockFirstRow;
     public ArrayView<int> BlockRows;
+    /// <summary>Per row block: its items. A block of one item writes <see cref="LatentOutput"/> and <see cref="Lse"/> directly.</summary>
+    public ArrayView<int> BlockItems;
     public ArrayView<float> PartialOutput;
     public ArrayView<float> PartialLse;
+    /// <summary>Latent output <c>[T, H, latent]</c> and LSE <c>[T, H]</c>, for the rows of blocks that are not split.</summary>
+    public ArrayView<float> LatentOutput;
+    public ArrayView<float> Lse;
     public int Items;
 }
 

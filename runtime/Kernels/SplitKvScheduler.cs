@@ -29,7 +29,49 @@ public static class SplitKvScheduler
         public int Items => ItemBlock.Length;
         public int Blocks => BlockFirstRow.Length;
         public int MaxBlockItems => BlockItems.Length == 0 ? 0 : BlockItems.Max();
+
+        /// <summary>
+        /// The attention and combine parameters of this plan. <paramref name="views"/> names the query, cache and output
+        /// buffers (its plan fields are ignored); <paramref name="upload"/> puts each of the plan's int arrays on the device,
+        /// wherever the caller keeps them.
+        /// </summary>
+        public (TensorCoreAttentionParams Attention, TensorCoreCombineParams Combine) ToParams(
+            TensorCoreAttentionParams views, int blockRows, Func<PlanArray, int[], ILGPU.ArrayView<int>> upload)
+        {
+            ArgumentNullException.ThrowIfNull(upload);
+            var firstRow = upload(PlanArray.BlockFirstRow, BlockFirstRow);
+            var rows = upload(PlanArray.BlockRows, BlockRows);
+            var items = upload(PlanArray.BlockItems, BlockItems);
+            var attention = views with
+            {
+                ItemBlock = upload(PlanArray.ItemBlock, ItemBlock),
+                ItemBegin = upload(PlanArray.ItemBegin, ItemBegin),
+                ItemEnd = upload(PlanArray.ItemEnd, ItemEnd),
+                BlockFirstRow = firstRow,
+                BlockRows = rows,
+                BlockItems = items,
+                Items = Items,
+            };
+            var combine = new TensorCoreCombineParams
+            {
+                PartialOutput = views.PartialOutput,
+                PartialLse = views.PartialLse,
+                BlockFirstRow = firstRow,
+                BlockRows = rows,
+                BlockFirstItem = upload(PlanArray.BlockFirstItem, BlockFirstItem),
+                BlockItems = items,
+                LatentOutput = views.LatentOutput,
+                Lse = views.Lse,
+                Blocks = Blocks,
+                BlockCapacity = blockRows,
+                MaxBlockItems = MaxBlockItems,
+            };
+            return (attention, combine);
+        }
     }
+
+    /// <summary>The int arrays of a <see cref="Plan"/> that the kernels read.</summary>
+    public enum PlanArray { ItemBlock, ItemBegin, ItemEnd, BlockFirstRow, BlockRows, BlockFirstItem, BlockItems }
 
     /// <param name="sequenceTokens">New tokens per sequence in call order (their rows are contiguous, token-major).</param>
     /// <param name="lastPosition">Position of the last new token of each sequence: the block sees up to it.</param>

@@ -1,4 +1,6 @@
 using System;
+using System.Collections.Generic;
+using System.Linq;
 using ILGPU;
 using ILGPU.Runtime;
 using MlaGen.Cache;
@@ -50,36 +52,16 @@ public sealed class AttentionLaunch : ILayerAttention
             Parts = plan.Items;
             var partialOut = scratch.PartialOut.Get((long)plan.Items * tiling.Rows * spec.LatentRank);
             var partialLse = scratch.PartialLse.Get((long)plan.Items * tiling.Rows);
-            var blockFirstRow = scratch.BlockFirstRow.Upload(stream, plan.BlockFirstRow);
-            var blockRows = scratch.BlockRows.Upload(stream, plan.BlockRows);
-            _tensorCore = new TensorCoreAttentionParams
+            (_tensorCore, _tensorCoreCombine) = plan.ToParams(new TensorCoreAttentionParams
             {
                 AbsorbedQuery = AbsorbedQuery,
                 Cache = addressing,
                 PagesAddress = cache.PagesView.LoadEffectiveAddressAsPtr().ToInt64(),
-                ItemBlock = scratch.ItemBlock.Upload(stream, plan.ItemBlock),
-                ItemBegin = scratch.ItemBegin.Upload(stream, plan.ItemBegin),
-                ItemEnd = scratch.ItemEnd.Upload(stream, plan.ItemEnd),
-                BlockFirstRow = blockFirstRow,
-                BlockRows = blockRows,
                 PartialOutput = partialOut,
                 PartialLse = partialLse,
-                Items = plan.Items,
-            };
-            _tensorCoreCombine = new TensorCoreCombineParams
-            {
-                PartialOutput = partialOut,
-                PartialLse = partialLse,
-                BlockFirstRow = blockFirstRow,
-                BlockRows = blockRows,
-                BlockFirstItem = scratch.BlockFirstItem.Upload(stream, plan.BlockFirstItem),
-                BlockItems = scratch.BlockItems.Upload(stream, plan.BlockItems),
                 LatentOutput = LatentOutput,
                 Lse = Lse,
-                Blocks = plan.Blocks,
-                BlockCapacity = tiling.Rows,
-                MaxBlockItems = plan.MaxBlockItems,
-            };
+            }, tiling.Rows, (array, values) => scratch.Plan(array).Upload(stream, values));
         }
         else
         {
@@ -186,9 +168,14 @@ internal sealed class LayerScratch : IDisposable
         PartialLse = new(a); LatentOut = new(a); Lse = new(a); Heads = new(a); Output = new(a);
         HeadQuery = new(a); KeyNope = new(a); Value = new(a); KeyCacheRow = new(a); TileFirstToken = new(a); TileTokens = new(a);
         TileFirstPosition = new(a); TileKeyStart = new(a);
-        TokenSlot = new(a); TokenPosition = new(a); ItemBlock = new(a); ItemBegin = new(a); ItemEnd = new(a);
-        BlockFirstRow = new(a); BlockRows = new(a); BlockFirstItem = new(a); BlockItems = new(a);
+        TokenSlot = new(a); TokenPosition = new(a);
+        _plan = Enum.GetValues<SplitKvScheduler.PlanArray>().ToDictionary(array => array, _ => new DeviceScratch<int>(a));
     }
+
+    private readonly Dictionary<SplitKvScheduler.PlanArray, DeviceScratch<int>> _plan;
+
+    /// <summary>Where a split-KV plan's int array lives on the device.</summary>
+    public DeviceScratch<int> Plan(SplitKvScheduler.PlanArray array) => _plan[array];
 
     /// <summary>Uploads the call's token slots and positions and returns the cache addressing kernels read them through.</summary>
     public CacheAddressing Address(AcceleratorStream stream, LatentCache cache, int[] slots, int[] positions)
@@ -228,13 +215,6 @@ internal sealed class LayerScratch : IDisposable
     public DeviceScratch<int> TileKeyStart { get; }
     public DeviceScratch<int> TokenSlot { get; }
     public DeviceScratch<int> TokenPosition { get; }
-    public DeviceScratch<int> ItemBlock { get; }
-    public DeviceScratch<int> ItemBegin { get; }
-    public DeviceScratch<int> ItemEnd { get; }
-    public DeviceScratch<int> BlockFirstRow { get; }
-    public DeviceScratch<int> BlockRows { get; }
-    public DeviceScratch<int> BlockFirstItem { get; }
-    public DeviceScratch<int> BlockItems { get; }
 
     public void Dispose()
     {
@@ -242,8 +222,8 @@ internal sealed class LayerScratch : IDisposable
         {
             Hidden, QLatent, Query, KvLatent, Absorbed, PartialOut, PartialLse, LatentOut, Lse, Heads, Output, HeadQuery, KeyNope,
             Value, KeyCacheRow, TileFirstToken, TileTokens, TileFirstPosition, TileKeyStart, TokenSlot,
-            TokenPosition, ItemBlock, ItemBegin, ItemEnd, BlockFirstRow, BlockRows, BlockFirstItem, BlockItems,
-        })
+            TokenPosition,
+        }.Concat(_plan.Values))
             s.Dispose();
     }
 }

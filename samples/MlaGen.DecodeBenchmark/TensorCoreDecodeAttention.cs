@@ -101,36 +101,16 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
             _buffers.Add(partialLse);
             ScratchBytes = (partialOut.Length + partialLse.Length) * sizeof(float);
             Splits = plan.Items;
-            var firstRow = Ints(plan.BlockFirstRow);
-            var rows = Ints(plan.BlockRows);
-            _attention = new TensorCoreAttentionParams
+            (_attention, _combine) = plan.ToParams(new TensorCoreAttentionParams
             {
                 AbsorbedQuery = problem.AbsorbedQuery,
                 Cache = problem.Cache,
                 PagesAddress = problem.Cache.Pages.LoadEffectiveAddressAsPtr().ToInt64(),
-                ItemBlock = Ints(plan.ItemBlock),
-                ItemBegin = Ints(plan.ItemBegin),
-                ItemEnd = Ints(plan.ItemEnd),
-                BlockFirstRow = firstRow,
-                BlockRows = rows,
                 PartialOutput = partialOut.View,
                 PartialLse = partialLse.View,
-                Items = plan.Items,
-            };
-            _combine = new TensorCoreCombineParams
-            {
-                PartialOutput = partialOut.View,
-                PartialLse = partialLse.View,
-                BlockFirstRow = firstRow,
-                BlockRows = rows,
-                BlockFirstItem = Ints(plan.BlockFirstItem),
-                BlockItems = Ints(plan.BlockItems),
                 LatentOutput = problem.LatentOutput,
                 Lse = problem.Lse,
-                Blocks = plan.Blocks,
-                BlockCapacity = blockRows,
-                MaxBlockItems = plan.MaxBlockItems,
-            };
+            }, blockRows, (_, values) => Ints(values));
         }
 
         /// <summary>Work items of the plan (the tensor-core kernel's unit of split-KV).</summary>

@@ -148,6 +148,10 @@ public class DecodeWarpgroupPtxTests
         Assert.Matches(@"\.extern \.shared \.align \d+ \.b8 __dyn_shared_alloca\[\];", ptx);
         Assert.DoesNotMatch(@"\.shared \.align \d+ \.b8 (?!__dyn_shared_alloca)\w+\[\d+\]", ptx);
         Assert.True(ExpandPtxDeepSeekShape.MlaKernels.DwSharedBytes <= 227 * 1024, "an H100 CTA gets at most 227 KB of shared memory");
+        // O leaves through shared memory (two 8-byte stores per 8-column tile of each warpgroup's half), staged over Q and the stages.
+        int outTiles = ExpandPtxDeepSeekShape.LatentRank / 2 / 8;
+        Assert.Equal(2 * outTiles, Regex.Matches(ptx, @"st\.shared\.v2\.f32").Count);
+        Assert.True(64 * ExpandPtxDeepSeekShape.MlaKernels.DwOutputStride * 4 <= ExpandPtxDeepSeekShape.MlaKernels.DwExchange, "staged O must fit over Q and the stages");
         int slots = Regex.Matches(ptx, @"\.local \.align 8 \.b8 __local_depot\d+\[8\];").Count;
         _output.WriteLine($"{slots} local slots");
         string hopper = MlaGen.Kernels.PtxKernelLoader.WithTarget(ptx, "sm_90a");

@@ -273,15 +273,31 @@ partial class RotateHalfYarnAttention
             int lane = global::ILGPU.Group.IdxX;
             int row = global::ILGPU.Grid.IdxX;
             int rows = p.Tokens * Heads;
-            float maxLse = float.NegativeInfinity;
-            for (int split = lane; split < p.Splits; split += Lanes)
-                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);
-            maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(maxLse);
-            float total = 0f;
-            if (maxLse != float.NegativeInfinity)
-                for (int split = lane; split < p.Splits; split += Lanes)
-                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            total = global::MlaGen.Kernels.KernelMath.WarpSum(total);
+            float laneMax = float.NegativeInfinity, laneSum = 0f;
+            for (int firstSplit = lane; firstSplit < p.Splits; firstSplit += 4 * Lanes)
+            {
+                int split0 = global::System.Math.Min(firstSplit + 0, p.Splits - 1);
+                float read0 = p.PartialLse[(long)split0 * rows + row];
+                int split1 = global::System.Math.Min(firstSplit + 32, p.Splits - 1);
+                float read1 = p.PartialLse[(long)split1 * rows + row];
+                int split2 = global::System.Math.Min(firstSplit + 64, p.Splits - 1);
+                float read2 = p.PartialLse[(long)split2 * rows + row];
+                int split3 = global::System.Math.Min(firstSplit + 96, p.Splits - 1);
+                float read3 = p.PartialLse[(long)split3 * rows + row];
+                float l0 = firstSplit + 0 < p.Splits ? read0 : float.NegativeInfinity;
+                float l1 = firstSplit + 32 < p.Splits ? read1 : float.NegativeInfinity;
+                float l2 = firstSplit + 64 < p.Splits ? read2 : float.NegativeInfinity;
+                float l3 = firstSplit + 96 < p.Splits ? read3 : float.NegativeInfinity;
+                float tripMax = global::System.Math.Max(global::System.Math.Max(global::System.Math.Max(l0, l1), l2), l3);
+                float newMax = global::System.Math.Max(laneMax, tripMax);
+                if (newMax != float.NegativeInfinity)
+                {
+                    laneSum = laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l0 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l1 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l2 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l3 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E);
+                    laneMax = newMax;
+                }
+            }
+            float maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(laneMax);
+            float total = global::MlaGen.Kernels.KernelMath.WarpSum(laneMax == float.NegativeInfinity ? 0f : laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E));
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
@@ -290,13 +306,17 @@ partial class RotateHalfYarnAttention
                 long row0 = (long)split * rows + row;
                 float lse0 = p.PartialLse[row0];
                 float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part0 = row0 * LatentRank;
+                long part0 = row0 * LatentRank + lane;
                 long row1 = (split + 1 * 1) < p.Splits ? (long)(split + 1 * 1) * rows + row : row0;
-                float lse1 = (split + 1 * 1) < p.Splits ? p.PartialLse[row1] : float.NegativeInfinity;
-                float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part1 = row1 * LatentRank;
-                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f);
-                o1 += (share0 != 0f ? share0 * (lane < 8 ? p.PartialOutput[part0 + lane + 32] : 0f) : 0f) + (share1 != 0f ? share1 * (lane < 8 ? p.PartialOutput[part1 + lane + 32] : 0f) : 0f);
+                float lse1 = p.PartialLse[row1];
+                float share1 = (split + 1 * 1) >= p.Splits || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part1 = row1 * LatentRank + lane;
+                float v0_0 = p.PartialOutput[part0 + 0];
+                float v1_0 = p.PartialOutput[part1 + 0];
+                float v0_1 = (lane < 8 ? p.PartialOutput[part0 + 32] : 0f);
+                float v1_1 = (lane < 8 ? p.PartialOutput[part1 + 32] : 0f);
+                o0 += (share0 != 0f ? share0 * v0_0 : 0f) + (share1 != 0f ? share1 * v1_0 : 0f);
+                o1 += (share0 != 0f ? share0 * v0_1 : 0f) + (share1 != 0f ? share1 * v1_1 : 0f);
             }
             long output = (long)(row) * LatentRank;
             p.LatentOutput[output + lane + 0] = o0;

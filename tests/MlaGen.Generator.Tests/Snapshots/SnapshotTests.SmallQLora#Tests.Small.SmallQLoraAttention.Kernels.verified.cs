@@ -313,15 +313,31 @@ partial class SmallQLoraAttention
             int lane = global::ILGPU.Group.IdxX;
             int row = global::ILGPU.Grid.IdxX;
             int rows = p.Tokens * Heads;
-            float maxLse = float.NegativeInfinity;
-            for (int split = lane; split < p.Splits; split += Lanes)
-                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);
-            maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(maxLse);
-            float total = 0f;
-            if (maxLse != float.NegativeInfinity)
-                for (int split = lane; split < p.Splits; split += Lanes)
-                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            total = global::MlaGen.Kernels.KernelMath.WarpSum(total);
+            float laneMax = float.NegativeInfinity, laneSum = 0f;
+            for (int firstSplit = lane; firstSplit < p.Splits; firstSplit += 4 * Lanes)
+            {
+                int split0 = global::System.Math.Min(firstSplit + 0, p.Splits - 1);
+                float read0 = p.PartialLse[(long)split0 * rows + row];
+                int split1 = global::System.Math.Min(firstSplit + 32, p.Splits - 1);
+                float read1 = p.PartialLse[(long)split1 * rows + row];
+                int split2 = global::System.Math.Min(firstSplit + 64, p.Splits - 1);
+                float read2 = p.PartialLse[(long)split2 * rows + row];
+                int split3 = global::System.Math.Min(firstSplit + 96, p.Splits - 1);
+                float read3 = p.PartialLse[(long)split3 * rows + row];
+                float l0 = firstSplit + 0 < p.Splits ? read0 : float.NegativeInfinity;
+                float l1 = firstSplit + 32 < p.Splits ? read1 : float.NegativeInfinity;
+                float l2 = firstSplit + 64 < p.Splits ? read2 : float.NegativeInfinity;
+                float l3 = firstSplit + 96 < p.Splits ? read3 : float.NegativeInfinity;
+                float tripMax = global::System.Math.Max(global::System.Math.Max(global::System.Math.Max(l0, l1), l2), l3);
+                float newMax = global::System.Math.Max(laneMax, tripMax);
+                if (newMax != float.NegativeInfinity)
+                {
+                    laneSum = laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l0 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l1 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l2 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l3 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E);
+                    laneMax = newMax;
+                }
+            }
+            float maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(laneMax);
+            float total = global::MlaGen.Kernels.KernelMath.WarpSum(laneMax == float.NegativeInfinity ? 0f : laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E));
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
@@ -330,13 +346,17 @@ partial class SmallQLoraAttention
                 long row0 = (long)split * rows + row;
                 float lse0 = p.PartialLse[row0];
                 float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part0 = row0 * LatentRank;
+                long part0 = row0 * LatentRank + lane;
                 long row1 = (split + 1 * 1) < p.Splits ? (long)(split + 1 * 1) * rows + row : row0;
-                float lse1 = (split + 1 * 1) < p.Splits ? p.PartialLse[row1] : float.NegativeInfinity;
-                float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part1 = row1 * LatentRank;
-                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f);
-                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f);
+                float lse1 = p.PartialLse[row1];
+                float share1 = (split + 1 * 1) >= p.Splits || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part1 = row1 * LatentRank + lane;
+                float v0_0 = p.PartialOutput[part0 + 0];
+                float v1_0 = p.PartialOutput[part1 + 0];
+                float v0_1 = p.PartialOutput[part0 + 32];
+                float v1_1 = p.PartialOutput[part1 + 32];
+                o0 += (share0 != 0f ? share0 * v0_0 : 0f) + (share1 != 0f ? share1 * v1_0 : 0f);
+                o1 += (share0 != 0f ? share0 * v0_1 : 0f) + (share1 != 0f ? share1 * v1_1 : 0f);
             }
             long output = (long)(row) * LatentRank;
             p.LatentOutput[output + lane + 0] = o0;
@@ -617,11 +637,14 @@ partial class SmallQLoraAttention
         public const int TcColsPerWarp = 16; // latent output columns each warp owns
         public const int TcChunksPerRow = 10; // 16-byte chunks per cache row
         public const int TcTileChunks = 160;
-        public const int TcCombineMaxWarps = 16; // warps merging one row
-        /// <summary>Warps per row for the combine: about four items each, so one long sequence's many items merge in parallel.</summary>
-        public static int TcCombineWarps(int maxBlockItems) => global::System.Math.Clamp((maxBlockItems + 3) / 4, 1, TcCombineMaxWarps);
-        /// <summary>The combine's dynamic shared memory: each warp's partial sum of the latent row; one float (ILGPU's minimum) for one warp, which keeps occupancy.</summary>
-        public static int TcCombineSharedFloats(int warps) => warps > 1 ? warps * LatentRank : 1;
+        public const int TcCombineSlices = 1; // CTAs per row, each merging a slice of the latent columns (more CTAs, fewer loads each)
+        public const int TcCombineSliceColumns = 64;
+        public const int TcCombinePartsInFlight = 8; // items a warp reads per trip: ~32 loads per lane in flight
+        public const int TcCombineMaxWarps = 16; // warps merging one row's slice
+        /// <summary>Warps per row slice for the combine: one trip of items each where it can, so one long sequence's many items merge in parallel.</summary>
+        public static int TcCombineWarps(int maxBlockItems) => global::System.Math.Clamp((maxBlockItems + TcCombinePartsInFlight - 1) / TcCombinePartsInFlight, 1, TcCombineMaxWarps);
+        /// <summary>The combine's dynamic shared memory: each warp's partial sum of the slice; one float (ILGPU's minimum) for one warp, which keeps occupancy.</summary>
+        public static int TcCombineSharedFloats(int warps) => warps > 1 ? warps * TcCombineSliceColumns : 1;
 
         /// <summary>Tensor-core split-KV decode attention: one CTA of 4 warps per work item (see TensorCoreEmitter).</summary>
         public static void TensorCoreAttentionKernel(global::MlaGen.Kernels.TensorCoreAttentionParams p)
@@ -643,6 +666,10 @@ partial class SmallQLoraAttention
             int begin = p.ItemBegin[item];
             int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further
             long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;
+            bool alone = p.BlockItems[block] == 1;
+            global::ILGPU.ArrayView<float> itemOutput = alone ? p.LatentOutput : p.PartialOutput;
+            global::ILGPU.ArrayView<float> itemLse = alone ? p.Lse : p.PartialLse;
+            long itemFirstRow = alone ? firstRow : (long)item * TcRows;
             int visibleLo = g < rows ? p.Cache.TokenPosition[(firstRow + g) / Heads] + 1 : 0;
             int visibleHi = g + 8 < rows ? p.Cache.TokenPosition[(firstRow + g + 8) / Heads] + 1 : 0;
 
@@ -801,32 +828,33 @@ partial class SmallQLoraAttention
             // Normalise and write this item's partial output and log-sum-exp.
             float invLo = sumLo != 0f ? 1f / sumLo : 0f;
             float invHi = sumHi != 0f ? 1f / sumHi : 0f;
-            long outLo = ((long)item * TcRows + g) * LatentRank + warp * TcColsPerWarp + 2 * t;
+            long outLo = (itemFirstRow + g) * LatentRank + warp * TcColsPerWarp + 2 * t;
             long outHi = outLo + 8L * LatentRank;
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o0;", out float r0);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o1;", out float r1);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o2;", out float r2);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o3;", out float r3);
-            if (g < rows) { p.PartialOutput[outLo + 0] = r0 * invLo; p.PartialOutput[outLo + 1] = r1 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 0] = r2 * invHi; p.PartialOutput[outHi + 1] = r3 * invHi; }
+            if (g < rows) { itemOutput[outLo + 0] = r0 * invLo; itemOutput[outLo + 1] = r1 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 0] = r2 * invHi; itemOutput[outHi + 1] = r3 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o4;", out float r4);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o5;", out float r5);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o6;", out float r6);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o7;", out float r7);
-            if (g < rows) { p.PartialOutput[outLo + 8] = r4 * invLo; p.PartialOutput[outLo + 9] = r5 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 8] = r6 * invHi; p.PartialOutput[outHi + 9] = r7 * invHi; }
+            if (g < rows) { itemOutput[outLo + 8] = r4 * invLo; itemOutput[outLo + 9] = r5 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 8] = r6 * invHi; itemOutput[outHi + 9] = r7 * invHi; }
             if (warp == 0 && t == 0)
             {
                 if (g < rows)
-                    p.PartialLse[(long)item * TcRows + g] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    itemLse[itemFirstRow + g] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
                 if (g + 8 < rows)
-                    p.PartialLse[(long)item * TcRows + g + 8] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    itemLse[itemFirstRow + g + 8] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             }
         }
 
         /// <summary>
-        /// One CTA per query row: its warps take the row block's items in turn (lanes over the latent), weighted by
-        /// exp(lse_item − lse), and sum their parts through shared memory. One warp when no block has more than four items.
+        /// One CTA per query row and slice of its latent columns: its warps take the row block's items in turn (lanes over the
+        /// slice), weighted by exp(lse_item − lse), and sum their parts through shared memory. Blocks of one item are skipped:
+        /// the attention kernel wrote their rows.
         /// </summary>
         public static void TensorCoreCombineKernel(global::MlaGen.Kernels.TensorCoreCombineParams p)
         {
@@ -834,38 +862,98 @@ partial class SmallQLoraAttention
             int lane = global::ILGPU.Group.IdxX & 31;
             int warp = global::ILGPU.Group.IdxX >> 5;
             int warps = global::ILGPU.Group.DimX >> 5;
-            int block = global::ILGPU.Grid.IdxX / p.BlockCapacity;
-            int r = global::ILGPU.Grid.IdxX - block * p.BlockCapacity;
+            int slice = global::ILGPU.Grid.IdxX % TcCombineSlices;
+            int blockRow = global::ILGPU.Grid.IdxX / TcCombineSlices;
+            int block = blockRow / p.BlockCapacity;
+            int r = blockRow - block * p.BlockCapacity;
             if (r >= p.BlockRows[block])
                 return;
-            int first = p.BlockFirstItem[block];
             int count = p.BlockItems[block];
-            float maxLse = float.NegativeInfinity;
-            for (int split = lane; split < count; split += Lanes)
-                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + split) * p.BlockCapacity + r]);
-            maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(maxLse);
-            float total = 0f;
-            if (maxLse != float.NegativeInfinity)
-                for (int split = lane; split < count; split += Lanes)
-                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + split) * p.BlockCapacity + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            total = global::MlaGen.Kernels.KernelMath.WarpSum(total);
+            if (count == 1)
+                return; // the attention kernel wrote this block's rows itself
+            int first = p.BlockFirstItem[block];
+            float laneMax = float.NegativeInfinity, laneSum = 0f;
+            for (int firstSplit = lane; firstSplit < count; firstSplit += 4 * Lanes)
+            {
+                int split0 = global::System.Math.Min(firstSplit + 0, count - 1);
+                float read0 = p.PartialLse[(long)(first + split0) * p.BlockCapacity + r];
+                int split1 = global::System.Math.Min(firstSplit + 32, count - 1);
+                float read1 = p.PartialLse[(long)(first + split1) * p.BlockCapacity + r];
+                int split2 = global::System.Math.Min(firstSplit + 64, count - 1);
+                float read2 = p.PartialLse[(long)(first + split2) * p.BlockCapacity + r];
+                int split3 = global::System.Math.Min(firstSplit + 96, count - 1);
+                float read3 = p.PartialLse[(long)(first + split3) * p.BlockCapacity + r];
+                float l0 = firstSplit + 0 < count ? read0 : float.NegativeInfinity;
+                float l1 = firstSplit + 32 < count ? read1 : float.NegativeInfinity;
+                float l2 = firstSplit + 64 < count ? read2 : float.NegativeInfinity;
+                float l3 = firstSplit + 96 < count ? read3 : float.NegativeInfinity;
+                float tripMax = global::System.Math.Max(global::System.Math.Max(global::System.Math.Max(l0, l1), l2), l3);
+                float newMax = global::System.Math.Max(laneMax, tripMax);
+                if (newMax != float.NegativeInfinity)
+                {
+                    laneSum = laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l0 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l1 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l2 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l3 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E);
+                    laneMax = newMax;
+                }
+            }
+            float maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(laneMax);
+            float total = global::MlaGen.Kernels.KernelMath.WarpSum(laneMax == float.NegativeInfinity ? 0f : laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E));
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
-            for (int split = warp; split < count; split += 2 * warps)
+            for (int split = warp; split < count; split += 8 * warps)
             {
                 long row0 = (long)(first + split) * p.BlockCapacity + r;
                 float lse0 = p.PartialLse[row0];
                 float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part0 = row0 * LatentRank;
+                long part0 = row0 * LatentRank + slice * TcCombineSliceColumns + lane;
                 long row1 = (split + 1 * warps) < count ? (long)(first + (split + 1 * warps)) * p.BlockCapacity + r : row0;
-                float lse1 = (split + 1 * warps) < count ? p.PartialLse[row1] : float.NegativeInfinity;
-                float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part1 = row1 * LatentRank;
-                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f);
-                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f);
+                float lse1 = p.PartialLse[row1];
+                float share1 = (split + 1 * warps) >= count || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part1 = row1 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row2 = (split + 2 * warps) < count ? (long)(first + (split + 2 * warps)) * p.BlockCapacity + r : row0;
+                float lse2 = p.PartialLse[row2];
+                float share2 = (split + 2 * warps) >= count || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part2 = row2 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row3 = (split + 3 * warps) < count ? (long)(first + (split + 3 * warps)) * p.BlockCapacity + r : row0;
+                float lse3 = p.PartialLse[row3];
+                float share3 = (split + 3 * warps) >= count || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part3 = row3 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row4 = (split + 4 * warps) < count ? (long)(first + (split + 4 * warps)) * p.BlockCapacity + r : row0;
+                float lse4 = p.PartialLse[row4];
+                float share4 = (split + 4 * warps) >= count || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part4 = row4 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row5 = (split + 5 * warps) < count ? (long)(first + (split + 5 * warps)) * p.BlockCapacity + r : row0;
+                float lse5 = p.PartialLse[row5];
+                float share5 = (split + 5 * warps) >= count || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part5 = row5 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row6 = (split + 6 * warps) < count ? (long)(first + (split + 6 * warps)) * p.BlockCapacity + r : row0;
+                float lse6 = p.PartialLse[row6];
+                float share6 = (split + 6 * warps) >= count || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part6 = row6 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row7 = (split + 7 * warps) < count ? (long)(first + (split + 7 * warps)) * p.BlockCapacity + r : row0;
+                float lse7 = p.PartialLse[row7];
+                float share7 = (split + 7 * warps) >= count || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part7 = row7 * LatentRank + slice * TcCombineSliceColumns + lane;
+                float v0_0 = p.PartialOutput[part0 + 0];
+                float v1_0 = p.PartialOutput[part1 + 0];
+                float v2_0 = p.PartialOutput[part2 + 0];
+                float v3_0 = p.PartialOutput[part3 + 0];
+                float v4_0 = p.PartialOutput[part4 + 0];
+                float v5_0 = p.PartialOutput[part5 + 0];
+                float v6_0 = p.PartialOutput[part6 + 0];
+                float v7_0 = p.PartialOutput[part7 + 0];
+                float v0_1 = p.PartialOutput[part0 + 32];
+                float v1_1 = p.PartialOutput[part1 + 32];
+                float v2_1 = p.PartialOutput[part2 + 32];
+                float v3_1 = p.PartialOutput[part3 + 32];
+                float v4_1 = p.PartialOutput[part4 + 32];
+                float v5_1 = p.PartialOutput[part5 + 32];
+                float v6_1 = p.PartialOutput[part6 + 32];
+                float v7_1 = p.PartialOutput[part7 + 32];
+                o0 += (share0 != 0f ? share0 * v0_0 : 0f) + (share1 != 0f ? share1 * v1_0 : 0f) + (share2 != 0f ? share2 * v2_0 : 0f) + (share3 != 0f ? share3 * v3_0 : 0f) + (share4 != 0f ? share4 * v4_0 : 0f) + (share5 != 0f ? share5 * v5_0 : 0f) + (share6 != 0f ? share6 * v6_0 : 0f) + (share7 != 0f ? share7 * v7_0 : 0f);
+                o1 += (share0 != 0f ? share0 * v0_1 : 0f) + (share1 != 0f ? share1 * v1_1 : 0f) + (share2 != 0f ? share2 * v2_1 : 0f) + (share3 != 0f ? share3 * v3_1 : 0f) + (share4 != 0f ? share4 * v4_1 : 0f) + (share5 != 0f ? share5 * v5_1 : 0f) + (share6 != 0f ? share6 * v6_1 : 0f) + (share7 != 0f ? share7 * v7_1 : 0f);
             }
-            long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;
+            long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;
             if (warps == 1)
             {
                 p.LatentOutput[output + lane + 0] = o0;
@@ -873,18 +961,18 @@ partial class SmallQLoraAttention
             }
             else
             {
-                merged[warp * LatentRank + lane + 0] = o0;
-                merged[warp * LatentRank + lane + 32] = o1;
+                merged[warp * TcCombineSliceColumns + lane + 0] = o0;
+                merged[warp * TcCombineSliceColumns + lane + 32] = o1;
                 global::ILGPU.Group.Barrier();
-                for (int column = global::ILGPU.Group.IdxX; column < LatentRank; column += global::ILGPU.Group.DimX)
+                for (int column = global::ILGPU.Group.IdxX; column < TcCombineSliceColumns; column += global::ILGPU.Group.DimX)
                 {
                     float sum = 0f;
                     for (int other = 0; other < warps; other++)
-                        sum += merged[other * LatentRank + column];
+                        sum += merged[other * TcCombineSliceColumns + column];
                     p.LatentOutput[output + column] = sum;
                 }
             }
-            if (global::ILGPU.Group.IdxX == 0)
+            if (global::ILGPU.Group.IdxX == 0 && slice == 0)
                 p.Lse[p.BlockFirstRow[block] + r] = lse;
         }
 
@@ -1808,10 +1896,10 @@ partial class SmallQLoraAttention
             {
                 if (_tensorCoreCombine is null)
                     base.TensorCoreCombine(stream, p);
-                else if (p.Blocks > 0)
+                else if (p.Blocks > 0 && p.MaxBlockItems > 1) // with no block split, the attention wrote every row itself
                 {
                     int warps = TcCombineWarps(p.MaxBlockItems);
-                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * p.BlockCapacity, Lanes * warps, global::ILGPU.SharedMemoryConfig.RequestDynamic<float>(TcCombineSharedFloats(warps))), p);
+                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * p.BlockCapacity * TcCombineSlices, Lanes * warps, global::ILGPU.SharedMemoryConfig.RequestDynamic<float>(TcCombineSharedFloats(warps))), p);
                 }
             }
             public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }

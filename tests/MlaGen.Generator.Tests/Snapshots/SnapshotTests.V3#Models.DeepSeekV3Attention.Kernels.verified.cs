@@ -719,15 +719,31 @@ partial class DeepSeekV3Attention
             int lane = global::ILGPU.Group.IdxX;
             int row = global::ILGPU.Grid.IdxX;
             int rows = p.Tokens * Heads;
-            float maxLse = float.NegativeInfinity;
-            for (int split = lane; split < p.Splits; split += Lanes)
-                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)split * rows + row]);
-            maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(maxLse);
-            float total = 0f;
-            if (maxLse != float.NegativeInfinity)
-                for (int split = lane; split < p.Splits; split += Lanes)
-                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)split * rows + row] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            total = global::MlaGen.Kernels.KernelMath.WarpSum(total);
+            float laneMax = float.NegativeInfinity, laneSum = 0f;
+            for (int firstSplit = lane; firstSplit < p.Splits; firstSplit += 4 * Lanes)
+            {
+                int split0 = global::System.Math.Min(firstSplit + 0, p.Splits - 1);
+                float read0 = p.PartialLse[(long)split0 * rows + row];
+                int split1 = global::System.Math.Min(firstSplit + 32, p.Splits - 1);
+                float read1 = p.PartialLse[(long)split1 * rows + row];
+                int split2 = global::System.Math.Min(firstSplit + 64, p.Splits - 1);
+                float read2 = p.PartialLse[(long)split2 * rows + row];
+                int split3 = global::System.Math.Min(firstSplit + 96, p.Splits - 1);
+                float read3 = p.PartialLse[(long)split3 * rows + row];
+                float l0 = firstSplit + 0 < p.Splits ? read0 : float.NegativeInfinity;
+                float l1 = firstSplit + 32 < p.Splits ? read1 : float.NegativeInfinity;
+                float l2 = firstSplit + 64 < p.Splits ? read2 : float.NegativeInfinity;
+                float l3 = firstSplit + 96 < p.Splits ? read3 : float.NegativeInfinity;
+                float tripMax = global::System.Math.Max(global::System.Math.Max(global::System.Math.Max(l0, l1), l2), l3);
+                float newMax = global::System.Math.Max(laneMax, tripMax);
+                if (newMax != float.NegativeInfinity)
+                {
+                    laneSum = laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l0 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l1 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l2 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l3 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E);
+                    laneMax = newMax;
+                }
+            }
+            float maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(laneMax);
+            float total = global::MlaGen.Kernels.KernelMath.WarpSum(laneMax == float.NegativeInfinity ? 0f : laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E));
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
@@ -750,27 +766,59 @@ partial class DeepSeekV3Attention
                 long row0 = (long)split * rows + row;
                 float lse0 = p.PartialLse[row0];
                 float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part0 = row0 * LatentRank;
+                long part0 = row0 * LatentRank + lane;
                 long row1 = (split + 1 * 1) < p.Splits ? (long)(split + 1 * 1) * rows + row : row0;
-                float lse1 = (split + 1 * 1) < p.Splits ? p.PartialLse[row1] : float.NegativeInfinity;
-                float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part1 = row1 * LatentRank;
-                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f);
-                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f);
-                o2 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 64] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 64] : 0f);
-                o3 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 96] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 96] : 0f);
-                o4 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 128] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 128] : 0f);
-                o5 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 160] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 160] : 0f);
-                o6 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 192] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 192] : 0f);
-                o7 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 224] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 224] : 0f);
-                o8 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 256] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 256] : 0f);
-                o9 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 288] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 288] : 0f);
-                o10 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 320] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 320] : 0f);
-                o11 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 352] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 352] : 0f);
-                o12 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 384] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 384] : 0f);
-                o13 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 416] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 416] : 0f);
-                o14 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 448] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 448] : 0f);
-                o15 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 480] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 480] : 0f);
+                float lse1 = p.PartialLse[row1];
+                float share1 = (split + 1 * 1) >= p.Splits || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part1 = row1 * LatentRank + lane;
+                float v0_0 = p.PartialOutput[part0 + 0];
+                float v1_0 = p.PartialOutput[part1 + 0];
+                float v0_1 = p.PartialOutput[part0 + 32];
+                float v1_1 = p.PartialOutput[part1 + 32];
+                float v0_2 = p.PartialOutput[part0 + 64];
+                float v1_2 = p.PartialOutput[part1 + 64];
+                float v0_3 = p.PartialOutput[part0 + 96];
+                float v1_3 = p.PartialOutput[part1 + 96];
+                float v0_4 = p.PartialOutput[part0 + 128];
+                float v1_4 = p.PartialOutput[part1 + 128];
+                float v0_5 = p.PartialOutput[part0 + 160];
+                float v1_5 = p.PartialOutput[part1 + 160];
+                float v0_6 = p.PartialOutput[part0 + 192];
+                float v1_6 = p.PartialOutput[part1 + 192];
+                float v0_7 = p.PartialOutput[part0 + 224];
+                float v1_7 = p.PartialOutput[part1 + 224];
+                float v0_8 = p.PartialOutput[part0 + 256];
+                float v1_8 = p.PartialOutput[part1 + 256];
+                float v0_9 = p.PartialOutput[part0 + 288];
+                float v1_9 = p.PartialOutput[part1 + 288];
+                float v0_10 = p.PartialOutput[part0 + 320];
+                float v1_10 = p.PartialOutput[part1 + 320];
+                float v0_11 = p.PartialOutput[part0 + 352];
+                float v1_11 = p.PartialOutput[part1 + 352];
+                float v0_12 = p.PartialOutput[part0 + 384];
+                float v1_12 = p.PartialOutput[part1 + 384];
+                float v0_13 = p.PartialOutput[part0 + 416];
+                float v1_13 = p.PartialOutput[part1 + 416];
+                float v0_14 = p.PartialOutput[part0 + 448];
+                float v1_14 = p.PartialOutput[part1 + 448];
+                float v0_15 = p.PartialOutput[part0 + 480];
+                float v1_15 = p.PartialOutput[part1 + 480];
+                o0 += (share0 != 0f ? share0 * v0_0 : 0f) + (share1 != 0f ? share1 * v1_0 : 0f);
+                o1 += (share0 != 0f ? share0 * v0_1 : 0f) + (share1 != 0f ? share1 * v1_1 : 0f);
+                o2 += (share0 != 0f ? share0 * v0_2 : 0f) + (share1 != 0f ? share1 * v1_2 : 0f);
+                o3 += (share0 != 0f ? share0 * v0_3 : 0f) + (share1 != 0f ? share1 * v1_3 : 0f);
+                o4 += (share0 != 0f ? share0 * v0_4 : 0f) + (share1 != 0f ? share1 * v1_4 : 0f);
+                o5 += (share0 != 0f ? share0 * v0_5 : 0f) + (share1 != 0f ? share1 * v1_5 : 0f);
+                o6 += (share0 != 0f ? share0 * v0_6 : 0f) + (share1 != 0f ? share1 * v1_6 : 0f);
+                o7 += (share0 != 0f ? share0 * v0_7 : 0f) + (share1 != 0f ? share1 * v1_7 : 0f);
+                o8 += (share0 != 0f ? share0 * v0_8 : 0f) + (share1 != 0f ? share1 * v1_8 : 0f);
+                o9 += (share0 != 0f ? share0 * v0_9 : 0f) + (share1 != 0f ? share1 * v1_9 : 0f);
+                o10 += (share0 != 0f ? share0 * v0_10 : 0f) + (share1 != 0f ? share1 * v1_10 : 0f);
+                o11 += (share0 != 0f ? share0 * v0_11 : 0f) + (share1 != 0f ? share1 * v1_11 : 0f);
+                o12 += (share0 != 0f ? share0 * v0_12 : 0f) + (share1 != 0f ? share1 * v1_12 : 0f);
+                o13 += (share0 != 0f ? share0 * v0_13 : 0f) + (share1 != 0f ? share1 * v1_13 : 0f);
+                o14 += (share0 != 0f ? share0 * v0_14 : 0f) + (share1 != 0f ? share1 * v1_14 : 0f);
+                o15 += (share0 != 0f ? share0 * v0_15 : 0f) + (share1 != 0f ? share1 * v1_15 : 0f);
             }
             long output = (long)(row) * LatentRank;
             p.LatentOutput[output + lane + 0] = o0;
@@ -1305,11 +1353,14 @@ partial class DeepSeekV3Attention
         public const int TcColsPerWarp = 128; // latent output columns each warp owns
         public const int TcChunksPerRow = 72; // 16-byte chunks per cache row
         public const int TcTileChunks = 1152;
-        public const int TcCombineMaxWarps = 16; // warps merging one row
-        /// <summary>Warps per row for the combine: about four items each, so one long sequence's many items merge in parallel.</summary>
-        public static int TcCombineWarps(int maxBlockItems) => global::System.Math.Clamp((maxBlockItems + 3) / 4, 1, TcCombineMaxWarps);
-        /// <summary>The combine's dynamic shared memory: each warp's partial sum of the latent row; one float (ILGPU's minimum) for one warp, which keeps occupancy.</summary>
-        public static int TcCombineSharedFloats(int warps) => warps > 1 ? warps * LatentRank : 1;
+        public const int TcCombineSlices = 4; // CTAs per row, each merging a slice of the latent columns (more CTAs, fewer loads each)
+        public const int TcCombineSliceColumns = 128;
+        public const int TcCombinePartsInFlight = 8; // items a warp reads per trip: ~32 loads per lane in flight
+        public const int TcCombineMaxWarps = 16; // warps merging one row's slice
+        /// <summary>Warps per row slice for the combine: one trip of items each where it can, so one long sequence's many items merge in parallel.</summary>
+        public static int TcCombineWarps(int maxBlockItems) => global::System.Math.Clamp((maxBlockItems + TcCombinePartsInFlight - 1) / TcCombinePartsInFlight, 1, TcCombineMaxWarps);
+        /// <summary>The combine's dynamic shared memory: each warp's partial sum of the slice; one float (ILGPU's minimum) for one warp, which keeps occupancy.</summary>
+        public static int TcCombineSharedFloats(int warps) => warps > 1 ? warps * TcCombineSliceColumns : 1;
 
         /// <summary>Tensor-core split-KV decode attention: one CTA of 4 warps per work item (see TensorCoreEmitter).</summary>
         public static void TensorCoreAttentionKernel(global::MlaGen.Kernels.TensorCoreAttentionParams p)
@@ -1331,6 +1382,10 @@ partial class DeepSeekV3Attention
             int begin = p.ItemBegin[item];
             int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further
             long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;
+            bool alone = p.BlockItems[block] == 1;
+            global::ILGPU.ArrayView<float> itemOutput = alone ? p.LatentOutput : p.PartialOutput;
+            global::ILGPU.ArrayView<float> itemLse = alone ? p.Lse : p.PartialLse;
+            long itemFirstRow = alone ? firstRow : (long)item * TcRows;
             int visibleLo = g < rows ? p.Cache.TokenPosition[(firstRow + g) / Heads] + 1 : 0;
             int visibleHi = g + 8 < rows ? p.Cache.TokenPosition[(firstRow + g + 8) / Heads] + 1 : 0;
 
@@ -1650,116 +1705,117 @@ partial class DeepSeekV3Attention
             // Normalise and write this item's partial output and log-sum-exp.
             float invLo = sumLo != 0f ? 1f / sumLo : 0f;
             float invHi = sumHi != 0f ? 1f / sumHi : 0f;
-            long outLo = ((long)item * TcRows + g) * LatentRank + warp * TcColsPerWarp + 2 * t;
+            long outLo = (itemFirstRow + g) * LatentRank + warp * TcColsPerWarp + 2 * t;
             long outHi = outLo + 8L * LatentRank;
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o0;", out float r0);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o1;", out float r1);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o2;", out float r2);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o3;", out float r3);
-            if (g < rows) { p.PartialOutput[outLo + 0] = r0 * invLo; p.PartialOutput[outLo + 1] = r1 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 0] = r2 * invHi; p.PartialOutput[outHi + 1] = r3 * invHi; }
+            if (g < rows) { itemOutput[outLo + 0] = r0 * invLo; itemOutput[outLo + 1] = r1 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 0] = r2 * invHi; itemOutput[outHi + 1] = r3 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o4;", out float r4);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o5;", out float r5);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o6;", out float r6);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o7;", out float r7);
-            if (g < rows) { p.PartialOutput[outLo + 8] = r4 * invLo; p.PartialOutput[outLo + 9] = r5 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 8] = r6 * invHi; p.PartialOutput[outHi + 9] = r7 * invHi; }
+            if (g < rows) { itemOutput[outLo + 8] = r4 * invLo; itemOutput[outLo + 9] = r5 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 8] = r6 * invHi; itemOutput[outHi + 9] = r7 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o8;", out float r8);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o9;", out float r9);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o10;", out float r10);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o11;", out float r11);
-            if (g < rows) { p.PartialOutput[outLo + 16] = r8 * invLo; p.PartialOutput[outLo + 17] = r9 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 16] = r10 * invHi; p.PartialOutput[outHi + 17] = r11 * invHi; }
+            if (g < rows) { itemOutput[outLo + 16] = r8 * invLo; itemOutput[outLo + 17] = r9 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 16] = r10 * invHi; itemOutput[outHi + 17] = r11 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o12;", out float r12);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o13;", out float r13);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o14;", out float r14);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o15;", out float r15);
-            if (g < rows) { p.PartialOutput[outLo + 24] = r12 * invLo; p.PartialOutput[outLo + 25] = r13 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 24] = r14 * invHi; p.PartialOutput[outHi + 25] = r15 * invHi; }
+            if (g < rows) { itemOutput[outLo + 24] = r12 * invLo; itemOutput[outLo + 25] = r13 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 24] = r14 * invHi; itemOutput[outHi + 25] = r15 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o16;", out float r16);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o17;", out float r17);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o18;", out float r18);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o19;", out float r19);
-            if (g < rows) { p.PartialOutput[outLo + 32] = r16 * invLo; p.PartialOutput[outLo + 33] = r17 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 32] = r18 * invHi; p.PartialOutput[outHi + 33] = r19 * invHi; }
+            if (g < rows) { itemOutput[outLo + 32] = r16 * invLo; itemOutput[outLo + 33] = r17 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 32] = r18 * invHi; itemOutput[outHi + 33] = r19 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o20;", out float r20);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o21;", out float r21);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o22;", out float r22);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o23;", out float r23);
-            if (g < rows) { p.PartialOutput[outLo + 40] = r20 * invLo; p.PartialOutput[outLo + 41] = r21 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 40] = r22 * invHi; p.PartialOutput[outHi + 41] = r23 * invHi; }
+            if (g < rows) { itemOutput[outLo + 40] = r20 * invLo; itemOutput[outLo + 41] = r21 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 40] = r22 * invHi; itemOutput[outHi + 41] = r23 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o24;", out float r24);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o25;", out float r25);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o26;", out float r26);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o27;", out float r27);
-            if (g < rows) { p.PartialOutput[outLo + 48] = r24 * invLo; p.PartialOutput[outLo + 49] = r25 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 48] = r26 * invHi; p.PartialOutput[outHi + 49] = r27 * invHi; }
+            if (g < rows) { itemOutput[outLo + 48] = r24 * invLo; itemOutput[outLo + 49] = r25 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 48] = r26 * invHi; itemOutput[outHi + 49] = r27 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o28;", out float r28);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o29;", out float r29);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o30;", out float r30);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o31;", out float r31);
-            if (g < rows) { p.PartialOutput[outLo + 56] = r28 * invLo; p.PartialOutput[outLo + 57] = r29 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 56] = r30 * invHi; p.PartialOutput[outHi + 57] = r31 * invHi; }
+            if (g < rows) { itemOutput[outLo + 56] = r28 * invLo; itemOutput[outLo + 57] = r29 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 56] = r30 * invHi; itemOutput[outHi + 57] = r31 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o32;", out float r32);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o33;", out float r33);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o34;", out float r34);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o35;", out float r35);
-            if (g < rows) { p.PartialOutput[outLo + 64] = r32 * invLo; p.PartialOutput[outLo + 65] = r33 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 64] = r34 * invHi; p.PartialOutput[outHi + 65] = r35 * invHi; }
+            if (g < rows) { itemOutput[outLo + 64] = r32 * invLo; itemOutput[outLo + 65] = r33 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 64] = r34 * invHi; itemOutput[outHi + 65] = r35 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o36;", out float r36);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o37;", out float r37);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o38;", out float r38);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o39;", out float r39);
-            if (g < rows) { p.PartialOutput[outLo + 72] = r36 * invLo; p.PartialOutput[outLo + 73] = r37 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 72] = r38 * invHi; p.PartialOutput[outHi + 73] = r39 * invHi; }
+            if (g < rows) { itemOutput[outLo + 72] = r36 * invLo; itemOutput[outLo + 73] = r37 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 72] = r38 * invHi; itemOutput[outHi + 73] = r39 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o40;", out float r40);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o41;", out float r41);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o42;", out float r42);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o43;", out float r43);
-            if (g < rows) { p.PartialOutput[outLo + 80] = r40 * invLo; p.PartialOutput[outLo + 81] = r41 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 80] = r42 * invHi; p.PartialOutput[outHi + 81] = r43 * invHi; }
+            if (g < rows) { itemOutput[outLo + 80] = r40 * invLo; itemOutput[outLo + 81] = r41 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 80] = r42 * invHi; itemOutput[outHi + 81] = r43 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o44;", out float r44);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o45;", out float r45);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o46;", out float r46);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o47;", out float r47);
-            if (g < rows) { p.PartialOutput[outLo + 88] = r44 * invLo; p.PartialOutput[outLo + 89] = r45 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 88] = r46 * invHi; p.PartialOutput[outHi + 89] = r47 * invHi; }
+            if (g < rows) { itemOutput[outLo + 88] = r44 * invLo; itemOutput[outLo + 89] = r45 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 88] = r46 * invHi; itemOutput[outHi + 89] = r47 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o48;", out float r48);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o49;", out float r49);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o50;", out float r50);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o51;", out float r51);
-            if (g < rows) { p.PartialOutput[outLo + 96] = r48 * invLo; p.PartialOutput[outLo + 97] = r49 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 96] = r50 * invHi; p.PartialOutput[outHi + 97] = r51 * invHi; }
+            if (g < rows) { itemOutput[outLo + 96] = r48 * invLo; itemOutput[outLo + 97] = r49 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 96] = r50 * invHi; itemOutput[outHi + 97] = r51 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o52;", out float r52);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o53;", out float r53);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o54;", out float r54);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o55;", out float r55);
-            if (g < rows) { p.PartialOutput[outLo + 104] = r52 * invLo; p.PartialOutput[outLo + 105] = r53 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 104] = r54 * invHi; p.PartialOutput[outHi + 105] = r55 * invHi; }
+            if (g < rows) { itemOutput[outLo + 104] = r52 * invLo; itemOutput[outLo + 105] = r53 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 104] = r54 * invHi; itemOutput[outHi + 105] = r55 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o56;", out float r56);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o57;", out float r57);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o58;", out float r58);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o59;", out float r59);
-            if (g < rows) { p.PartialOutput[outLo + 112] = r56 * invLo; p.PartialOutput[outLo + 113] = r57 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 112] = r58 * invHi; p.PartialOutput[outHi + 113] = r59 * invHi; }
+            if (g < rows) { itemOutput[outLo + 112] = r56 * invLo; itemOutput[outLo + 113] = r57 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 112] = r58 * invHi; itemOutput[outHi + 113] = r59 * invHi; }
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o60;", out float r60);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o61;", out float r61);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o62;", out float r62);
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 %0, o63;", out float r63);
-            if (g < rows) { p.PartialOutput[outLo + 120] = r60 * invLo; p.PartialOutput[outLo + 121] = r61 * invLo; }
-            if (g + 8 < rows) { p.PartialOutput[outHi + 120] = r62 * invHi; p.PartialOutput[outHi + 121] = r63 * invHi; }
+            if (g < rows) { itemOutput[outLo + 120] = r60 * invLo; itemOutput[outLo + 121] = r61 * invLo; }
+            if (g + 8 < rows) { itemOutput[outHi + 120] = r62 * invHi; itemOutput[outHi + 121] = r63 * invHi; }
             if (warp == 0 && t == 0)
             {
                 if (g < rows)
-                    p.PartialLse[(long)item * TcRows + g] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    itemLse[itemFirstRow + g] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
                 if (g + 8 < rows)
-                    p.PartialLse[(long)item * TcRows + g + 8] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    itemLse[itemFirstRow + g + 8] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             }
         }
 
         /// <summary>
-        /// One CTA per query row: its warps take the row block's items in turn (lanes over the latent), weighted by
-        /// exp(lse_item − lse), and sum their parts through shared memory. One warp when no block has more than four items.
+        /// One CTA per query row and slice of its latent columns: its warps take the row block's items in turn (lanes over the
+        /// slice), weighted by exp(lse_item − lse), and sum their parts through shared memory. Blocks of one item are skipped:
+        /// the attention kernel wrote their rows.
         /// </summary>
         public static void TensorCoreCombineKernel(global::MlaGen.Kernels.TensorCoreCombineParams p)
         {
@@ -1767,113 +1823,141 @@ partial class DeepSeekV3Attention
             int lane = global::ILGPU.Group.IdxX & 31;
             int warp = global::ILGPU.Group.IdxX >> 5;
             int warps = global::ILGPU.Group.DimX >> 5;
-            int block = global::ILGPU.Grid.IdxX / p.BlockCapacity;
-            int r = global::ILGPU.Grid.IdxX - block * p.BlockCapacity;
+            int slice = global::ILGPU.Grid.IdxX % TcCombineSlices;
+            int blockRow = global::ILGPU.Grid.IdxX / TcCombineSlices;
+            int block = blockRow / p.BlockCapacity;
+            int r = blockRow - block * p.BlockCapacity;
             if (r >= p.BlockRows[block])
                 return;
-            int first = p.BlockFirstItem[block];
             int count = p.BlockItems[block];
-            float maxLse = float.NegativeInfinity;
-            for (int split = lane; split < count; split += Lanes)
-                maxLse = global::System.Math.Max(maxLse, p.PartialLse[(long)(first + split) * p.BlockCapacity + r]);
-            maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(maxLse);
-            float total = 0f;
-            if (maxLse != float.NegativeInfinity)
-                for (int split = lane; split < count; split += Lanes)
-                    total += global::MlaGen.Kernels.KernelMath.Exp2((p.PartialLse[(long)(first + split) * p.BlockCapacity + r] - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E);
-            total = global::MlaGen.Kernels.KernelMath.WarpSum(total);
+            if (count == 1)
+                return; // the attention kernel wrote this block's rows itself
+            int first = p.BlockFirstItem[block];
+            float laneMax = float.NegativeInfinity, laneSum = 0f;
+            for (int firstSplit = lane; firstSplit < count; firstSplit += 4 * Lanes)
+            {
+                int split0 = global::System.Math.Min(firstSplit + 0, count - 1);
+                float read0 = p.PartialLse[(long)(first + split0) * p.BlockCapacity + r];
+                int split1 = global::System.Math.Min(firstSplit + 32, count - 1);
+                float read1 = p.PartialLse[(long)(first + split1) * p.BlockCapacity + r];
+                int split2 = global::System.Math.Min(firstSplit + 64, count - 1);
+                float read2 = p.PartialLse[(long)(first + split2) * p.BlockCapacity + r];
+                int split3 = global::System.Math.Min(firstSplit + 96, count - 1);
+                float read3 = p.PartialLse[(long)(first + split3) * p.BlockCapacity + r];
+                float l0 = firstSplit + 0 < count ? read0 : float.NegativeInfinity;
+                float l1 = firstSplit + 32 < count ? read1 : float.NegativeInfinity;
+                float l2 = firstSplit + 64 < count ? read2 : float.NegativeInfinity;
+                float l3 = firstSplit + 96 < count ? read3 : float.NegativeInfinity;
+                float tripMax = global::System.Math.Max(global::System.Math.Max(global::System.Math.Max(l0, l1), l2), l3);
+                float newMax = global::System.Math.Max(laneMax, tripMax);
+                if (newMax != float.NegativeInfinity)
+                {
+                    laneSum = laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l0 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l1 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l2 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l3 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E);
+                    laneMax = newMax;
+                }
+            }
+            float maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(laneMax);
+            float total = global::MlaGen.Kernels.KernelMath.WarpSum(laneMax == float.NegativeInfinity ? 0f : laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E));
             float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             float o0 = 0f;
             float o1 = 0f;
             float o2 = 0f;
             float o3 = 0f;
-            float o4 = 0f;
-            float o5 = 0f;
-            float o6 = 0f;
-            float o7 = 0f;
-            float o8 = 0f;
-            float o9 = 0f;
-            float o10 = 0f;
-            float o11 = 0f;
-            float o12 = 0f;
-            float o13 = 0f;
-            float o14 = 0f;
-            float o15 = 0f;
-            for (int split = warp; split < count; split += 2 * warps)
+            for (int split = warp; split < count; split += 8 * warps)
             {
                 long row0 = (long)(first + split) * p.BlockCapacity + r;
                 float lse0 = p.PartialLse[row0];
                 float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part0 = row0 * LatentRank;
+                long part0 = row0 * LatentRank + slice * TcCombineSliceColumns + lane;
                 long row1 = (split + 1 * warps) < count ? (long)(first + (split + 1 * warps)) * p.BlockCapacity + r : row0;
-                float lse1 = (split + 1 * warps) < count ? p.PartialLse[row1] : float.NegativeInfinity;
-                float share1 = lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
-                long part1 = row1 * LatentRank;
-                o0 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 0] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 0] : 0f);
-                o1 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 32] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 32] : 0f);
-                o2 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 64] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 64] : 0f);
-                o3 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 96] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 96] : 0f);
-                o4 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 128] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 128] : 0f);
-                o5 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 160] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 160] : 0f);
-                o6 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 192] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 192] : 0f);
-                o7 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 224] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 224] : 0f);
-                o8 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 256] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 256] : 0f);
-                o9 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 288] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 288] : 0f);
-                o10 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 320] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 320] : 0f);
-                o11 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 352] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 352] : 0f);
-                o12 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 384] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 384] : 0f);
-                o13 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 416] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 416] : 0f);
-                o14 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 448] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 448] : 0f);
-                o15 += (share0 != 0f ? share0 * p.PartialOutput[part0 + lane + 480] : 0f) + (share1 != 0f ? share1 * p.PartialOutput[part1 + lane + 480] : 0f);
+                float lse1 = p.PartialLse[row1];
+                float share1 = (split + 1 * warps) >= count || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part1 = row1 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row2 = (split + 2 * warps) < count ? (long)(first + (split + 2 * warps)) * p.BlockCapacity + r : row0;
+                float lse2 = p.PartialLse[row2];
+                float share2 = (split + 2 * warps) >= count || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part2 = row2 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row3 = (split + 3 * warps) < count ? (long)(first + (split + 3 * warps)) * p.BlockCapacity + r : row0;
+                float lse3 = p.PartialLse[row3];
+                float share3 = (split + 3 * warps) >= count || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part3 = row3 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row4 = (split + 4 * warps) < count ? (long)(first + (split + 4 * warps)) * p.BlockCapacity + r : row0;
+                float lse4 = p.PartialLse[row4];
+                float share4 = (split + 4 * warps) >= count || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part4 = row4 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row5 = (split + 5 * warps) < count ? (long)(first + (split + 5 * warps)) * p.BlockCapacity + r : row0;
+                float lse5 = p.PartialLse[row5];
+                float share5 = (split + 5 * warps) >= count || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part5 = row5 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row6 = (split + 6 * warps) < count ? (long)(first + (split + 6 * warps)) * p.BlockCapacity + r : row0;
+                float lse6 = p.PartialLse[row6];
+                float share6 = (split + 6 * warps) >= count || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part6 = row6 * LatentRank + slice * TcCombineSliceColumns + lane;
+                long row7 = (split + 7 * warps) < count ? (long)(first + (split + 7 * warps)) * p.BlockCapacity + r : row0;
+                float lse7 = p.PartialLse[row7];
+                float share7 = (split + 7 * warps) >= count || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                long part7 = row7 * LatentRank + slice * TcCombineSliceColumns + lane;
+                float v0_0 = p.PartialOutput[part0 + 0];
+                float v1_0 = p.PartialOutput[part1 + 0];
+                float v2_0 = p.PartialOutput[part2 + 0];
+                float v3_0 = p.PartialOutput[part3 + 0];
+                float v4_0 = p.PartialOutput[part4 + 0];
+                float v5_0 = p.PartialOutput[part5 + 0];
+                float v6_0 = p.PartialOutput[part6 + 0];
+                float v7_0 = p.PartialOutput[part7 + 0];
+                float v0_1 = p.PartialOutput[part0 + 32];
+                float v1_1 = p.PartialOutput[part1 + 32];
+                float v2_1 = p.PartialOutput[part2 + 32];
+                float v3_1 = p.PartialOutput[part3 + 32];
+                float v4_1 = p.PartialOutput[part4 + 32];
+                float v5_1 = p.PartialOutput[part5 + 32];
+                float v6_1 = p.PartialOutput[part6 + 32];
+                float v7_1 = p.PartialOutput[part7 + 32];
+                float v0_2 = p.PartialOutput[part0 + 64];
+                float v1_2 = p.PartialOutput[part1 + 64];
+                float v2_2 = p.PartialOutput[part2 + 64];
+                float v3_2 = p.PartialOutput[part3 + 64];
+                float v4_2 = p.PartialOutput[part4 + 64];
+                float v5_2 = p.PartialOutput[part5 + 64];
+                float v6_2 = p.PartialOutput[part6 + 64];
+                float v7_2 = p.PartialOutput[part7 + 64];
+                float v0_3 = p.PartialOutput[part0 + 96];
+                float v1_3 = p.PartialOutput[part1 + 96];
+                float v2_3 = p.PartialOutput[part2 + 96];
+                float v3_3 = p.PartialOutput[part3 + 96];
+                float v4_3 = p.PartialOutput[part4 + 96];
+                float v5_3 = p.PartialOutput[part5 + 96];
+                float v6_3 = p.PartialOutput[part6 + 96];
+                float v7_3 = p.PartialOutput[part7 + 96];
+                o0 += (share0 != 0f ? share0 * v0_0 : 0f) + (share1 != 0f ? share1 * v1_0 : 0f) + (share2 != 0f ? share2 * v2_0 : 0f) + (share3 != 0f ? share3 * v3_0 : 0f) + (share4 != 0f ? share4 * v4_0 : 0f) + (share5 != 0f ? share5 * v5_0 : 0f) + (share6 != 0f ? share6 * v6_0 : 0f) + (share7 != 0f ? share7 * v7_0 : 0f);
+                o1 += (share0 != 0f ? share0 * v0_1 : 0f) + (share1 != 0f ? share1 * v1_1 : 0f) + (share2 != 0f ? share2 * v2_1 : 0f) + (share3 != 0f ? share3 * v3_1 : 0f) + (share4 != 0f ? share4 * v4_1 : 0f) + (share5 != 0f ? share5 * v5_1 : 0f) + (share6 != 0f ? share6 * v6_1 : 0f) + (share7 != 0f ? share7 * v7_1 : 0f);
+                o2 += (share0 != 0f ? share0 * v0_2 : 0f) + (share1 != 0f ? share1 * v1_2 : 0f) + (share2 != 0f ? share2 * v2_2 : 0f) + (share3 != 0f ? share3 * v3_2 : 0f) + (share4 != 0f ? share4 * v4_2 : 0f) + (share5 != 0f ? share5 * v5_2 : 0f) + (share6 != 0f ? share6 * v6_2 : 0f) + (share7 != 0f ? share7 * v7_2 : 0f);
+                o3 += (share0 != 0f ? share0 * v0_3 : 0f) + (share1 != 0f ? share1 * v1_3 : 0f) + (share2 != 0f ? share2 * v2_3 : 0f) + (share3 != 0f ? share3 * v3_3 : 0f) + (share4 != 0f ? share4 * v4_3 : 0f) + (share5 != 0f ? share5 * v5_3 : 0f) + (share6 != 0f ? share6 * v6_3 : 0f) + (share7 != 0f ? share7 * v7_3 : 0f);
             }
-            long output = (long)(p.BlockFirstRow[block] + r) * LatentRank;
+            long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;
             if (warps == 1)
             {
                 p.LatentOutput[output + lane + 0] = o0;
                 p.LatentOutput[output + lane + 32] = o1;
                 p.LatentOutput[output + lane + 64] = o2;
                 p.LatentOutput[output + lane + 96] = o3;
-                p.LatentOutput[output + lane + 128] = o4;
-                p.LatentOutput[output + lane + 160] = o5;
-                p.LatentOutput[output + lane + 192] = o6;
-                p.LatentOutput[output + lane + 224] = o7;
-                p.LatentOutput[output + lane + 256] = o8;
-                p.LatentOutput[output + lane + 288] = o9;
-                p.LatentOutput[output + lane + 320] = o10;
-                p.LatentOutput[output + lane + 352] = o11;
-                p.LatentOutput[output + lane + 384] = o12;
-                p.LatentOutput[output + lane + 416] = o13;
-                p.LatentOutput[output + lane + 448] = o14;
-                p.LatentOutput[output + lane + 480] = o15;
             }
             else
             {
-                merged[warp * LatentRank + lane + 0] = o0;
-                merged[warp * LatentRank + lane + 32] = o1;
-                merged[warp * LatentRank + lane + 64] = o2;
-                merged[warp * LatentRank + lane + 96] = o3;
-                merged[warp * LatentRank + lane + 128] = o4;
-                merged[warp * LatentRank + lane + 160] = o5;
-                merged[warp * LatentRank + lane + 192] = o6;
-                merged[warp * LatentRank + lane + 224] = o7;
-                merged[warp * LatentRank + lane + 256] = o8;
-                merged[warp * LatentRank + lane + 288] = o9;
-                merged[warp * LatentRank + lane + 320] = o10;
-                merged[warp * LatentRank + lane + 352] = o11;
-                merged[warp * LatentRank + lane + 384] = o12;
-                merged[warp * LatentRank + lane + 416] = o13;
-                merged[warp * LatentRank + lane + 448] = o14;
-                merged[warp * LatentRank + lane + 480] = o15;
+                merged[warp * TcCombineSliceColumns + lane + 0] = o0;
+                merged[warp * TcCombineSliceColumns + lane + 32] = o1;
+                merged[warp * TcCombineSliceColumns + lane + 64] = o2;
+                merged[warp * TcCombineSliceColumns + lane + 96] = o3;
                 global::ILGPU.Group.Barrier();
-                for (int column = global::ILGPU.Group.IdxX; column < LatentRank; column += global::ILGPU.Group.DimX)
+                for (int column = global::ILGPU.Group.IdxX; column < TcCombineSliceColumns; column += global::ILGPU.Group.DimX)
                 {
                     float sum = 0f;
                     for (int other = 0; other < warps; other++)
-                        sum += merged[other * LatentRank + column];
+                        sum += merged[other * TcCombineSliceColumns + column];
                     p.LatentOutput[output + column] = sum;
                 }
             }
-            if (global::ILGPU.Group.IdxX == 0)
+            if (global::ILGPU.Group.IdxX == 0 && slice == 0)
                 p.Lse[p.BlockFirstRow[block] + r] = lse;
         }
 
@@ -1888,6 +1972,7 @@ partial class DeepSeekV3Attention
         public const int DwQueryBytes = 73728; // Q: 64 rows in the same boxes, at offset 0
         public const int DwExchangeBytes = 16384; // each thread's partial S, for the other warpgroup
         public const int DwExchange = DwQueryBytes + DwStages * DwStageBytes;
+        public const int DwOutputStride = 520; // fp32 per row of O staged over Q and the stages (+8: a quad's rows start 8 banks apart)
         public const int DwSharedBytes = DwExchange + DwExchangeBytes + 1024; // + slack to align the block to a swizzle atom
         public const long DwRowDescriptor = 0x4000004000010000L; // K-major Q (A) and K (B), 128-byte swizzle: SBO 1024 B (next 8 rows)
         public const long DwValueDescriptor = 0x4000004001000000L; // MN-major V (B), 128-byte swizzle: LBO 4096 B (next 64 columns), SBO 1024 B (next 8 keys)
@@ -1920,239 +2005,16 @@ partial class DeepSeekV3Attention
             long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;
             int visibleLo = rowLo < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowLo) / Heads] + 1, end) : 0;
             int visibleHi = rowHi < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowHi) / Heads] + 1, end) : 0;
-
-            // Q → bf16 in swizzled boxes: chunk j (8 values) of row r's box b lands at b·64 rows·128 + r·128 + (j ^ r % 8)·16;
-            // 18 chunks per thread, 6 loaded before any is stored (a loop would wait on each chunk's loads in turn).
-            {
-                int row0 = ((tid + 0) >> 3) & (DwRows - 1);
-                long from0 = (long)(firstRow + row0) * CacheRowValues + (tid + 0) / (DwRows * 8) * 64 + ((tid + 0) & 7) * 8;
-                long into0 = shared + (tid + 0) / (DwRows * 8) * 8192L + row0 * 128 + ((((tid + 0) & 7) ^ (row0 & 7)) << 4);
-                float q0_0 = row0 < rows ? p.AbsorbedQuery[from0 + 0] : 0f;
-                float q0_1 = row0 < rows ? p.AbsorbedQuery[from0 + 1] : 0f;
-                float q0_2 = row0 < rows ? p.AbsorbedQuery[from0 + 2] : 0f;
-                float q0_3 = row0 < rows ? p.AbsorbedQuery[from0 + 3] : 0f;
-                float q0_4 = row0 < rows ? p.AbsorbedQuery[from0 + 4] : 0f;
-                float q0_5 = row0 < rows ? p.AbsorbedQuery[from0 + 5] : 0f;
-                float q0_6 = row0 < rows ? p.AbsorbedQuery[from0 + 6] : 0f;
-                float q0_7 = row0 < rows ? p.AbsorbedQuery[from0 + 7] : 0f;
-                int row1 = ((tid + 256) >> 3) & (DwRows - 1);
-                long from1 = (long)(firstRow + row1) * CacheRowValues + (tid + 256) / (DwRows * 8) * 64 + ((tid + 256) & 7) * 8;
-                long into1 = shared + (tid + 256) / (DwRows * 8) * 8192L + row1 * 128 + ((((tid + 256) & 7) ^ (row1 & 7)) << 4);
-                float q1_0 = row1 < rows ? p.AbsorbedQuery[from1 + 0] : 0f;
-                float q1_1 = row1 < rows ? p.AbsorbedQuery[from1 + 1] : 0f;
-                float q1_2 = row1 < rows ? p.AbsorbedQuery[from1 + 2] : 0f;
-                float q1_3 = row1 < rows ? p.AbsorbedQuery[from1 + 3] : 0f;
-                float q1_4 = row1 < rows ? p.AbsorbedQuery[from1 + 4] : 0f;
-                float q1_5 = row1 < rows ? p.AbsorbedQuery[from1 + 5] : 0f;
-                float q1_6 = row1 < rows ? p.AbsorbedQuery[from1 + 6] : 0f;
-                float q1_7 = row1 < rows ? p.AbsorbedQuery[from1 + 7] : 0f;
-                int row2 = ((tid + 512) >> 3) & (DwRows - 1);
-                long from2 = (long)(firstRow + row2) * CacheRowValues + (tid + 512) / (DwRows * 8) * 64 + ((tid + 512) & 7) * 8;
-                long into2 = shared + (tid + 512) / (DwRows * 8) * 8192L + row2 * 128 + ((((tid + 512) & 7) ^ (row2 & 7)) << 4);
-                float q2_0 = row2 < rows ? p.AbsorbedQuery[from2 + 0] : 0f;
-                float q2_1 = row2 < rows ? p.AbsorbedQuery[from2 + 1] : 0f;
-                float q2_2 = row2 < rows ? p.AbsorbedQuery[from2 + 2] : 0f;
-                float q2_3 = row2 < rows ? p.AbsorbedQuery[from2 + 3] : 0f;
-                float q2_4 = row2 < rows ? p.AbsorbedQuery[from2 + 4] : 0f;
-                float q2_5 = row2 < rows ? p.AbsorbedQuery[from2 + 5] : 0f;
-                float q2_6 = row2 < rows ? p.AbsorbedQuery[from2 + 6] : 0f;
-                float q2_7 = row2 < rows ? p.AbsorbedQuery[from2 + 7] : 0f;
-                int row3 = ((tid + 768) >> 3) & (DwRows - 1);
-                long from3 = (long)(firstRow + row3) * CacheRowValues + (tid + 768) / (DwRows * 8) * 64 + ((tid + 768) & 7) * 8;
-                long into3 = shared + (tid + 768) / (DwRows * 8) * 8192L + row3 * 128 + ((((tid + 768) & 7) ^ (row3 & 7)) << 4);
-                float q3_0 = row3 < rows ? p.AbsorbedQuery[from3 + 0] : 0f;
-                float q3_1 = row3 < rows ? p.AbsorbedQuery[from3 + 1] : 0f;
-                float q3_2 = row3 < rows ? p.AbsorbedQuery[from3 + 2] : 0f;
-                float q3_3 = row3 < rows ? p.AbsorbedQuery[from3 + 3] : 0f;
-                float q3_4 = row3 < rows ? p.AbsorbedQuery[from3 + 4] : 0f;
-                float q3_5 = row3 < rows ? p.AbsorbedQuery[from3 + 5] : 0f;
-                float q3_6 = row3 < rows ? p.AbsorbedQuery[from3 + 6] : 0f;
-                float q3_7 = row3 < rows ? p.AbsorbedQuery[from3 + 7] : 0f;
-                int row4 = ((tid + 1024) >> 3) & (DwRows - 1);
-                long from4 = (long)(firstRow + row4) * CacheRowValues + (tid + 1024) / (DwRows * 8) * 64 + ((tid + 1024) & 7) * 8;
-                long into4 = shared + (tid + 1024) / (DwRows * 8) * 8192L + row4 * 128 + ((((tid + 1024) & 7) ^ (row4 & 7)) << 4);
-                float q4_0 = row4 < rows ? p.AbsorbedQuery[from4 + 0] : 0f;
-                float q4_1 = row4 < rows ? p.AbsorbedQuery[from4 + 1] : 0f;
-                float q4_2 = row4 < rows ? p.AbsorbedQuery[from4 + 2] : 0f;
-                float q4_3 = row4 < rows ? p.AbsorbedQuery[from4 + 3] : 0f;
-                float q4_4 = row4 < rows ? p.AbsorbedQuery[from4 + 4] : 0f;
-                float q4_5 = row4 < rows ? p.AbsorbedQuery[from4 + 5] : 0f;
-                float q4_6 = row4 < rows ? p.AbsorbedQuery[from4 + 6] : 0f;
-                float q4_7 = row4 < rows ? p.AbsorbedQuery[from4 + 7] : 0f;
-                int row5 = ((tid + 1280) >> 3) & (DwRows - 1);
-                long from5 = (long)(firstRow + row5) * CacheRowValues + (tid + 1280) / (DwRows * 8) * 64 + ((tid + 1280) & 7) * 8;
-                long into5 = shared + (tid + 1280) / (DwRows * 8) * 8192L + row5 * 128 + ((((tid + 1280) & 7) ^ (row5 & 7)) << 4);
-                float q5_0 = row5 < rows ? p.AbsorbedQuery[from5 + 0] : 0f;
-                float q5_1 = row5 < rows ? p.AbsorbedQuery[from5 + 1] : 0f;
-                float q5_2 = row5 < rows ? p.AbsorbedQuery[from5 + 2] : 0f;
-                float q5_3 = row5 < rows ? p.AbsorbedQuery[from5 + 3] : 0f;
-                float q5_4 = row5 < rows ? p.AbsorbedQuery[from5 + 4] : 0f;
-                float q5_5 = row5 < rows ? p.AbsorbedQuery[from5 + 5] : 0f;
-                float q5_6 = row5 < rows ? p.AbsorbedQuery[from5 + 6] : 0f;
-                float q5_7 = row5 < rows ? p.AbsorbedQuery[from5 + 7] : 0f;
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into0, global::MlaGen.Kernels.KernelMath.PackBf16(q0_0, q0_1), global::MlaGen.Kernels.KernelMath.PackBf16(q0_2, q0_3), global::MlaGen.Kernels.KernelMath.PackBf16(q0_4, q0_5), global::MlaGen.Kernels.KernelMath.PackBf16(q0_6, q0_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into1, global::MlaGen.Kernels.KernelMath.PackBf16(q1_0, q1_1), global::MlaGen.Kernels.KernelMath.PackBf16(q1_2, q1_3), global::MlaGen.Kernels.KernelMath.PackBf16(q1_4, q1_5), global::MlaGen.Kernels.KernelMath.PackBf16(q1_6, q1_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into2, global::MlaGen.Kernels.KernelMath.PackBf16(q2_0, q2_1), global::MlaGen.Kernels.KernelMath.PackBf16(q2_2, q2_3), global::MlaGen.Kernels.KernelMath.PackBf16(q2_4, q2_5), global::MlaGen.Kernels.KernelMath.PackBf16(q2_6, q2_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into3, global::MlaGen.Kernels.KernelMath.PackBf16(q3_0, q3_1), global::MlaGen.Kernels.KernelMath.PackBf16(q3_2, q3_3), global::MlaGen.Kernels.KernelMath.PackBf16(q3_4, q3_5), global::MlaGen.Kernels.KernelMath.PackBf16(q3_6, q3_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into4, global::MlaGen.Kernels.KernelMath.PackBf16(q4_0, q4_1), global::MlaGen.Kernels.KernelMath.PackBf16(q4_2, q4_3), global::MlaGen.Kernels.KernelMath.PackBf16(q4_4, q4_5), global::MlaGen.Kernels.KernelMath.PackBf16(q4_6, q4_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into5, global::MlaGen.Kernels.KernelMath.PackBf16(q5_0, q5_1), global::MlaGen.Kernels.KernelMath.PackBf16(q5_2, q5_3), global::MlaGen.Kernels.KernelMath.PackBf16(q5_4, q5_5), global::MlaGen.Kernels.KernelMath.PackBf16(q5_6, q5_7));
-            }
-            {
-                int row0 = ((tid + 1536) >> 3) & (DwRows - 1);
-                long from0 = (long)(firstRow + row0) * CacheRowValues + (tid + 1536) / (DwRows * 8) * 64 + ((tid + 1536) & 7) * 8;
-                long into0 = shared + (tid + 1536) / (DwRows * 8) * 8192L + row0 * 128 + ((((tid + 1536) & 7) ^ (row0 & 7)) << 4);
-                float q0_0 = row0 < rows ? p.AbsorbedQuery[from0 + 0] : 0f;
-                float q0_1 = row0 < rows ? p.AbsorbedQuery[from0 + 1] : 0f;
-                float q0_2 = row0 < rows ? p.AbsorbedQuery[from0 + 2] : 0f;
-                float q0_3 = row0 < rows ? p.AbsorbedQuery[from0 + 3] : 0f;
-                float q0_4 = row0 < rows ? p.AbsorbedQuery[from0 + 4] : 0f;
-                float q0_5 = row0 < rows ? p.AbsorbedQuery[from0 + 5] : 0f;
-                float q0_6 = row0 < rows ? p.AbsorbedQuery[from0 + 6] : 0f;
-                float q0_7 = row0 < rows ? p.AbsorbedQuery[from0 + 7] : 0f;
-                int row1 = ((tid + 1792) >> 3) & (DwRows - 1);
-                long from1 = (long)(firstRow + row1) * CacheRowValues + (tid + 1792) / (DwRows * 8) * 64 + ((tid + 1792) & 7) * 8;
-                long into1 = shared + (tid + 1792) / (DwRows * 8) * 8192L + row1 * 128 + ((((tid + 1792) & 7) ^ (row1 & 7)) << 4);
-                float q1_0 = row1 < rows ? p.AbsorbedQuery[from1 + 0] : 0f;
-                float q1_1 = row1 < rows ? p.AbsorbedQuery[from1 + 1] : 0f;
-                float q1_2 = row1 < rows ? p.AbsorbedQuery[from1 + 2] : 0f;
-                float q1_3 = row1 < rows ? p.AbsorbedQuery[from1 + 3] : 0f;
-                float q1_4 = row1 < rows ? p.AbsorbedQuery[from1 + 4] : 0f;
-                float q1_5 = row1 < rows ? p.AbsorbedQuery[from1 + 5] : 0f;
-                float q1_6 = row1 < rows ? p.AbsorbedQuery[from1 + 6] : 0f;
-                float q1_7 = row1 < rows ? p.AbsorbedQuery[from1 + 7] : 0f;
-                int row2 = ((tid + 2048) >> 3) & (DwRows - 1);
-                long from2 = (long)(firstRow + row2) * CacheRowValues + (tid + 2048) / (DwRows * 8) * 64 + ((tid + 2048) & 7) * 8;
-                long into2 = shared + (tid + 2048) / (DwRows * 8) * 8192L + row2 * 128 + ((((tid + 2048) & 7) ^ (row2 & 7)) << 4);
-                float q2_0 = row2 < rows ? p.AbsorbedQuery[from2 + 0] : 0f;
-                float q2_1 = row2 < rows ? p.AbsorbedQuery[from2 + 1] : 0f;
-                float q2_2 = row2 < rows ? p.AbsorbedQuery[from2 + 2] : 0f;
-                float q2_3 = row2 < rows ? p.AbsorbedQuery[from2 + 3] : 0f;
-                float q2_4 = row2 < rows ? p.AbsorbedQuery[from2 + 4] : 0f;
-                float q2_5 = row2 < rows ? p.AbsorbedQuery[from2 + 5] : 0f;
-                float q2_6 = row2 < rows ? p.AbsorbedQuery[from2 + 6] : 0f;
-                float q2_7 = row2 < rows ? p.AbsorbedQuery[from2 + 7] : 0f;
-                int row3 = ((tid + 2304) >> 3) & (DwRows - 1);
-                long from3 = (long)(firstRow + row3) * CacheRowValues + (tid + 2304) / (DwRows * 8) * 64 + ((tid + 2304) & 7) * 8;
-                long into3 = shared + (tid + 2304) / (DwRows * 8) * 8192L + row3 * 128 + ((((tid + 2304) & 7) ^ (row3 & 7)) << 4);
-                float q3_0 = row3 < rows ? p.AbsorbedQuery[from3 + 0] : 0f;
-                float q3_1 = row3 < rows ? p.AbsorbedQuery[from3 + 1] : 0f;
-                float q3_2 = row3 < rows ? p.AbsorbedQuery[from3 + 2] : 0f;
-                float q3_3 = row3 < rows ? p.AbsorbedQuery[from3 + 3] : 0f;
-                float q3_4 = row3 < rows ? p.AbsorbedQuery[from3 + 4] : 0f;
-                float q3_5 = row3 < rows ? p.AbsorbedQuery[from3 + 5] : 0f;
-                float q3_6 = row3 < rows ? p.AbsorbedQuery[from3 + 6] : 0f;
-                float q3_7 = row3 < rows ? p.AbsorbedQuery[from3 + 7] : 0f;
-                int row4 = ((tid + 2560) >> 3) & (DwRows - 1);
-                long from4 = (long)(firstRow + row4) * CacheRowValues + (tid + 2560) / (DwRows * 8) * 64 + ((tid + 2560) & 7) * 8;
-                long into4 = shared + (tid + 2560) / (DwRows * 8) * 8192L + row4 * 128 + ((((tid + 2560) & 7) ^ (row4 & 7)) << 4);
-                float q4_0 = row4 < rows ? p.AbsorbedQuery[from4 + 0] : 0f;
-                float q4_1 = row4 < rows ? p.AbsorbedQuery[from4 + 1] : 0f;
-                float q4_2 = row4 < rows ? p.AbsorbedQuery[from4 + 2] : 0f;
-                float q4_3 = row4 < rows ? p.AbsorbedQuery[from4 + 3] : 0f;
-                float q4_4 = row4 < rows ? p.AbsorbedQuery[from4 + 4] : 0f;
-                float q4_5 = row4 < rows ? p.AbsorbedQuery[from4 + 5] : 0f;
-                float q4_6 = row4 < rows ? p.AbsorbedQuery[from4 + 6] : 0f;
-                float q4_7 = row4 < rows ? p.AbsorbedQuery[from4 + 7] : 0f;
-                int row5 = ((tid + 2816) >> 3) & (DwRows - 1);
-                long from5 = (long)(firstRow + row5) * CacheRowValues + (tid + 2816) / (DwRows * 8) * 64 + ((tid + 2816) & 7) * 8;
-                long into5 = shared + (tid + 2816) / (DwRows * 8) * 8192L + row5 * 128 + ((((tid + 2816) & 7) ^ (row5 & 7)) << 4);
-                float q5_0 = row5 < rows ? p.AbsorbedQuery[from5 + 0] : 0f;
-                float q5_1 = row5 < rows ? p.AbsorbedQuery[from5 + 1] : 0f;
-                float q5_2 = row5 < rows ? p.AbsorbedQuery[from5 + 2] : 0f;
-                float q5_3 = row5 < rows ? p.AbsorbedQuery[from5 + 3] : 0f;
-                float q5_4 = row5 < rows ? p.AbsorbedQuery[from5 + 4] : 0f;
-                float q5_5 = row5 < rows ? p.AbsorbedQuery[from5 + 5] : 0f;
-                float q5_6 = row5 < rows ? p.AbsorbedQuery[from5 + 6] : 0f;
-                float q5_7 = row5 < rows ? p.AbsorbedQuery[from5 + 7] : 0f;
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into0, global::MlaGen.Kernels.KernelMath.PackBf16(q0_0, q0_1), global::MlaGen.Kernels.KernelMath.PackBf16(q0_2, q0_3), global::MlaGen.Kernels.KernelMath.PackBf16(q0_4, q0_5), global::MlaGen.Kernels.KernelMath.PackBf16(q0_6, q0_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into1, global::MlaGen.Kernels.KernelMath.PackBf16(q1_0, q1_1), global::MlaGen.Kernels.KernelMath.PackBf16(q1_2, q1_3), global::MlaGen.Kernels.KernelMath.PackBf16(q1_4, q1_5), global::MlaGen.Kernels.KernelMath.PackBf16(q1_6, q1_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into2, global::MlaGen.Kernels.KernelMath.PackBf16(q2_0, q2_1), global::MlaGen.Kernels.KernelMath.PackBf16(q2_2, q2_3), global::MlaGen.Kernels.KernelMath.PackBf16(q2_4, q2_5), global::MlaGen.Kernels.KernelMath.PackBf16(q2_6, q2_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into3, global::MlaGen.Kernels.KernelMath.PackBf16(q3_0, q3_1), global::MlaGen.Kernels.KernelMath.PackBf16(q3_2, q3_3), global::MlaGen.Kernels.KernelMath.PackBf16(q3_4, q3_5), global::MlaGen.Kernels.KernelMath.PackBf16(q3_6, q3_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into4, global::MlaGen.Kernels.KernelMath.PackBf16(q4_0, q4_1), global::MlaGen.Kernels.KernelMath.PackBf16(q4_2, q4_3), global::MlaGen.Kernels.KernelMath.PackBf16(q4_4, q4_5), global::MlaGen.Kernels.KernelMath.PackBf16(q4_6, q4_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into5, global::MlaGen.Kernels.KernelMath.PackBf16(q5_0, q5_1), global::MlaGen.Kernels.KernelMath.PackBf16(q5_2, q5_3), global::MlaGen.Kernels.KernelMath.PackBf16(q5_4, q5_5), global::MlaGen.Kernels.KernelMath.PackBf16(q5_6, q5_7));
-            }
-            {
-                int row0 = ((tid + 3072) >> 3) & (DwRows - 1);
-                long from0 = (long)(firstRow + row0) * CacheRowValues + (tid + 3072) / (DwRows * 8) * 64 + ((tid + 3072) & 7) * 8;
-                long into0 = shared + (tid + 3072) / (DwRows * 8) * 8192L + row0 * 128 + ((((tid + 3072) & 7) ^ (row0 & 7)) << 4);
-                float q0_0 = row0 < rows ? p.AbsorbedQuery[from0 + 0] : 0f;
-                float q0_1 = row0 < rows ? p.AbsorbedQuery[from0 + 1] : 0f;
-                float q0_2 = row0 < rows ? p.AbsorbedQuery[from0 + 2] : 0f;
-                float q0_3 = row0 < rows ? p.AbsorbedQuery[from0 + 3] : 0f;
-                float q0_4 = row0 < rows ? p.AbsorbedQuery[from0 + 4] : 0f;
-                float q0_5 = row0 < rows ? p.AbsorbedQuery[from0 + 5] : 0f;
-                float q0_6 = row0 < rows ? p.AbsorbedQuery[from0 + 6] : 0f;
-                float q0_7 = row0 < rows ? p.AbsorbedQuery[from0 + 7] : 0f;
-                int row1 = ((tid + 3328) >> 3) & (DwRows - 1);
-                long from1 = (long)(firstRow + row1) * CacheRowValues + (tid + 3328) / (DwRows * 8) * 64 + ((tid + 3328) & 7) * 8;
-                long into1 = shared + (tid + 3328) / (DwRows * 8) * 8192L + row1 * 128 + ((((tid + 3328) & 7) ^ (row1 & 7)) << 4);
-                float q1_0 = row1 < rows ? p.AbsorbedQuery[from1 + 0] : 0f;
-                float q1_1 = row1 < rows ? p.AbsorbedQuery[from1 + 1] : 0f;
-                float q1_2 = row1 < rows ? p.AbsorbedQuery[from1 + 2] : 0f;
-                float q1_3 = row1 < rows ? p.AbsorbedQuery[from1 + 3] : 0f;
-                float q1_4 = row1 < rows ? p.AbsorbedQuery[from1 + 4] : 0f;
-                float q1_5 = row1 < rows ? p.AbsorbedQuery[from1 + 5] : 0f;
-                float q1_6 = row1 < rows ? p.AbsorbedQuery[from1 + 6] : 0f;
-                float q1_7 = row1 < rows ? p.AbsorbedQuery[from1 + 7] : 0f;
-                int row2 = ((tid + 3584) >> 3) & (DwRows - 1);
-                long from2 = (long)(firstRow + row2) * CacheRowValues + (tid + 3584) / (DwRows * 8) * 64 + ((tid + 3584) & 7) * 8;
-                long into2 = shared + (tid + 3584) / (DwRows * 8) * 8192L + row2 * 128 + ((((tid + 3584) & 7) ^ (row2 & 7)) << 4);
-                float q2_0 = row2 < rows ? p.AbsorbedQuery[from2 + 0] : 0f;
-                float q2_1 = row2 < rows ? p.AbsorbedQuery[from2 + 1] : 0f;
-                float q2_2 = row2 < rows ? p.AbsorbedQuery[from2 + 2] : 0f;
-                float q2_3 = row2 < rows ? p.AbsorbedQuery[from2 + 3] : 0f;
-                float q2_4 = row2 < rows ? p.AbsorbedQuery[from2 + 4] : 0f;
-                float q2_5 = row2 < rows ? p.AbsorbedQuery[from2 + 5] : 0f;
-                float q2_6 = row2 < rows ? p.AbsorbedQuery[from2 + 6] : 0f;
-                float q2_7 = row2 < rows ? p.AbsorbedQuery[from2 + 7] : 0f;
-                int row3 = ((tid + 3840) >> 3) & (DwRows - 1);
-                long from3 = (long)(firstRow + row3) * CacheRowValues + (tid + 3840) / (DwRows * 8) * 64 + ((tid + 3840) & 7) * 8;
-                long into3 = shared + (tid + 3840) / (DwRows * 8) * 8192L + row3 * 128 + ((((tid + 3840) & 7) ^ (row3 & 7)) << 4);
-                float q3_0 = row3 < rows ? p.AbsorbedQuery[from3 + 0] : 0f;
-                float q3_1 = row3 < rows ? p.AbsorbedQuery[from3 + 1] : 0f;
-                float q3_2 = row3 < rows ? p.AbsorbedQuery[from3 + 2] : 0f;
-                float q3_3 = row3 < rows ? p.AbsorbedQuery[from3 + 3] : 0f;
-                float q3_4 = row3 < rows ? p.AbsorbedQuery[from3 + 4] : 0f;
-                float q3_5 = row3 < rows ? p.AbsorbedQuery[from3 + 5] : 0f;
-                float q3_6 = row3 < rows ? p.AbsorbedQuery[from3 + 6] : 0f;
-                float q3_7 = row3 < rows ? p.AbsorbedQuery[from3 + 7] : 0f;
-                int row4 = ((tid + 4096) >> 3) & (DwRows - 1);
-                long from4 = (long)(firstRow + row4) * CacheRowValues + (tid + 4096) / (DwRows * 8) * 64 + ((tid + 4096) & 7) * 8;
-                long into4 = shared + (tid + 4096) / (DwRows * 8) * 8192L + row4 * 128 + ((((tid + 4096) & 7) ^ (row4 & 7)) << 4);
-                float q4_0 = row4 < rows ? p.AbsorbedQuery[from4 + 0] : 0f;
-                float q4_1 = row4 < rows ? p.AbsorbedQuery[from4 + 1] : 0f;
-                float q4_2 = row4 < rows ? p.AbsorbedQuery[from4 + 2] : 0f;
-                float q4_3 = row4 < rows ? p.AbsorbedQuery[from4 + 3] : 0f;
-                float q4_4 = row4 < rows ? p.AbsorbedQuery[from4 + 4] : 0f;
-                float q4_5 = row4 < rows ? p.AbsorbedQuery[from4 + 5] : 0f;
-                float q4_6 = row4 < rows ? p.AbsorbedQuery[from4 + 6] : 0f;
-                float q4_7 = row4 < rows ? p.AbsorbedQuery[from4 + 7] : 0f;
-                int row5 = ((tid + 4352) >> 3) & (DwRows - 1);
-                long from5 = (long)(firstRow + row5) * CacheRowValues + (tid + 4352) / (DwRows * 8) * 64 + ((tid + 4352) & 7) * 8;
-                long into5 = shared + (tid + 4352) / (DwRows * 8) * 8192L + row5 * 128 + ((((tid + 4352) & 7) ^ (row5 & 7)) << 4);
-                float q5_0 = row5 < rows ? p.AbsorbedQuery[from5 + 0] : 0f;
-                float q5_1 = row5 < rows ? p.AbsorbedQuery[from5 + 1] : 0f;
-                float q5_2 = row5 < rows ? p.AbsorbedQuery[from5 + 2] : 0f;
-                float q5_3 = row5 < rows ? p.AbsorbedQuery[from5 + 3] : 0f;
-                float q5_4 = row5 < rows ? p.AbsorbedQuery[from5 + 4] : 0f;
-                float q5_5 = row5 < rows ? p.AbsorbedQuery[from5 + 5] : 0f;
-                float q5_6 = row5 < rows ? p.AbsorbedQuery[from5 + 6] : 0f;
-                float q5_7 = row5 < rows ? p.AbsorbedQuery[from5 + 7] : 0f;
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into0, global::MlaGen.Kernels.KernelMath.PackBf16(q0_0, q0_1), global::MlaGen.Kernels.KernelMath.PackBf16(q0_2, q0_3), global::MlaGen.Kernels.KernelMath.PackBf16(q0_4, q0_5), global::MlaGen.Kernels.KernelMath.PackBf16(q0_6, q0_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into1, global::MlaGen.Kernels.KernelMath.PackBf16(q1_0, q1_1), global::MlaGen.Kernels.KernelMath.PackBf16(q1_2, q1_3), global::MlaGen.Kernels.KernelMath.PackBf16(q1_4, q1_5), global::MlaGen.Kernels.KernelMath.PackBf16(q1_6, q1_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into2, global::MlaGen.Kernels.KernelMath.PackBf16(q2_0, q2_1), global::MlaGen.Kernels.KernelMath.PackBf16(q2_2, q2_3), global::MlaGen.Kernels.KernelMath.PackBf16(q2_4, q2_5), global::MlaGen.Kernels.KernelMath.PackBf16(q2_6, q2_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into3, global::MlaGen.Kernels.KernelMath.PackBf16(q3_0, q3_1), global::MlaGen.Kernels.KernelMath.PackBf16(q3_2, q3_3), global::MlaGen.Kernels.KernelMath.PackBf16(q3_4, q3_5), global::MlaGen.Kernels.KernelMath.PackBf16(q3_6, q3_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into4, global::MlaGen.Kernels.KernelMath.PackBf16(q4_0, q4_1), global::MlaGen.Kernels.KernelMath.PackBf16(q4_2, q4_3), global::MlaGen.Kernels.KernelMath.PackBf16(q4_4, q4_5), global::MlaGen.Kernels.KernelMath.PackBf16(q4_6, q4_7));
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into5, global::MlaGen.Kernels.KernelMath.PackBf16(q5_0, q5_1), global::MlaGen.Kernels.KernelMath.PackBf16(q5_2, q5_3), global::MlaGen.Kernels.KernelMath.PackBf16(q5_4, q5_5), global::MlaGen.Kernels.KernelMath.PackBf16(q5_6, q5_7));
-            }
+            bool alone = p.BlockItems[block] == 1;
+            global::ILGPU.ArrayView<float> itemOutput = alone ? p.LatentOutput : p.PartialOutput;
+            global::ILGPU.ArrayView<float> itemLse = alone ? p.Lse : p.PartialLse;
+            long itemFirstRow = alone ? firstRow : (long)item * DwRows;
 
             // Copies: 8 lanes per tile row, each 16 bytes of every box (one 128-byte global run per box, one swizzled shared row).
             int copyRow = tid >> 3;
             long copyFrom = copyRow * (CacheRowValues * 2L) + (tid & 7) * 16;
             int copyInto = copyRow * 128 + (((tid & 7) ^ (copyRow & 7)) << 4);
-
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 xo0, 0f00000000; mov.f32 xo1, 0f00000000; mov.f32 xo2, 0f00000000; mov.f32 xo3, 0f00000000; mov.f32 xo4, 0f00000000; mov.f32 xo5, 0f00000000; mov.f32 xo6, 0f00000000; mov.f32 xo7, 0f00000000; mov.f32 xo8, 0f00000000; mov.f32 xo9, 0f00000000; mov.f32 xo10, 0f00000000; mov.f32 xo11, 0f00000000; mov.f32 xo12, 0f00000000; mov.f32 xo13, 0f00000000; mov.f32 xo14, 0f00000000; mov.f32 xo15, 0f00000000; mov.f32 xo16, 0f00000000; mov.f32 xo17, 0f00000000; mov.f32 xo18, 0f00000000; mov.f32 xo19, 0f00000000; mov.f32 xo20, 0f00000000; mov.f32 xo21, 0f00000000; mov.f32 xo22, 0f00000000; mov.f32 xo23, 0f00000000; mov.f32 xo24, 0f00000000; mov.f32 xo25, 0f00000000; mov.f32 xo26, 0f00000000; mov.f32 xo27, 0f00000000; mov.f32 xo28, 0f00000000; mov.f32 xo29, 0f00000000; mov.f32 xo30, 0f00000000; mov.f32 xo31, 0f00000000; mov.f32 xo32, 0f00000000; mov.f32 xo33, 0f00000000; mov.f32 xo34, 0f00000000; mov.f32 xo35, 0f00000000; mov.f32 xo36, 0f00000000; mov.f32 xo37, 0f00000000; mov.f32 xo38, 0f00000000; mov.f32 xo39, 0f00000000; mov.f32 xo40, 0f00000000; mov.f32 xo41, 0f00000000; mov.f32 xo42, 0f00000000; mov.f32 xo43, 0f00000000; mov.f32 xo44, 0f00000000; mov.f32 xo45, 0f00000000; mov.f32 xo46, 0f00000000; mov.f32 xo47, 0f00000000; mov.f32 xo48, 0f00000000; mov.f32 xo49, 0f00000000; mov.f32 xo50, 0f00000000; mov.f32 xo51, 0f00000000; mov.f32 xo52, 0f00000000; mov.f32 xo53, 0f00000000; mov.f32 xo54, 0f00000000; mov.f32 xo55, 0f00000000; mov.f32 xo56, 0f00000000; mov.f32 xo57, 0f00000000; mov.f32 xo58, 0f00000000; mov.f32 xo59, 0f00000000; mov.f32 xo60, 0f00000000; mov.f32 xo61, 0f00000000; mov.f32 xo62, 0f00000000; mov.f32 xo63, 0f00000000; mov.f32 xo64, 0f00000000; mov.f32 xo65, 0f00000000; mov.f32 xo66, 0f00000000; mov.f32 xo67, 0f00000000; mov.f32 xo68, 0f00000000; mov.f32 xo69, 0f00000000; mov.f32 xo70, 0f00000000; mov.f32 xo71, 0f00000000; mov.f32 xo72, 0f00000000; mov.f32 xo73, 0f00000000; mov.f32 xo74, 0f00000000; mov.f32 xo75, 0f00000000; mov.f32 xo76, 0f00000000; mov.f32 xo77, 0f00000000; mov.f32 xo78, 0f00000000; mov.f32 xo79, 0f00000000; mov.f32 xo80, 0f00000000; mov.f32 xo81, 0f00000000; mov.f32 xo82, 0f00000000; mov.f32 xo83, 0f00000000; mov.f32 xo84, 0f00000000; mov.f32 xo85, 0f00000000; mov.f32 xo86, 0f00000000; mov.f32 xo87, 0f00000000; mov.f32 xo88, 0f00000000; mov.f32 xo89, 0f00000000; mov.f32 xo90, 0f00000000; mov.f32 xo91, 0f00000000; mov.f32 xo92, 0f00000000; mov.f32 xo93, 0f00000000; mov.f32 xo94, 0f00000000; mov.f32 xo95, 0f00000000; mov.f32 xo96, 0f00000000; mov.f32 xo97, 0f00000000; mov.f32 xo98, 0f00000000; mov.f32 xo99, 0f00000000; mov.f32 xo100, 0f00000000; mov.f32 xo101, 0f00000000; mov.f32 xo102, 0f00000000; mov.f32 xo103, 0f00000000; mov.f32 xo104, 0f00000000; mov.f32 xo105, 0f00000000; mov.f32 xo106, 0f00000000; mov.f32 xo107, 0f00000000; mov.f32 xo108, 0f00000000; mov.f32 xo109, 0f00000000; mov.f32 xo110, 0f00000000; mov.f32 xo111, 0f00000000; mov.f32 xo112, 0f00000000; mov.f32 xo113, 0f00000000; mov.f32 xo114, 0f00000000; mov.f32 xo115, 0f00000000; mov.f32 xo116, 0f00000000; mov.f32 xo117, 0f00000000; mov.f32 xo118, 0f00000000; mov.f32 xo119, 0f00000000; mov.f32 xo120, 0f00000000; mov.f32 xo121, 0f00000000; mov.f32 xo122, 0f00000000; mov.f32 xo123, 0f00000000; mov.f32 xo124, 0f00000000; mov.f32 xo125, 0f00000000; mov.f32 xo126, 0f00000000; mov.f32 xo127, 0f00000000; mov.f32 xm0, 0fFF800000; mov.f32 xm1, 0fFF800000; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;");
-            // Tiles 0 and 1 in flight before the loop; each tile's pages are read an iteration before its copy.
+            // Tiles 0 and 1 in flight before Q is packed, so their loads and Q's overlap; each tile's pages are read an iteration before its copy.
             long pageAhead0 = (long)p.Cache.BlockTable[blockRow + (global::System.Math.Min(begin + 0 * PageSize, end - 1) >> PageShift)] * PageSize + (global::System.Math.Min(begin + 0 * PageSize, end - 1) & PageMask);
             {
                 bool inside = begin + copyRow < end;
@@ -2168,6 +2030,100 @@ partial class DeepSeekV3Attention
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.cg.shared.global [%0+0], [%1+0], 16, %2; cp.async.cg.shared.global [%0+4096], [%1+128], 16, %2; cp.async.cg.shared.global [%0+8192], [%1+256], 16, %2; cp.async.cg.shared.global [%0+12288], [%1+384], 16, %2; cp.async.cg.shared.global [%0+16384], [%1+512], 16, %2; cp.async.cg.shared.global [%0+20480], [%1+640], 16, %2; cp.async.cg.shared.global [%0+24576], [%1+768], 16, %2; cp.async.cg.shared.global [%0+28672], [%1+896], 16, %2; cp.async.cg.shared.global [%0+32768], [%1+1024], 16, %2; cp.async.commit_group;", shared + DwQueryBytes + DwStageBytes + copyInto, source, inside ? 16 : 0);
             }
             pageAhead0 = (long)p.Cache.BlockTable[blockRow + (global::System.Math.Min(begin + 2 * DwKeys + 0 * PageSize, end - 1) >> PageShift)] * PageSize + (global::System.Math.Min(begin + 2 * DwKeys + 0 * PageSize, end - 1) & PageMask);
+
+            // Q → bf16 in swizzled boxes, only the block's rows (rows are independent in every MMA, so the others may hold anything):
+            // chunk c (8 values) is value 8c.. of the rows; its row r, box b and piece j land at b·64 rows·128 + r·128 + (j ^ r % 8)·16.
+            // 6 chunks per thread are loaded before any is stored (a loop would wait on each chunk's loads in turn).
+            int queryChunks = rows * 72;
+            for (int firstChunk = tid; firstChunk < queryChunks; firstChunk += 6 * DwThreads)
+            {
+                int chunk0 = firstChunk + 0 * DwThreads;
+                long from0 = (long)firstRow * CacheRowValues + chunk0 * 8L;
+                int row0 = chunk0 / 72;
+                long into0 = shared + chunk0 / 8 % 9 * 8192L + row0 * 128 + (((chunk0 & 7) ^ (row0 & 7)) << 4);
+                float q0_0 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 0] : 0f;
+                float q0_1 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 1] : 0f;
+                float q0_2 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 2] : 0f;
+                float q0_3 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 3] : 0f;
+                float q0_4 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 4] : 0f;
+                float q0_5 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 5] : 0f;
+                float q0_6 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 6] : 0f;
+                float q0_7 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 7] : 0f;
+                int chunk1 = firstChunk + 1 * DwThreads;
+                long from1 = (long)firstRow * CacheRowValues + chunk1 * 8L;
+                int row1 = chunk1 / 72;
+                long into1 = shared + chunk1 / 8 % 9 * 8192L + row1 * 128 + (((chunk1 & 7) ^ (row1 & 7)) << 4);
+                float q1_0 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 0] : 0f;
+                float q1_1 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 1] : 0f;
+                float q1_2 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 2] : 0f;
+                float q1_3 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 3] : 0f;
+                float q1_4 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 4] : 0f;
+                float q1_5 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 5] : 0f;
+                float q1_6 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 6] : 0f;
+                float q1_7 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 7] : 0f;
+                int chunk2 = firstChunk + 2 * DwThreads;
+                long from2 = (long)firstRow * CacheRowValues + chunk2 * 8L;
+                int row2 = chunk2 / 72;
+                long into2 = shared + chunk2 / 8 % 9 * 8192L + row2 * 128 + (((chunk2 & 7) ^ (row2 & 7)) << 4);
+                float q2_0 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 0] : 0f;
+                float q2_1 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 1] : 0f;
+                float q2_2 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 2] : 0f;
+                float q2_3 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 3] : 0f;
+                float q2_4 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 4] : 0f;
+                float q2_5 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 5] : 0f;
+                float q2_6 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 6] : 0f;
+                float q2_7 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 7] : 0f;
+                int chunk3 = firstChunk + 3 * DwThreads;
+                long from3 = (long)firstRow * CacheRowValues + chunk3 * 8L;
+                int row3 = chunk3 / 72;
+                long into3 = shared + chunk3 / 8 % 9 * 8192L + row3 * 128 + (((chunk3 & 7) ^ (row3 & 7)) << 4);
+                float q3_0 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 0] : 0f;
+                float q3_1 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 1] : 0f;
+                float q3_2 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 2] : 0f;
+                float q3_3 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 3] : 0f;
+                float q3_4 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 4] : 0f;
+                float q3_5 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 5] : 0f;
+                float q3_6 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 6] : 0f;
+                float q3_7 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 7] : 0f;
+                int chunk4 = firstChunk + 4 * DwThreads;
+                long from4 = (long)firstRow * CacheRowValues + chunk4 * 8L;
+                int row4 = chunk4 / 72;
+                long into4 = shared + chunk4 / 8 % 9 * 8192L + row4 * 128 + (((chunk4 & 7) ^ (row4 & 7)) << 4);
+                float q4_0 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 0] : 0f;
+                float q4_1 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 1] : 0f;
+                float q4_2 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 2] : 0f;
+                float q4_3 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 3] : 0f;
+                float q4_4 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 4] : 0f;
+                float q4_5 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 5] : 0f;
+                float q4_6 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 6] : 0f;
+                float q4_7 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 7] : 0f;
+                int chunk5 = firstChunk + 5 * DwThreads;
+                long from5 = (long)firstRow * CacheRowValues + chunk5 * 8L;
+                int row5 = chunk5 / 72;
+                long into5 = shared + chunk5 / 8 % 9 * 8192L + row5 * 128 + (((chunk5 & 7) ^ (row5 & 7)) << 4);
+                float q5_0 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 0] : 0f;
+                float q5_1 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 1] : 0f;
+                float q5_2 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 2] : 0f;
+                float q5_3 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 3] : 0f;
+                float q5_4 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 4] : 0f;
+                float q5_5 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 5] : 0f;
+                float q5_6 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 6] : 0f;
+                float q5_7 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 7] : 0f;
+                if (chunk0 < queryChunks)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into0, global::MlaGen.Kernels.KernelMath.PackBf16(q0_0, q0_1), global::MlaGen.Kernels.KernelMath.PackBf16(q0_2, q0_3), global::MlaGen.Kernels.KernelMath.PackBf16(q0_4, q0_5), global::MlaGen.Kernels.KernelMath.PackBf16(q0_6, q0_7));
+                if (chunk1 < queryChunks)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into1, global::MlaGen.Kernels.KernelMath.PackBf16(q1_0, q1_1), global::MlaGen.Kernels.KernelMath.PackBf16(q1_2, q1_3), global::MlaGen.Kernels.KernelMath.PackBf16(q1_4, q1_5), global::MlaGen.Kernels.KernelMath.PackBf16(q1_6, q1_7));
+                if (chunk2 < queryChunks)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into2, global::MlaGen.Kernels.KernelMath.PackBf16(q2_0, q2_1), global::MlaGen.Kernels.KernelMath.PackBf16(q2_2, q2_3), global::MlaGen.Kernels.KernelMath.PackBf16(q2_4, q2_5), global::MlaGen.Kernels.KernelMath.PackBf16(q2_6, q2_7));
+                if (chunk3 < queryChunks)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into3, global::MlaGen.Kernels.KernelMath.PackBf16(q3_0, q3_1), global::MlaGen.Kernels.KernelMath.PackBf16(q3_2, q3_3), global::MlaGen.Kernels.KernelMath.PackBf16(q3_4, q3_5), global::MlaGen.Kernels.KernelMath.PackBf16(q3_6, q3_7));
+                if (chunk4 < queryChunks)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into4, global::MlaGen.Kernels.KernelMath.PackBf16(q4_0, q4_1), global::MlaGen.Kernels.KernelMath.PackBf16(q4_2, q4_3), global::MlaGen.Kernels.KernelMath.PackBf16(q4_4, q4_5), global::MlaGen.Kernels.KernelMath.PackBf16(q4_6, q4_7));
+                if (chunk5 < queryChunks)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into5, global::MlaGen.Kernels.KernelMath.PackBf16(q5_0, q5_1), global::MlaGen.Kernels.KernelMath.PackBf16(q5_2, q5_3), global::MlaGen.Kernels.KernelMath.PackBf16(q5_4, q5_5), global::MlaGen.Kernels.KernelMath.PackBf16(q5_6, q5_7));
+            }
+
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 xo0, 0f00000000; mov.f32 xo1, 0f00000000; mov.f32 xo2, 0f00000000; mov.f32 xo3, 0f00000000; mov.f32 xo4, 0f00000000; mov.f32 xo5, 0f00000000; mov.f32 xo6, 0f00000000; mov.f32 xo7, 0f00000000; mov.f32 xo8, 0f00000000; mov.f32 xo9, 0f00000000; mov.f32 xo10, 0f00000000; mov.f32 xo11, 0f00000000; mov.f32 xo12, 0f00000000; mov.f32 xo13, 0f00000000; mov.f32 xo14, 0f00000000; mov.f32 xo15, 0f00000000; mov.f32 xo16, 0f00000000; mov.f32 xo17, 0f00000000; mov.f32 xo18, 0f00000000; mov.f32 xo19, 0f00000000; mov.f32 xo20, 0f00000000; mov.f32 xo21, 0f00000000; mov.f32 xo22, 0f00000000; mov.f32 xo23, 0f00000000; mov.f32 xo24, 0f00000000; mov.f32 xo25, 0f00000000; mov.f32 xo26, 0f00000000; mov.f32 xo27, 0f00000000; mov.f32 xo28, 0f00000000; mov.f32 xo29, 0f00000000; mov.f32 xo30, 0f00000000; mov.f32 xo31, 0f00000000; mov.f32 xo32, 0f00000000; mov.f32 xo33, 0f00000000; mov.f32 xo34, 0f00000000; mov.f32 xo35, 0f00000000; mov.f32 xo36, 0f00000000; mov.f32 xo37, 0f00000000; mov.f32 xo38, 0f00000000; mov.f32 xo39, 0f00000000; mov.f32 xo40, 0f00000000; mov.f32 xo41, 0f00000000; mov.f32 xo42, 0f00000000; mov.f32 xo43, 0f00000000; mov.f32 xo44, 0f00000000; mov.f32 xo45, 0f00000000; mov.f32 xo46, 0f00000000; mov.f32 xo47, 0f00000000; mov.f32 xo48, 0f00000000; mov.f32 xo49, 0f00000000; mov.f32 xo50, 0f00000000; mov.f32 xo51, 0f00000000; mov.f32 xo52, 0f00000000; mov.f32 xo53, 0f00000000; mov.f32 xo54, 0f00000000; mov.f32 xo55, 0f00000000; mov.f32 xo56, 0f00000000; mov.f32 xo57, 0f00000000; mov.f32 xo58, 0f00000000; mov.f32 xo59, 0f00000000; mov.f32 xo60, 0f00000000; mov.f32 xo61, 0f00000000; mov.f32 xo62, 0f00000000; mov.f32 xo63, 0f00000000; mov.f32 xo64, 0f00000000; mov.f32 xo65, 0f00000000; mov.f32 xo66, 0f00000000; mov.f32 xo67, 0f00000000; mov.f32 xo68, 0f00000000; mov.f32 xo69, 0f00000000; mov.f32 xo70, 0f00000000; mov.f32 xo71, 0f00000000; mov.f32 xo72, 0f00000000; mov.f32 xo73, 0f00000000; mov.f32 xo74, 0f00000000; mov.f32 xo75, 0f00000000; mov.f32 xo76, 0f00000000; mov.f32 xo77, 0f00000000; mov.f32 xo78, 0f00000000; mov.f32 xo79, 0f00000000; mov.f32 xo80, 0f00000000; mov.f32 xo81, 0f00000000; mov.f32 xo82, 0f00000000; mov.f32 xo83, 0f00000000; mov.f32 xo84, 0f00000000; mov.f32 xo85, 0f00000000; mov.f32 xo86, 0f00000000; mov.f32 xo87, 0f00000000; mov.f32 xo88, 0f00000000; mov.f32 xo89, 0f00000000; mov.f32 xo90, 0f00000000; mov.f32 xo91, 0f00000000; mov.f32 xo92, 0f00000000; mov.f32 xo93, 0f00000000; mov.f32 xo94, 0f00000000; mov.f32 xo95, 0f00000000; mov.f32 xo96, 0f00000000; mov.f32 xo97, 0f00000000; mov.f32 xo98, 0f00000000; mov.f32 xo99, 0f00000000; mov.f32 xo100, 0f00000000; mov.f32 xo101, 0f00000000; mov.f32 xo102, 0f00000000; mov.f32 xo103, 0f00000000; mov.f32 xo104, 0f00000000; mov.f32 xo105, 0f00000000; mov.f32 xo106, 0f00000000; mov.f32 xo107, 0f00000000; mov.f32 xo108, 0f00000000; mov.f32 xo109, 0f00000000; mov.f32 xo110, 0f00000000; mov.f32 xo111, 0f00000000; mov.f32 xo112, 0f00000000; mov.f32 xo113, 0f00000000; mov.f32 xo114, 0f00000000; mov.f32 xo115, 0f00000000; mov.f32 xo116, 0f00000000; mov.f32 xo117, 0f00000000; mov.f32 xo118, 0f00000000; mov.f32 xo119, 0f00000000; mov.f32 xo120, 0f00000000; mov.f32 xo121, 0f00000000; mov.f32 xo122, 0f00000000; mov.f32 xo123, 0f00000000; mov.f32 xo124, 0f00000000; mov.f32 xo125, 0f00000000; mov.f32 xo126, 0f00000000; mov.f32 xo127, 0f00000000; mov.f32 xm0, 0fFF800000; mov.f32 xm1, 0fFF800000; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;");
             long stage = 0;
             // This warpgroup's k-steps: the 16-value steps 2·half and 2·half + 1 of every box (32 bytes into each 128-byte row).
             long stepOffset = half * 64L;
@@ -2225,142 +2181,25 @@ partial class DeepSeekV3Attention
             float maxHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi & 0xFFFFFFFFUL)), sumHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi >> 32));
             float invLo = sumLo != 0f ? 1f / sumLo : 0f;
             float invHi = sumHi != 0f ? 1f / sumHi : 0f;
-            long outLo = ((long)item * DwRows + rowLo) * LatentRank + half * 256 + 2 * t;
-            long outHi = outLo + 8L * LatentRank;
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo0, xo1};", out ulong lo0);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo2, xo3};", out ulong hi0);
-            if (rowLo < rows) { p.PartialOutput[outLo + 0] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 1] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 0] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 1] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo4, xo5};", out ulong lo1);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo6, xo7};", out ulong hi1);
-            if (rowLo < rows) { p.PartialOutput[outLo + 8] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 9] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 8] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 9] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo8, xo9};", out ulong lo2);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo10, xo11};", out ulong hi2);
-            if (rowLo < rows) { p.PartialOutput[outLo + 16] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 17] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 16] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 17] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo12, xo13};", out ulong lo3);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo14, xo15};", out ulong hi3);
-            if (rowLo < rows) { p.PartialOutput[outLo + 24] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 25] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 24] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 25] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo16, xo17};", out ulong lo4);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo18, xo19};", out ulong hi4);
-            if (rowLo < rows) { p.PartialOutput[outLo + 32] = global::ILGPU.Interop.IntAsFloat((uint)(lo4 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 33] = global::ILGPU.Interop.IntAsFloat((uint)(lo4 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 32] = global::ILGPU.Interop.IntAsFloat((uint)(hi4 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 33] = global::ILGPU.Interop.IntAsFloat((uint)(hi4 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo20, xo21};", out ulong lo5);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo22, xo23};", out ulong hi5);
-            if (rowLo < rows) { p.PartialOutput[outLo + 40] = global::ILGPU.Interop.IntAsFloat((uint)(lo5 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 41] = global::ILGPU.Interop.IntAsFloat((uint)(lo5 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 40] = global::ILGPU.Interop.IntAsFloat((uint)(hi5 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 41] = global::ILGPU.Interop.IntAsFloat((uint)(hi5 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo24, xo25};", out ulong lo6);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo26, xo27};", out ulong hi6);
-            if (rowLo < rows) { p.PartialOutput[outLo + 48] = global::ILGPU.Interop.IntAsFloat((uint)(lo6 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 49] = global::ILGPU.Interop.IntAsFloat((uint)(lo6 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 48] = global::ILGPU.Interop.IntAsFloat((uint)(hi6 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 49] = global::ILGPU.Interop.IntAsFloat((uint)(hi6 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo28, xo29};", out ulong lo7);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo30, xo31};", out ulong hi7);
-            if (rowLo < rows) { p.PartialOutput[outLo + 56] = global::ILGPU.Interop.IntAsFloat((uint)(lo7 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 57] = global::ILGPU.Interop.IntAsFloat((uint)(lo7 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 56] = global::ILGPU.Interop.IntAsFloat((uint)(hi7 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 57] = global::ILGPU.Interop.IntAsFloat((uint)(hi7 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo32, xo33};", out ulong lo8);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo34, xo35};", out ulong hi8);
-            if (rowLo < rows) { p.PartialOutput[outLo + 64] = global::ILGPU.Interop.IntAsFloat((uint)(lo8 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 65] = global::ILGPU.Interop.IntAsFloat((uint)(lo8 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 64] = global::ILGPU.Interop.IntAsFloat((uint)(hi8 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 65] = global::ILGPU.Interop.IntAsFloat((uint)(hi8 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo36, xo37};", out ulong lo9);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo38, xo39};", out ulong hi9);
-            if (rowLo < rows) { p.PartialOutput[outLo + 72] = global::ILGPU.Interop.IntAsFloat((uint)(lo9 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 73] = global::ILGPU.Interop.IntAsFloat((uint)(lo9 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 72] = global::ILGPU.Interop.IntAsFloat((uint)(hi9 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 73] = global::ILGPU.Interop.IntAsFloat((uint)(hi9 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo40, xo41};", out ulong lo10);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo42, xo43};", out ulong hi10);
-            if (rowLo < rows) { p.PartialOutput[outLo + 80] = global::ILGPU.Interop.IntAsFloat((uint)(lo10 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 81] = global::ILGPU.Interop.IntAsFloat((uint)(lo10 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 80] = global::ILGPU.Interop.IntAsFloat((uint)(hi10 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 81] = global::ILGPU.Interop.IntAsFloat((uint)(hi10 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo44, xo45};", out ulong lo11);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo46, xo47};", out ulong hi11);
-            if (rowLo < rows) { p.PartialOutput[outLo + 88] = global::ILGPU.Interop.IntAsFloat((uint)(lo11 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 89] = global::ILGPU.Interop.IntAsFloat((uint)(lo11 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 88] = global::ILGPU.Interop.IntAsFloat((uint)(hi11 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 89] = global::ILGPU.Interop.IntAsFloat((uint)(hi11 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo48, xo49};", out ulong lo12);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo50, xo51};", out ulong hi12);
-            if (rowLo < rows) { p.PartialOutput[outLo + 96] = global::ILGPU.Interop.IntAsFloat((uint)(lo12 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 97] = global::ILGPU.Interop.IntAsFloat((uint)(lo12 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 96] = global::ILGPU.Interop.IntAsFloat((uint)(hi12 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 97] = global::ILGPU.Interop.IntAsFloat((uint)(hi12 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo52, xo53};", out ulong lo13);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo54, xo55};", out ulong hi13);
-            if (rowLo < rows) { p.PartialOutput[outLo + 104] = global::ILGPU.Interop.IntAsFloat((uint)(lo13 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 105] = global::ILGPU.Interop.IntAsFloat((uint)(lo13 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 104] = global::ILGPU.Interop.IntAsFloat((uint)(hi13 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 105] = global::ILGPU.Interop.IntAsFloat((uint)(hi13 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo56, xo57};", out ulong lo14);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo58, xo59};", out ulong hi14);
-            if (rowLo < rows) { p.PartialOutput[outLo + 112] = global::ILGPU.Interop.IntAsFloat((uint)(lo14 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 113] = global::ILGPU.Interop.IntAsFloat((uint)(lo14 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 112] = global::ILGPU.Interop.IntAsFloat((uint)(hi14 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 113] = global::ILGPU.Interop.IntAsFloat((uint)(hi14 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo60, xo61};", out ulong lo15);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo62, xo63};", out ulong hi15);
-            if (rowLo < rows) { p.PartialOutput[outLo + 120] = global::ILGPU.Interop.IntAsFloat((uint)(lo15 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 121] = global::ILGPU.Interop.IntAsFloat((uint)(lo15 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 120] = global::ILGPU.Interop.IntAsFloat((uint)(hi15 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 121] = global::ILGPU.Interop.IntAsFloat((uint)(hi15 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo64, xo65};", out ulong lo16);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo66, xo67};", out ulong hi16);
-            if (rowLo < rows) { p.PartialOutput[outLo + 128] = global::ILGPU.Interop.IntAsFloat((uint)(lo16 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 129] = global::ILGPU.Interop.IntAsFloat((uint)(lo16 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 128] = global::ILGPU.Interop.IntAsFloat((uint)(hi16 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 129] = global::ILGPU.Interop.IntAsFloat((uint)(hi16 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo68, xo69};", out ulong lo17);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo70, xo71};", out ulong hi17);
-            if (rowLo < rows) { p.PartialOutput[outLo + 136] = global::ILGPU.Interop.IntAsFloat((uint)(lo17 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 137] = global::ILGPU.Interop.IntAsFloat((uint)(lo17 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 136] = global::ILGPU.Interop.IntAsFloat((uint)(hi17 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 137] = global::ILGPU.Interop.IntAsFloat((uint)(hi17 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo72, xo73};", out ulong lo18);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo74, xo75};", out ulong hi18);
-            if (rowLo < rows) { p.PartialOutput[outLo + 144] = global::ILGPU.Interop.IntAsFloat((uint)(lo18 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 145] = global::ILGPU.Interop.IntAsFloat((uint)(lo18 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 144] = global::ILGPU.Interop.IntAsFloat((uint)(hi18 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 145] = global::ILGPU.Interop.IntAsFloat((uint)(hi18 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo76, xo77};", out ulong lo19);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo78, xo79};", out ulong hi19);
-            if (rowLo < rows) { p.PartialOutput[outLo + 152] = global::ILGPU.Interop.IntAsFloat((uint)(lo19 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 153] = global::ILGPU.Interop.IntAsFloat((uint)(lo19 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 152] = global::ILGPU.Interop.IntAsFloat((uint)(hi19 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 153] = global::ILGPU.Interop.IntAsFloat((uint)(hi19 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo80, xo81};", out ulong lo20);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo82, xo83};", out ulong hi20);
-            if (rowLo < rows) { p.PartialOutput[outLo + 160] = global::ILGPU.Interop.IntAsFloat((uint)(lo20 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 161] = global::ILGPU.Interop.IntAsFloat((uint)(lo20 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 160] = global::ILGPU.Interop.IntAsFloat((uint)(hi20 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 161] = global::ILGPU.Interop.IntAsFloat((uint)(hi20 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo84, xo85};", out ulong lo21);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo86, xo87};", out ulong hi21);
-            if (rowLo < rows) { p.PartialOutput[outLo + 168] = global::ILGPU.Interop.IntAsFloat((uint)(lo21 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 169] = global::ILGPU.Interop.IntAsFloat((uint)(lo21 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 168] = global::ILGPU.Interop.IntAsFloat((uint)(hi21 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 169] = global::ILGPU.Interop.IntAsFloat((uint)(hi21 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo88, xo89};", out ulong lo22);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo90, xo91};", out ulong hi22);
-            if (rowLo < rows) { p.PartialOutput[outLo + 176] = global::ILGPU.Interop.IntAsFloat((uint)(lo22 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 177] = global::ILGPU.Interop.IntAsFloat((uint)(lo22 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 176] = global::ILGPU.Interop.IntAsFloat((uint)(hi22 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 177] = global::ILGPU.Interop.IntAsFloat((uint)(hi22 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo92, xo93};", out ulong lo23);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo94, xo95};", out ulong hi23);
-            if (rowLo < rows) { p.PartialOutput[outLo + 184] = global::ILGPU.Interop.IntAsFloat((uint)(lo23 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 185] = global::ILGPU.Interop.IntAsFloat((uint)(lo23 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 184] = global::ILGPU.Interop.IntAsFloat((uint)(hi23 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 185] = global::ILGPU.Interop.IntAsFloat((uint)(hi23 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo96, xo97};", out ulong lo24);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo98, xo99};", out ulong hi24);
-            if (rowLo < rows) { p.PartialOutput[outLo + 192] = global::ILGPU.Interop.IntAsFloat((uint)(lo24 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 193] = global::ILGPU.Interop.IntAsFloat((uint)(lo24 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 192] = global::ILGPU.Interop.IntAsFloat((uint)(hi24 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 193] = global::ILGPU.Interop.IntAsFloat((uint)(hi24 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo100, xo101};", out ulong lo25);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo102, xo103};", out ulong hi25);
-            if (rowLo < rows) { p.PartialOutput[outLo + 200] = global::ILGPU.Interop.IntAsFloat((uint)(lo25 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 201] = global::ILGPU.Interop.IntAsFloat((uint)(lo25 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 200] = global::ILGPU.Interop.IntAsFloat((uint)(hi25 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 201] = global::ILGPU.Interop.IntAsFloat((uint)(hi25 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo104, xo105};", out ulong lo26);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo106, xo107};", out ulong hi26);
-            if (rowLo < rows) { p.PartialOutput[outLo + 208] = global::ILGPU.Interop.IntAsFloat((uint)(lo26 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 209] = global::ILGPU.Interop.IntAsFloat((uint)(lo26 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 208] = global::ILGPU.Interop.IntAsFloat((uint)(hi26 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 209] = global::ILGPU.Interop.IntAsFloat((uint)(hi26 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo108, xo109};", out ulong lo27);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo110, xo111};", out ulong hi27);
-            if (rowLo < rows) { p.PartialOutput[outLo + 216] = global::ILGPU.Interop.IntAsFloat((uint)(lo27 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 217] = global::ILGPU.Interop.IntAsFloat((uint)(lo27 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 216] = global::ILGPU.Interop.IntAsFloat((uint)(hi27 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 217] = global::ILGPU.Interop.IntAsFloat((uint)(hi27 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo112, xo113};", out ulong lo28);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo114, xo115};", out ulong hi28);
-            if (rowLo < rows) { p.PartialOutput[outLo + 224] = global::ILGPU.Interop.IntAsFloat((uint)(lo28 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 225] = global::ILGPU.Interop.IntAsFloat((uint)(lo28 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 224] = global::ILGPU.Interop.IntAsFloat((uint)(hi28 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 225] = global::ILGPU.Interop.IntAsFloat((uint)(hi28 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo116, xo117};", out ulong lo29);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo118, xo119};", out ulong hi29);
-            if (rowLo < rows) { p.PartialOutput[outLo + 232] = global::ILGPU.Interop.IntAsFloat((uint)(lo29 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 233] = global::ILGPU.Interop.IntAsFloat((uint)(lo29 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 232] = global::ILGPU.Interop.IntAsFloat((uint)(hi29 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 233] = global::ILGPU.Interop.IntAsFloat((uint)(hi29 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo120, xo121};", out ulong lo30);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo122, xo123};", out ulong hi30);
-            if (rowLo < rows) { p.PartialOutput[outLo + 240] = global::ILGPU.Interop.IntAsFloat((uint)(lo30 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 241] = global::ILGPU.Interop.IntAsFloat((uint)(lo30 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 240] = global::ILGPU.Interop.IntAsFloat((uint)(hi30 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 241] = global::ILGPU.Interop.IntAsFloat((uint)(hi30 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo124, xo125};", out ulong lo31);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo126, xo127};", out ulong hi31);
-            if (rowLo < rows) { p.PartialOutput[outLo + 248] = global::ILGPU.Interop.IntAsFloat((uint)(lo31 & 0xFFFFFFFFUL)) * invLo; p.PartialOutput[outLo + 249] = global::ILGPU.Interop.IntAsFloat((uint)(lo31 >> 32)) * invLo; }
-            if (rowHi < rows) { p.PartialOutput[outHi + 248] = global::ILGPU.Interop.IntAsFloat((uint)(hi31 & 0xFFFFFFFFUL)) * invHi; p.PartialOutput[outHi + 249] = global::ILGPU.Interop.IntAsFloat((uint)(hi31 >> 32)) * invHi; }
+            global::ILGPU.Group.Barrier(); // both warpgroups' last MMAs have read Q and the stages: O may take their place
+            // Normalised O through shared memory ([DwRows][DwOutputStride] fp32 over Q and the stages), so that all 256 threads
+            // then write whole rows: from registers only the quad's 8 bytes of a row would leave at a time.
+            long stagedLo = shared + ((long)rowLo * DwOutputStride + half * 256 + 2 * t) * 4;
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 a, b, c, d; mul.f32 a, xo0, %2; mul.f32 b, xo1, %2; mul.f32 c, xo2, %3; mul.f32 d, xo3, %3; st.shared.v2.f32 [%0+0], {a, b}; st.shared.v2.f32 [%1+0], {c, d}; mul.f32 a, xo4, %2; mul.f32 b, xo5, %2; mul.f32 c, xo6, %3; mul.f32 d, xo7, %3; st.shared.v2.f32 [%0+32], {a, b}; st.shared.v2.f32 [%1+32], {c, d}; mul.f32 a, xo8, %2; mul.f32 b, xo9, %2; mul.f32 c, xo10, %3; mul.f32 d, xo11, %3; st.shared.v2.f32 [%0+64], {a, b}; st.shared.v2.f32 [%1+64], {c, d}; mul.f32 a, xo12, %2; mul.f32 b, xo13, %2; mul.f32 c, xo14, %3; mul.f32 d, xo15, %3; st.shared.v2.f32 [%0+96], {a, b}; st.shared.v2.f32 [%1+96], {c, d}; mul.f32 a, xo16, %2; mul.f32 b, xo17, %2; mul.f32 c, xo18, %3; mul.f32 d, xo19, %3; st.shared.v2.f32 [%0+128], {a, b}; st.shared.v2.f32 [%1+128], {c, d}; mul.f32 a, xo20, %2; mul.f32 b, xo21, %2; mul.f32 c, xo22, %3; mul.f32 d, xo23, %3; st.shared.v2.f32 [%0+160], {a, b}; st.shared.v2.f32 [%1+160], {c, d}; mul.f32 a, xo24, %2; mul.f32 b, xo25, %2; mul.f32 c, xo26, %3; mul.f32 d, xo27, %3; st.shared.v2.f32 [%0+192], {a, b}; st.shared.v2.f32 [%1+192], {c, d}; mul.f32 a, xo28, %2; mul.f32 b, xo29, %2; mul.f32 c, xo30, %3; mul.f32 d, xo31, %3; st.shared.v2.f32 [%0+224], {a, b}; st.shared.v2.f32 [%1+224], {c, d}; mul.f32 a, xo32, %2; mul.f32 b, xo33, %2; mul.f32 c, xo34, %3; mul.f32 d, xo35, %3; st.shared.v2.f32 [%0+256], {a, b}; st.shared.v2.f32 [%1+256], {c, d}; mul.f32 a, xo36, %2; mul.f32 b, xo37, %2; mul.f32 c, xo38, %3; mul.f32 d, xo39, %3; st.shared.v2.f32 [%0+288], {a, b}; st.shared.v2.f32 [%1+288], {c, d}; mul.f32 a, xo40, %2; mul.f32 b, xo41, %2; mul.f32 c, xo42, %3; mul.f32 d, xo43, %3; st.shared.v2.f32 [%0+320], {a, b}; st.shared.v2.f32 [%1+320], {c, d}; mul.f32 a, xo44, %2; mul.f32 b, xo45, %2; mul.f32 c, xo46, %3; mul.f32 d, xo47, %3; st.shared.v2.f32 [%0+352], {a, b}; st.shared.v2.f32 [%1+352], {c, d}; mul.f32 a, xo48, %2; mul.f32 b, xo49, %2; mul.f32 c, xo50, %3; mul.f32 d, xo51, %3; st.shared.v2.f32 [%0+384], {a, b}; st.shared.v2.f32 [%1+384], {c, d}; mul.f32 a, xo52, %2; mul.f32 b, xo53, %2; mul.f32 c, xo54, %3; mul.f32 d, xo55, %3; st.shared.v2.f32 [%0+416], {a, b}; st.shared.v2.f32 [%1+416], {c, d}; mul.f32 a, xo56, %2; mul.f32 b, xo57, %2; mul.f32 c, xo58, %3; mul.f32 d, xo59, %3; st.shared.v2.f32 [%0+448], {a, b}; st.shared.v2.f32 [%1+448], {c, d}; mul.f32 a, xo60, %2; mul.f32 b, xo61, %2; mul.f32 c, xo62, %3; mul.f32 d, xo63, %3; st.shared.v2.f32 [%0+480], {a, b}; st.shared.v2.f32 [%1+480], {c, d}; mul.f32 a, xo64, %2; mul.f32 b, xo65, %2; mul.f32 c, xo66, %3; mul.f32 d, xo67, %3; st.shared.v2.f32 [%0+512], {a, b}; st.shared.v2.f32 [%1+512], {c, d}; mul.f32 a, xo68, %2; mul.f32 b, xo69, %2; mul.f32 c, xo70, %3; mul.f32 d, xo71, %3; st.shared.v2.f32 [%0+544], {a, b}; st.shared.v2.f32 [%1+544], {c, d}; mul.f32 a, xo72, %2; mul.f32 b, xo73, %2; mul.f32 c, xo74, %3; mul.f32 d, xo75, %3; st.shared.v2.f32 [%0+576], {a, b}; st.shared.v2.f32 [%1+576], {c, d}; mul.f32 a, xo76, %2; mul.f32 b, xo77, %2; mul.f32 c, xo78, %3; mul.f32 d, xo79, %3; st.shared.v2.f32 [%0+608], {a, b}; st.shared.v2.f32 [%1+608], {c, d}; mul.f32 a, xo80, %2; mul.f32 b, xo81, %2; mul.f32 c, xo82, %3; mul.f32 d, xo83, %3; st.shared.v2.f32 [%0+640], {a, b}; st.shared.v2.f32 [%1+640], {c, d}; mul.f32 a, xo84, %2; mul.f32 b, xo85, %2; mul.f32 c, xo86, %3; mul.f32 d, xo87, %3; st.shared.v2.f32 [%0+672], {a, b}; st.shared.v2.f32 [%1+672], {c, d}; mul.f32 a, xo88, %2; mul.f32 b, xo89, %2; mul.f32 c, xo90, %3; mul.f32 d, xo91, %3; st.shared.v2.f32 [%0+704], {a, b}; st.shared.v2.f32 [%1+704], {c, d}; mul.f32 a, xo92, %2; mul.f32 b, xo93, %2; mul.f32 c, xo94, %3; mul.f32 d, xo95, %3; st.shared.v2.f32 [%0+736], {a, b}; st.shared.v2.f32 [%1+736], {c, d}; mul.f32 a, xo96, %2; mul.f32 b, xo97, %2; mul.f32 c, xo98, %3; mul.f32 d, xo99, %3; st.shared.v2.f32 [%0+768], {a, b}; st.shared.v2.f32 [%1+768], {c, d}; mul.f32 a, xo100, %2; mul.f32 b, xo101, %2; mul.f32 c, xo102, %3; mul.f32 d, xo103, %3; st.shared.v2.f32 [%0+800], {a, b}; st.shared.v2.f32 [%1+800], {c, d}; mul.f32 a, xo104, %2; mul.f32 b, xo105, %2; mul.f32 c, xo106, %3; mul.f32 d, xo107, %3; st.shared.v2.f32 [%0+832], {a, b}; st.shared.v2.f32 [%1+832], {c, d}; mul.f32 a, xo108, %2; mul.f32 b, xo109, %2; mul.f32 c, xo110, %3; mul.f32 d, xo111, %3; st.shared.v2.f32 [%0+864], {a, b}; st.shared.v2.f32 [%1+864], {c, d}; mul.f32 a, xo112, %2; mul.f32 b, xo113, %2; mul.f32 c, xo114, %3; mul.f32 d, xo115, %3; st.shared.v2.f32 [%0+896], {a, b}; st.shared.v2.f32 [%1+896], {c, d}; mul.f32 a, xo116, %2; mul.f32 b, xo117, %2; mul.f32 c, xo118, %3; mul.f32 d, xo119, %3; st.shared.v2.f32 [%0+928], {a, b}; st.shared.v2.f32 [%1+928], {c, d}; mul.f32 a, xo120, %2; mul.f32 b, xo121, %2; mul.f32 c, xo122, %3; mul.f32 d, xo123, %3; st.shared.v2.f32 [%0+960], {a, b}; st.shared.v2.f32 [%1+960], {c, d}; mul.f32 a, xo124, %2; mul.f32 b, xo125, %2; mul.f32 c, xo126, %3; mul.f32 d, xo127, %3; st.shared.v2.f32 [%0+992], {a, b}; st.shared.v2.f32 [%1+992], {c, d}; }", stagedLo, stagedLo + 8L * DwOutputStride * 4, invLo, invHi);
+            global::ILGPU.Group.Barrier();
+            global::ILGPU.ArrayView<float> stagedOutput = dynamicShared.Cast<float>().SubView((shared - sharedStart) / 4);
+            for (int index = tid; index < rows * LatentRank; index += DwThreads)
+            {
+                int r = index / LatentRank;
+                int column = index - r * LatentRank;
+                itemOutput[(itemFirstRow + r) * LatentRank + column] = stagedOutput[r * DwOutputStride + column];
+            }
             if (half == 0 && t == 0)
             {
                 if (rowLo < rows)
-                    p.PartialLse[(long)item * DwRows + rowLo] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    itemLse[itemFirstRow + rowLo] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
                 if (rowHi < rows)
-                    p.PartialLse[(long)item * DwRows + rowHi] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    itemLse[itemFirstRow + rowHi] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             }
         }
 
@@ -3795,10 +3634,10 @@ partial class DeepSeekV3Attention
             {
                 if (_tensorCoreCombine is null)
                     base.TensorCoreCombine(stream, p);
-                else if (p.Blocks > 0)
+                else if (p.Blocks > 0 && p.MaxBlockItems > 1) // with no block split, the attention wrote every row itself
                 {
                     int warps = TcCombineWarps(p.MaxBlockItems);
-                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * p.BlockCapacity, Lanes * warps, global::ILGPU.SharedMemoryConfig.RequestDynamic<float>(TcCombineSharedFloats(warps))), p);
+                    _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * p.BlockCapacity * TcCombineSlices, Lanes * warps, global::ILGPU.SharedMemoryConfig.RequestDynamic<float>(TcCombineSharedFloats(warps))), p);
                 }
             }
             public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
