@@ -23,7 +23,7 @@ internal static class DecodeWarpgroupEmitter
     private const int Threads = 256;
     private const int Rows = 64;
     private const int Stages = 3;
-    private const int QueryChunksInFlight = 6; // 48 loads per thread in flight while Q is packed
+    private const int QueryChunksInFlight = 6; // 12 16-byte loads per thread in flight while Q is packed (≤ 10 PTX operands: 6 targets, source, count)
     private const int BoxValues = 64; // bf16 values in one 128-byte swizzled row
     private const int BoxRowBytes = 128;
     private const int SwizzleAtomBytes = 8 * BoxRowBytes; // the swizzle repeats every 8 rows; atoms must be 1024-byte aligned
@@ -101,23 +101,28 @@ internal static class DecodeWarpgroupEmitter
         w.Line();
         w.Line($"// Q → bf16 in swizzled boxes, only the block's rows (rows are independent in every MMA, so the others may hold anything):");
         w.Line($"// chunk c (8 values) is value 8c.. of the rows; its row r, box b and piece j land at b·64 rows·128 + r·128 + (j ^ r % 8)·16.");
-        w.Line($"// {QueryChunksInFlight} chunks per thread are loaded before any is stored (a loop would wait on each chunk's loads in turn).");
+        w.Line($"// One PTX block per trip: the {QueryChunksInFlight} chunks' 16-byte loads all leave before any is converted and stored.");
         w.Line($"int queryChunks = rows * {boxes * 8};");
         w.Open($"for (int firstChunk = tid; firstChunk < queryChunks; firstChunk += {QueryChunksInFlight} * DwThreads)");
         for (int k = 0; k < QueryChunksInFlight; k++)
         {
-            w.Line($"int chunk{k} = firstChunk + {k} * DwThreads;");
-            w.Line($"long from{k} = (long)firstRow * CacheRowValues + chunk{k} * 8L;");
-            w.Line($"int row{k} = chunk{k} / {boxes * 8};");
-            w.Line($"long into{k} = shared + chunk{k} / 8 % {boxes} * {queryBoxBytes}L + row{k} * {BoxRowBytes} + (((chunk{k} & 7) ^ (row{k} & 7)) << 4);");
-            for (int i = 0; i < 8; i++)
-                w.Line($"float q{k}_{i} = chunk{k} < queryChunks ? p.AbsorbedQuery[from{k} + {i}] : 0f;");
+            w.Line($"int row{k} = (firstChunk + {k} * DwThreads) / {boxes * 8};");
+            w.Line($"long into{k} = shared + (firstChunk + {k} * DwThreads) / 8 % {boxes} * {queryBoxBytes}L + row{k} * {BoxRowBytes} + ((((firstChunk + {k} * DwThreads) & 7) ^ (row{k} & 7)) << 4);");
         }
+        var pack = new System.Text.StringBuilder($"{{ .reg .pred v<{QueryChunksInFlight}>; .reg .f32 f<{QueryChunksInFlight * 8}>; .reg .b32 h<{QueryChunksInFlight * 4}>; ");
+        for (int k = 0; k < QueryChunksInFlight; k++)
+            pack.Append($"setp.gt.s32 v{k}, %{QueryChunksInFlight + 1}, {k * Threads}; ");
+        for (int k = 0; k < QueryChunksInFlight; k++)
+            for (int half = 0; half < 2; half++)
+                pack.Append($"@v{k} ld.global.nc.v4.f32 {{{string.Join(",", Enumerable.Range(0, 4).Select(i => $"f{8 * k + 4 * half + i}"))}}}, [%{QueryChunksInFlight}+{k * Threads * 32 + 16 * half}]; ");
         for (int k = 0; k < QueryChunksInFlight; k++)
         {
-            w.Line($"if (chunk{k} < queryChunks)");
-            w.Line($"    {Asm}(\"st.shared.v4.b32 [%0], {{%1, %2, %3, %4}};\", into{k}, {string.Join(", ", Enumerable.Range(0, 4).Select(i => $"{K}.KernelMath.PackBf16(q{k}_{2 * i}, q{k}_{2 * i + 1})"))});");
+            for (int i = 0; i < 4; i++)
+                pack.Append($"cvt.rn.bf16x2.f32 h{4 * k + i}, f{8 * k + 2 * i + 1}, f{8 * k + 2 * i}; ");
+            pack.Append($"@v{k} st.shared.v4.b32 [%{k}], {{{string.Join(",", Enumerable.Range(0, 4).Select(i => $"h{4 * k + i}"))}}}; ");
         }
+        pack.Append('}');
+        w.Line($"{Asm}(\"{pack}\", {string.Join(", ", Enumerable.Range(0, QueryChunksInFlight).Select(k => $"into{k}"))}, p.QueryAddress + ((long)firstRow * CacheRowValues + firstChunk * 8L) * 4, queryChunks - firstChunk);");
         w.Close();
         w.Line();
         w.Line($"{Asm}(\"{Repeat(outTiles * 4, i => $"mov.f32 xo{i}, 0f00000000;")} mov.f32 xm0, {NegativeInfinity}; mov.f32 xm1, {NegativeInfinity}; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;\");");

@@ -100,6 +100,8 @@ public struct TensorCoreAttentionParams
     public CacheAddressing Cache;
     /// <summary>Device address of <c>Cache.Pages[0]</c>: cp.async needs a raw global address.</summary>
     public long PagesAddress;
+    /// <summary>Device address of <c>AbsorbedQuery[0]</c> (16-byte aligned), for vector loads of Q.</summary>
+    public long QueryAddress;
     /// <summary>Per item: its row block, and the cached token range [begin, end) it covers (multiples of the tile).</summary>
     public ArrayView<int> ItemBlock;
     public ArrayView<int> ItemBegin;

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using ILGPU.Runtime;
 
 namespace MlaGen.Kernels;
 
@@ -32,18 +33,23 @@ public static class SplitKvScheduler
 
         /// <summary>
         /// The attention and combine parameters of this plan. <paramref name="views"/> names the query, cache and output
-        /// buffers (its plan fields are ignored); <paramref name="upload"/> puts each of the plan's int arrays on the device,
-        /// wherever the caller keeps them.
+        /// buffers (its plan fields and raw addresses are filled here); <paramref name="upload"/> puts each of the plan's int
+        /// arrays on the device, wherever the caller keeps them.
         /// </summary>
         public (TensorCoreAttentionParams Attention, TensorCoreCombineParams Combine) ToParams(
             TensorCoreAttentionParams views, int blockRows, Func<PlanArray, int[], ILGPU.ArrayView<int>> upload)
         {
             ArgumentNullException.ThrowIfNull(upload);
+            long queryAddress = views.AbsorbedQuery.LoadEffectiveAddressAsPtr().ToInt64();
+            if (queryAddress % 16 != 0)
+                throw new ArgumentException($"The absorbed query must start 16-byte aligned for vector loads; it starts at 0x{queryAddress:X}.", nameof(views));
             var firstRow = upload(PlanArray.BlockFirstRow, BlockFirstRow);
             var rows = upload(PlanArray.BlockRows, BlockRows);
             var items = upload(PlanArray.BlockItems, BlockItems);
             var attention = views with
             {
+                PagesAddress = views.Cache.Pages.LoadEffectiveAddressAsPtr().ToInt64(),
+                QueryAddress = queryAddress,
                 ItemBlock = upload(PlanArray.ItemBlock, ItemBlock),
                 ItemBegin = upload(PlanArray.ItemBegin, ItemBegin),
                 ItemEnd = upload(PlanArray.ItemEnd, ItemEnd),

@@ -56,7 +56,6 @@ public sealed class AttentionLaunch : ILayerAttention
             {
                 AbsorbedQuery = AbsorbedQuery,
                 Cache = addressing,
-                PagesAddress = cache.PagesView.LoadEffectiveAddressAsPtr().ToInt64(),
                 PartialOutput = partialOut,
                 PartialLse = partialLse,
                 LatentOutput = LatentOutput,

@@ -105,7 +105,6 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
             {
                 AbsorbedQuery = problem.AbsorbedQuery,
                 Cache = problem.Cache,
-                PagesAddress = problem.Cache.Pages.LoadEffectiveAddressAsPtr().ToInt64(),
                 PartialOutput = partialOut.View,
                 PartialLse = partialLse.View,
                 LatentOutput = problem.LatentOutput,

@@ -1978,94 +1978,23 @@ partial class DeepSeekV2LiteAttention
 
             // Q → bf16 in swizzled boxes, only the block's rows (rows are independent in every MMA, so the others may hold anything):
             // chunk c (8 values) is value 8c.. of the rows; its row r, box b and piece j land at b·64 rows·128 + r·128 + (j ^ r % 8)·16.
-            // 6 chunks per thread are loaded before any is stored (a loop would wait on each chunk's loads in turn).
+            // One PTX block per trip: the 6 chunks' 16-byte loads all leave before any is converted and stored.
             int queryChunks = rows * 72;
             for (int firstChunk = tid; firstChunk < queryChunks; firstChunk += 6 * DwThreads)
             {
-                int chunk0 = firstChunk + 0 * DwThreads;
-                long from0 = (long)firstRow * CacheRowValues + chunk0 * 8L;
-                int row0 = chunk0 / 72;
-                long into0 = shared + chunk0 / 8 % 9 * 8192L + row0 * 128 + (((chunk0 & 7) ^ (row0 & 7)) << 4);
-                float q0_0 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 0] : 0f;
-                float q0_1 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 1] : 0f;
-                float q0_2 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 2] : 0f;
-                float q0_3 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 3] : 0f;
-                float q0_4 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 4] : 0f;
-                float q0_5 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 5] : 0f;
-                float q0_6 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 6] : 0f;
-                float q0_7 = chunk0 < queryChunks ? p.AbsorbedQuery[from0 + 7] : 0f;
-                int chunk1 = firstChunk + 1 * DwThreads;
-                long from1 = (long)firstRow * CacheRowValues + chunk1 * 8L;
-                int row1 = chunk1 / 72;
-                long into1 = shared + chunk1 / 8 % 9 * 8192L + row1 * 128 + (((chunk1 & 7) ^ (row1 & 7)) << 4);
-                float q1_0 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 0] : 0f;
-                float q1_1 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 1] : 0f;
-                float q1_2 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 2] : 0f;
-                float q1_3 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 3] : 0f;
-                float q1_4 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 4] : 0f;
-                float q1_5 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 5] : 0f;
-                float q1_6 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 6] : 0f;
-                float q1_7 = chunk1 < queryChunks ? p.AbsorbedQuery[from1 + 7] : 0f;
-                int chunk2 = firstChunk + 2 * DwThreads;
-                long from2 = (long)firstRow * CacheRowValues + chunk2 * 8L;
-                int row2 = chunk2 / 72;
-                long into2 = shared + chunk2 / 8 % 9 * 8192L + row2 * 128 + (((chunk2 & 7) ^ (row2 & 7)) << 4);
-                float q2_0 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 0] : 0f;
-                float q2_1 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 1] : 0f;
-                float q2_2 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 2] : 0f;
-                float q2_3 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 3] : 0f;
-                float q2_4 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 4] : 0f;
-                float q2_5 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 5] : 0f;
-                float q2_6 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 6] : 0f;
-                float q2_7 = chunk2 < queryChunks ? p.AbsorbedQuery[from2 + 7] : 0f;
-                int chunk3 = firstChunk + 3 * DwThreads;
-                long from3 = (long)firstRow * CacheRowValues + chunk3 * 8L;
-                int row3 = chunk3 / 72;
-                long into3 = shared + chunk3 / 8 % 9 * 8192L + row3 * 128 + (((chunk3 & 7) ^ (row3 & 7)) << 4);
-                float q3_0 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 0] : 0f;
-                float q3_1 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 1] : 0f;
-                float q3_2 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 2] : 0f;
-                float q3_3 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 3] : 0f;
-                float q3_4 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 4] : 0f;
-                float q3_5 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 5] : 0f;
-                float q3_6 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 6] : 0f;
-                float q3_7 = chunk3 < queryChunks ? p.AbsorbedQuery[from3 + 7] : 0f;
-                int chunk4 = firstChunk + 4 * DwThreads;
-                long from4 = (long)firstRow * CacheRowValues + chunk4 * 8L;
-                int row4 = chunk4 / 72;
-                long into4 = shared + chunk4 / 8 % 9 * 8192L + row4 * 128 + (((chunk4 & 7) ^ (row4 & 7)) << 4);
-                float q4_0 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 0] : 0f;
-                float q4_1 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 1] : 0f;
-                float q4_2 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 2] : 0f;
-                float q4_3 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 3] : 0f;
-                float q4_4 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 4] : 0f;
-                float q4_5 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 5] : 0f;
-                float q4_6 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 6] : 0f;
-                float q4_7 = chunk4 < queryChunks ? p.AbsorbedQuery[from4 + 7] : 0f;
-                int chunk5 = firstChunk + 5 * DwThreads;
-                long from5 = (long)firstRow * CacheRowValues + chunk5 * 8L;
-                int row5 = chunk5 / 72;
-                long into5 = shared + chunk5 / 8 % 9 * 8192L + row5 * 128 + (((chunk5 & 7) ^ (row5 & 7)) << 4);
-                float q5_0 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 0] : 0f;
-                float q5_1 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 1] : 0f;
-                float q5_2 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 2] : 0f;
-                float q5_3 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 3] : 0f;
-                float q5_4 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 4] : 0f;
-                float q5_5 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 5] : 0f;
-                float q5_6 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 6] : 0f;
-                float q5_7 = chunk5 < queryChunks ? p.AbsorbedQuery[from5 + 7] : 0f;
-                if (chunk0 < queryChunks)
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into0, global::MlaGen.Kernels.KernelMath.PackBf16(q0_0, q0_1), global::MlaGen.Kernels.KernelMath.PackBf16(q0_2, q0_3), global::MlaGen.Kernels.KernelMath.PackBf16(q0_4, q0_5), global::MlaGen.Kernels.KernelMath.PackBf16(q0_6, q0_7));
-                if (chunk1 < queryChunks)
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into1, global::MlaGen.Kernels.KernelMath.PackBf16(q1_0, q1_1), global::MlaGen.Kernels.KernelMath.PackBf16(q1_2, q1_3), global::MlaGen.Kernels.KernelMath.PackBf16(q1_4, q1_5), global::MlaGen.Kernels.KernelMath.PackBf16(q1_6, q1_7));
-                if (chunk2 < queryChunks)
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into2, global::MlaGen.Kernels.KernelMath.PackBf16(q2_0, q2_1), global::MlaGen.Kernels.KernelMath.PackBf16(q2_2, q2_3), global::MlaGen.Kernels.KernelMath.PackBf16(q2_4, q2_5), global::MlaGen.Kernels.KernelMath.PackBf16(q2_6, q2_7));
-                if (chunk3 < queryChunks)
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into3, global::MlaGen.Kernels.KernelMath.PackBf16(q3_0, q3_1), global::MlaGen.Kernels.KernelMath.PackBf16(q3_2, q3_3), global::MlaGen.Kernels.KernelMath.PackBf16(q3_4, q3_5), global::MlaGen.Kernels.KernelMath.PackBf16(q3_6, q3_7));
-                if (chunk4 < queryChunks)
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into4, global::MlaGen.Kernels.KernelMath.PackBf16(q4_0, q4_1), global::MlaGen.Kernels.KernelMath.PackBf16(q4_2, q4_3), global::MlaGen.Kernels.KernelMath.PackBf16(q4_4, q4_5), global::MlaGen.Kernels.KernelMath.PackBf16(q4_6, q4_7));
-                if (chunk5 < queryChunks)
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("st.shared.v4.b32 [%0], {%1, %2, %3, %4};", into5, global::MlaGen.Kernels.KernelMath.PackBf16(q5_0, q5_1), global::MlaGen.Kernels.KernelMath.PackBf16(q5_2, q5_3), global::MlaGen.Kernels.KernelMath.PackBf16(q5_4, q5_5), global::MlaGen.Kernels.KernelMath.PackBf16(q5_6, q5_7));
+                int row0 = (firstChunk + 0 * DwThreads) / 72;
+                long into0 = shared + (firstChunk + 0 * DwThreads) / 8 % 9 * 8192L + row0 * 128 + ((((firstChunk + 0 * DwThreads) & 7) ^ (row0 & 7)) << 4);
+                int row1 = (firstChunk + 1 * DwThreads) / 72;
+                long into1 = shared + (firstChunk + 1 * DwThreads) / 8 % 9 * 8192L + row1 * 128 + ((((firstChunk + 1 * DwThreads) & 7) ^ (row1 & 7)) << 4);
+                int row2 = (firstChunk + 2 * DwThreads) / 72;
+                long into2 = shared + (firstChunk + 2 * DwThreads) / 8 % 9 * 8192L + row2 * 128 + ((((firstChunk + 2 * DwThreads) & 7) ^ (row2 & 7)) << 4);
+                int row3 = (firstChunk + 3 * DwThreads) / 72;
+                long into3 = shared + (firstChunk + 3 * DwThreads) / 8 % 9 * 8192L + row3 * 128 + ((((firstChunk + 3 * DwThreads) & 7) ^ (row3 & 7)) << 4);
+                int row4 = (firstChunk + 4 * DwThreads) / 72;
+                long into4 = shared + (firstChunk + 4 * DwThreads) / 8 % 9 * 8192L + row4 * 128 + ((((firstChunk + 4 * DwThreads) & 7) ^ (row4 & 7)) << 4);
+                int row5 = (firstChunk + 5 * DwThreads) / 72;
+                long into5 = shared + (firstChunk + 5 * DwThreads) / 8 % 9 * 8192L + row5 * 128 + ((((firstChunk + 5 * DwThreads) & 7) ^ (row5 & 7)) << 4);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .pred v<6>; .reg .f32 f<48>; .reg .b32 h<24>; setp.gt.s32 v0, %7, 0; setp.gt.s32 v1, %7, 256; setp.gt.s32 v2, %7, 512; setp.gt.s32 v3, %7, 768; setp.gt.s32 v4, %7, 1024; setp.gt.s32 v5, %7, 1280; @v0 ld.global.nc.v4.f32 {f0,f1,f2,f3}, [%6+0]; @v0 ld.global.nc.v4.f32 {f4,f5,f6,f7}, [%6+16]; @v1 ld.global.nc.v4.f32 {f8,f9,f10,f11}, [%6+8192]; @v1 ld.global.nc.v4.f32 {f12,f13,f14,f15}, [%6+8208]; @v2 ld.global.nc.v4.f32 {f16,f17,f18,f19}, [%6+16384]; @v2 ld.global.nc.v4.f32 {f20,f21,f22,f23}, [%6+16400]; @v3 ld.global.nc.v4.f32 {f24,f25,f26,f27}, [%6+24576]; @v3 ld.global.nc.v4.f32 {f28,f29,f30,f31}, [%6+24592]; @v4 ld.global.nc.v4.f32 {f32,f33,f34,f35}, [%6+32768]; @v4 ld.global.nc.v4.f32 {f36,f37,f38,f39}, [%6+32784]; @v5 ld.global.nc.v4.f32 {f40,f41,f42,f43}, [%6+40960]; @v5 ld.global.nc.v4.f32 {f44,f45,f46,f47}, [%6+40976]; cvt.rn.bf16x2.f32 h0, f1, f0; cvt.rn.bf16x2.f32 h1, f3, f2; cvt.rn.bf16x2.f32 h2, f5, f4; cvt.rn.bf16x2.f32 h3, f7, f6; @v0 st.shared.v4.b32 [%0], {h0,h1,h2,h3}; cvt.rn.bf16x2.f32 h4, f9, f8; cvt.rn.bf16x2.f32 h5, f11, f10; cvt.rn.bf16x2.f32 h6, f13, f12; cvt.rn.bf16x2.f32 h7, f15, f14; @v1 st.shared.v4.b32 [%1], {h4,h5,h6,h7}; cvt.rn.bf16x2.f32 h8, f17, f16; cvt.rn.bf16x2.f32 h9, f19, f18; cvt.rn.bf16x2.f32 h10, f21, f20; cvt.rn.bf16x2.f32 h11, f23, f22; @v2 st.shared.v4.b32 [%2], {h8,h9,h10,h11}; cvt.rn.bf16x2.f32 h12, f25, f24; cvt.rn.bf16x2.f32 h13, f27, f26; cvt.rn.bf16x2.f32 h14, f29, f28; cvt.rn.bf16x2.f32 h15, f31, f30; @v3 st.shared.v4.b32 [%3], {h12,h13,h14,h15}; cvt.rn.bf16x2.f32 h16, f33, f32; cvt.rn.bf16x2.f32 h17, f35, f34; cvt.rn.bf16x2.f32 h18, f37, f36; cvt.rn.bf16x2.f32 h19, f39, f38; @v4 st.shared.v4.b32 [%4], {h16,h17,h18,h19}; cvt.rn.bf16x2.f32 h20, f41, f40; cvt.rn.bf16x2.f32 h21, f43, f42; cvt.rn.bf16x2.f32 h22, f45, f44; cvt.rn.bf16x2.f32 h23, f47, f46; @v5 st.shared.v4.b32 [%5], {h20,h21,h22,h23}; }", into0, into1, into2, into3, into4, into5, p.QueryAddress + ((long)firstRow * CacheRowValues + firstChunk * 8L) * 4, queryChunks - firstChunk);
             }
 
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 xo0, 0f00000000; mov.f32 xo1, 0f00000000; mov.f32 xo2, 0f00000000; mov.f32 xo3, 0f00000000; mov.f32 xo4, 0f00000000; mov.f32 xo5, 0f00000000; mov.f32 xo6, 0f00000000; mov.f32 xo7, 0f00000000; mov.f32 xo8, 0f00000000; mov.f32 xo9, 0f00000000; mov.f32 xo10, 0f00000000; mov.f32 xo11, 0f00000000; mov.f32 xo12, 0f00000000; mov.f32 xo13, 0f00000000; mov.f32 xo14, 0f00000000; mov.f32 xo15, 0f00000000; mov.f32 xo16, 0f00000000; mov.f32 xo17, 0f00000000; mov.f32 xo18, 0f00000000; mov.f32 xo19, 0f00000000; mov.f32 xo20, 0f00000000; mov.f32 xo21, 0f00000000; mov.f32 xo22, 0f00000000; mov.f32 xo23, 0f00000000; mov.f32 xo24, 0f00000000; mov.f32 xo25, 0f00000000; mov.f32 xo26, 0f00000000; mov.f32 xo27, 0f00000000; mov.f32 xo28, 0f00000000; mov.f32 xo29, 0f00000000; mov.f32 xo30, 0f00000000; mov.f32 xo31, 0f00000000; mov.f32 xo32, 0f00000000; mov.f32 xo33, 0f00000000; mov.f32 xo34, 0f00000000; mov.f32 xo35, 0f00000000; mov.f32 xo36, 0f00000000; mov.f32 xo37, 0f00000000; mov.f32 xo38, 0f00000000; mov.f32 xo39, 0f00000000; mov.f32 xo40, 0f00000000; mov.f32 xo41, 0f00000000; mov.f32 xo42, 0f00000000; mov.f32 xo43, 0f00000000; mov.f32 xo44, 0f00000000; mov.f32 xo45, 0f00000000; mov.f32 xo46, 0f00000000; mov.f32 xo47, 0f00000000; mov.f32 xo48, 0f00000000; mov.f32 xo49, 0f00000000; mov.f32 xo50, 0f00000000; mov.f32 xo51, 0f00000000; mov.f32 xo52, 0f00000000; mov.f32 xo53, 0f00000000; mov.f32 xo54, 0f00000000; mov.f32 xo55, 0f00000000; mov.f32 xo56, 0f00000000; mov.f32 xo57, 0f00000000; mov.f32 xo58, 0f00000000; mov.f32 xo59, 0f00000000; mov.f32 xo60, 0f00000000; mov.f32 xo61, 0f00000000; mov.f32 xo62, 0f00000000; mov.f32 xo63, 0f00000000; mov.f32 xo64, 0f00000000; mov.f32 xo65, 0f00000000; mov.f32 xo66, 0f00000000; mov.f32 xo67, 0f00000000; mov.f32 xo68, 0f00000000; mov.f32 xo69, 0f00000000; mov.f32 xo70, 0f00000000; mov.f32 xo71, 0f00000000; mov.f32 xo72, 0f00000000; mov.f32 xo73, 0f00000000; mov.f32 xo74, 0f00000000; mov.f32 xo75, 0f00000000; mov.f32 xo76, 0f00000000; mov.f32 xo77, 0f00000000; mov.f32 xo78, 0f00000000; mov.f32 xo79, 0f00000000; mov.f32 xo80, 0f00000000; mov.f32 xo81, 0f00000000; mov.f32 xo82, 0f00000000; mov.f32 xo83, 0f00000000; mov.f32 xo84, 0f00000000; mov.f32 xo85, 0f00000000; mov.f32 xo86, 0f00000000; mov.f32 xo87, 0f00000000; mov.f32 xo88, 0f00000000; mov.f32 xo89, 0f00000000; mov.f32 xo90, 0f00000000; mov.f32 xo91, 0f00000000; mov.f32 xo92, 0f00000000; mov.f32 xo93, 0f00000000; mov.f32 xo94, 0f00000000; mov.f32 xo95, 0f00000000; mov.f32 xo96, 0f00000000; mov.f32 xo97, 0f00000000; mov.f32 xo98, 0f00000000; mov.f32 xo99, 0f00000000; mov.f32 xo100, 0f00000000; mov.f32 xo101, 0f00000000; mov.f32 xo102, 0f00000000; mov.f32 xo103, 0f00000000; mov.f32 xo104, 0f00000000; mov.f32 xo105, 0f00000000; mov.f32 xo106, 0f00000000; mov.f32 xo107, 0f00000000; mov.f32 xo108, 0f00000000; mov.f32 xo109, 0f00000000; mov.f32 xo110, 0f00000000; mov.f32 xo111, 0f00000000; mov.f32 xo112, 0f00000000; mov.f32 xo113, 0f00000000; mov.f32 xo114, 0f00000000; mov.f32 xo115, 0f00000000; mov.f32 xo116, 0f00000000; mov.f32 xo117, 0f00000000; mov.f32 xo118, 0f00000000; mov.f32 xo119, 0f00000000; mov.f32 xo120, 0f00000000; mov.f32 xo121, 0f00000000; mov.f32 xo122, 0f00000000; mov.f32 xo123, 0f00000000; mov.f32 xo124, 0f00000000; mov.f32 xo125, 0f00000000; mov.f32 xo126, 0f00000000; mov.f32 xo127, 0f00000000; mov.f32 xm0, 0fFF800000; mov.f32 xm1, 0fFF800000; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;");
