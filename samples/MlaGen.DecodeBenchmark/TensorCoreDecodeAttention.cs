@@ -36,7 +36,7 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
         _tiling = tiling;
         string kernel = attention is not null || kernels.DecodeForm == DecodeAttentionKind.TensorCore
             ? "mma.sync bf16"
-            : "wgmma bf16 sm_90a above 16 rows per sequence, else mma.sync";
+            : "wgmma bf16 sm_90a";
         Name = $"tensor-core split-KV ({kernel}) + combine" + (attention is null ? "" : $" [{variant ?? "replaced attention launch"}]");
     }
 
