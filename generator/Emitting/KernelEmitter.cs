@@ -289,17 +289,17 @@ internal static class KernelEmitter
         w.Line("int lane = global::ILGPU.Group.IdxX;");
         w.Line("int row = global::ILGPU.Grid.IdxX;");
         w.Line("int rows = p.Tokens * Heads;");
-        EmitWarpMerge(w, s, "p.Splits", "(long)split * rows + row", "row");
+        EmitWarpMerge(w, s, "p.Splits", split => $"(long){split} * rows + row", "row");
         w.Close();
         w.Line();
     }
 
     /// <summary>
     /// One warp merges a query row's split parts (lanes over the latent) and writes the latent output and LSE.
-    /// <paramref name="partRow"/> is the part's row in the partial buffers in terms of <c>split</c>; <paramref name="outRow"/>
+    /// <paramref name="partRow"/> gives the part's row in the partial buffers for a split expression; <paramref name="outRow"/>
     /// the query row.
     /// </summary>
-    internal static void EmitWarpMerge(SourceWriter w, MlaShapeSpec s, string splits, string partRow, string outRow)
+    internal static void EmitWarpMerge(SourceWriter w, MlaShapeSpec s, string splits, Func<string, string> partRow, string outRow)
     {
         EmitWarpMergedLse(w, splits, partRow);
         EmitWeightedParts(w, s.LatentRank, "lane", GeneralPartsInFlight, splits, partRow, "0", "1");
@@ -314,7 +314,7 @@ internal static class KernelEmitter
     /// over the splits <paramref name="firstSplit"/>, + <paramref name="stride"/>, …: <paramref name="partsInFlight"/> per trip,
     /// every load issued before any is used (a split past the last reads the trip's first part again and weighs it 0).
     /// </summary>
-    internal static void EmitWeightedParts(SourceWriter w, int columns, string column, int partsInFlight, string splits, string partRow, string firstSplit, string stride)
+    internal static void EmitWeightedParts(SourceWriter w, int columns, string column, int partsInFlight, string splits, Func<string, string> partRow, string firstSplit, string stride)
     {
         var chunks = new List<(int Chunk, string? Guard)>(LaneChunks(columns));
         foreach (var (c, _) in chunks)
@@ -323,7 +323,7 @@ internal static class KernelEmitter
         for (int k = 0; k < partsInFlight; k++)
         {
             string at = k == 0 ? "split" : $"(split + {k} * {stride})";
-            w.Line(k == 0 ? $"long row{k} = {partRow};" : $"long row{k} = {at} < {splits} ? {partRow.Replace("split", at)} : row0;");
+            w.Line(k == 0 ? $"long row{k} = {partRow("split")};" : $"long row{k} = {at} < {splits} ? {partRow(at)} : row0;");
             w.Line($"float lse{k} = p.PartialLse[row{k}];");
             w.Line($"float share{k} = {(k == 0 ? "" : $"{at} >= {splits} || ")}lse{k} == float.NegativeInfinity ? 0f : {K}.KernelMath.Exp2((lse{k} - lse) * {K}.KernelMath.Log2E);");
             w.Line($"long part{k} = row{k} * LatentRank + {column};");
@@ -345,17 +345,17 @@ internal static class KernelEmitter
 
     /// <summary>
     /// <c>lse</c> = log Σ exp(lse_split) over the splits, lanes over the splits (each keeps a running max and sum), then
-    /// merged across the warp; −∞ when no split saw a token. <paramref name="lseIndex"/> indexes <c>p.PartialLse</c> in terms
-    /// of <c>split</c>.
+    /// merged across the warp; −∞ when no split saw a token. <paramref name="lseIndex"/> gives the index into <c>p.PartialLse</c>
+    /// for a split expression.
     /// </summary>
-    internal static void EmitWarpMergedLse(SourceWriter w, string splits, string lseIndex)
+    internal static void EmitWarpMergedLse(SourceWriter w, string splits, Func<string, string> lseIndex)
     {
         w.Line("float laneMax = float.NegativeInfinity, laneSum = 0f;");
         w.Open($"for (int firstSplit = lane; firstSplit < {splits}; firstSplit += {LsesInFlight} * Lanes)");
         for (int k = 0; k < LsesInFlight; k++)
         {
             w.Line($"int split{k} = global::System.Math.Min(firstSplit + {k * Lanes}, {splits} - 1);");
-            w.Line($"float read{k} = p.PartialLse[{lseIndex.Replace("split", $"split{k}")}];");
+            w.Line($"float read{k} = p.PartialLse[{lseIndex($"split{k}")}];");
         }
         for (int k = 0; k < LsesInFlight; k++)
             w.Line($"float l{k} = firstSplit + {k * Lanes} < {splits} ? read{k} : float.NegativeInfinity;");

@@ -279,7 +279,7 @@ internal static class TensorCoreEmitter
         w.Line("if (count == 1)");
         w.Line("    return; // the attention kernel wrote this block's rows itself");
         w.Line("int first = p.BlockFirstItem[block];");
-        string partRow = "(long)(first + split) * p.BlockCapacity + r";
+        System.Func<string, string> partRow = split => $"(long)(first + {split}) * p.BlockCapacity + r";
         EmitWarpMergedLse(w, "count", partRow);
         EmitWeightedParts(w, sliceColumns, "slice * TcCombineSliceColumns + lane", partsInFlight, "count", partRow, "warp", "warps");
         w.Line("long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;");
