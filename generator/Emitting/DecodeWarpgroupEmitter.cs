@@ -63,13 +63,11 @@ internal static class DecodeWarpgroupEmitter
             throw new System.InvalidOperationException("The copy gives each tile row 8 lanes (one 128-byte box row per pass).");
         int outTiles = s.LatentRank / 2 / 8;
         int tilePages = Keys / System.Math.Min(s.PageSize, Keys);
-        int queryBoxBytes = Rows * BoxRowBytes, keyBoxBytes = Keys * BoxRowBytes;
-        string scores = Registers("xs", 0, ScoreTiles * 4);
-        string output = Registers("xo", 0, outTiles * 4);
+        int queryBoxBytes = Rows * BoxRowBytes;
         w.Line("/// <summary>Split-KV decode attention on warpgroup MMA (sm_90a): one CTA of two warpgroups per work item (see DecodeWarpgroupEmitter).</summary>");
         w.Open($"public static void DecodeAttentionWarpgroupKernel({K}.TensorCoreAttentionParams p)");
         w.Line("// Named registers first, before any branch (ILGPU pastes inline PTX unbraced): S, P, O, running max and sum.");
-        w.Line($"{Asm}(\".reg .f32 xs<{ScoreTiles * 4}>; .reg .b32 xp<{ScoreTiles * 2}>; .reg .f32 xo<{outTiles * 4}>; .reg .f32 xm<2>; .reg .f32 xl<2>; .reg .pred xwz, xwa;\");");
+        w.Line($"{Asm}(\"{OnlineSoftmaxRegisters(outTiles)} .reg .pred xwz, xwa;\");");
         w.Line($"{Asm}(\"{{ .reg .u32 z; mov.u32 z, 0; setp.ne.u32 xwz, z, 0; setp.eq.u32 xwa, z, 0; }}\"); // wgmma scale-d: false overwrites D, true accumulates");
         w.Line("// The dynamic block (DwSharedBytes at launch): ILGPU declares it as __dyn_shared_alloca once the kernel asks for it.");
         w.Line("global::ILGPU.ArrayView<byte> dynamicShared = global::ILGPU.SharedMemory.GetDynamic<byte>();");
@@ -129,54 +127,7 @@ internal static class DecodeWarpgroupEmitter
         w.Line("long stage = 0;");
         w.Line("// This warpgroup's k-steps: the 16-value steps 2·half and 2·half + 1 of every box (32 bytes into each 128-byte row).");
         w.Line("long stepOffset = half * 64L;");
-        w.Open("for (int tile = begin; tile < end; tile += DwKeys)");
-        w.Line("// Tile `tile` has landed (one later group may still fly); the proxy fence hands it (and Q) to the tensor cores.");
-        w.Line($"{Asm}(\"cp.async.wait_group 1; fence.proxy.async.shared::cta;\");");
-        w.Line("global::ILGPU.Group.Barrier(); // landed for everyone");
-        w.Line("long queryDescriptor = DwRowDescriptor | (((shared + stepOffset) >> 4) & 0x3FFF);");
-        w.Line("long keyDescriptor = DwRowDescriptor | (((shared + DwQueryBytes + stage + stepOffset) >> 4) & 0x3FFF);");
-        w.Line($"// S (this half) = Q·Kᵀ: {2 * boxes} wgmma m64n{Keys}k16 with both operands read from shared memory through descriptors.");
-        for (int box = 0; box < boxes; box++)
-        {
-            string fence = box == 0 ? "wgmma.fence.sync.aligned; " : "";
-            var step = new System.Text.StringBuilder($"{{ .reg .b64 a, b; {fence}");
-            for (int sub = 0; sub < 2; sub++)
-            {
-                step.Append($"add.s64 a, %0, {(box * queryBoxBytes + sub * 32) >> 4}; add.s64 b, %1, {(box * keyBoxBytes + sub * 32) >> 4}; ");
-                step.Append($"wgmma.mma_async.sync.aligned.m64n{Keys}k16.f32.bf16.bf16 {{{scores}}}, a, b, {(box == 0 && sub == 0 ? "xwz" : "xwa")}, 1, 1, 0, 0; ");
-            }
-            w.Line($"{Asm}(\"{step}}}\", queryDescriptor, keyDescriptor);");
-        }
-        w.Line($"{Asm}(\"wgmma.commit_group.sync.aligned;\");");
-        w.Line("// Q·Kᵀ of this tile and P·V of the last one (left in flight across the top barrier and this issue) are done.");
-        w.Line($"{Asm}(\"wgmma.wait_group.sync.aligned 0;\");");
-        w.Line("// Sum the halves: each thread leaves its partial S for the thread at the same place in the other warpgroup.");
-        w.Line($"{Asm}(\"{{ .reg .u64 a; {Repeat(ScoreTiles * 4, i => $"add.s64 a, %0, {i * Threads * 4}; st.shared.f32 [a], xs{i};")} }}\", exchange + tid * 4L);");
-        w.Line("global::ILGPU.Group.Barrier(); // partial S visible, and neither warpgroup's P·V still reads the last tile's stage");
-        w.Line("// Tile + 2's copies into the stage tile - 1 used, then the page of tile + 3.");
-        w.Line("long refill = stage == 0 ? 2 * DwStageBytes : stage - DwStageBytes;");
-        w.Line("if (tile + 2 * DwKeys < end)");
-        w.Open();
-        EmitCopy(w, s, boxes, tilePages, "tile + 2 * DwKeys", "refill");
-        w.Close();
-        w.Line("else");
-        w.Line($"    {Asm}(\"cp.async.commit_group;\"); // an empty group keeps wait_group 1's count");
-        EmitPageLoads(w, tilePages, "tile + 3 * DwKeys", declare: false);
-        w.Line($"{Asm}(\"{{ .reg .u64 a; .reg .f32 v; {Repeat(ScoreTiles * 4, i => $"add.s64 a, %0, {i * Threads * 4}; ld.shared.f32 v, [a]; add.f32 xs{i}, xs{i}, v;")} }}\", exchange + (tid ^ 128) * 4L);");
-        w.Line("// Scale to log2 units, mask keys a row may not see, online softmax, rescale O, pack P (shared with the expanded kernels).");
-        w.Line($"{Asm}(\"{SoftmaxPtx(outTiles)}\", visibleLo - tile - 2 * t, visibleHi - tile - 2 * t, ScoreScaleLog2);");
-        w.Line($"// O (this half's {s.LatentRank / 2} columns) += P·V: {Keys / 16} wgmma m64n{s.LatentRank / 2}k16, V transposed (MN-major) in the tile's first boxes.");
-        var pv = new System.Text.StringBuilder("{ .reg .b64 b; wgmma.fence.sync.aligned; ");
-        for (int kk = 0; kk < Keys / 16; kk++)
-        {
-            pv.Append(kk == 0 ? "mov.b64 b, %0; " : $"add.s64 b, %0, {kk * 2 * SwizzleAtomBytes >> 4}; ");
-            pv.Append($"wgmma.mma_async.sync.aligned.m64n{s.LatentRank / 2}k16.f32.bf16.bf16 {{{output}}}, {{{Registers("xp", 4 * kk, 4)}}}, b, xwa, 1, 1, 1; ");
-        }
-        pv.Append("wgmma.commit_group.sync.aligned; }"); // waited for after the next tile's Q·Kᵀ
-        w.Line($"{Asm}(\"{pv}\", DwValueDescriptor | (((shared + DwQueryBytes + stage + half * {s.LatentRank / 2 / BoxValues * keyBoxBytes}L) >> 4) & 0x3FFF));");
-        w.Line("stage = stage == 2 * DwStageBytes ? 0 : stage + DwStageBytes;");
-        w.Close();
-        w.Line($"{Asm}(\"cp.async.wait_group 0; wgmma.wait_group.sync.aligned 0;\"); // the last P·V; nothing may land after the CTA is gone");
+        EmitTileLoop(w, s, boxes, tilePages, outTiles);
         w.Line();
         EmitRowStates(w);
         w.Line("global::ILGPU.Group.Barrier(); // both warpgroups' last MMAs have read Q and the stages: O may take their place");
@@ -207,6 +158,88 @@ internal static class DecodeWarpgroupEmitter
         w.Close();
         w.Close();
         w.Line();
+    }
+
+    /// <summary>
+    /// The tile loop: per tile, Q·Kᵀ (the last tile's P·V still in flight), exchange, softmax, P·V; tile + 2's copies
+    /// leave once both warpgroups' last P·V are done (three stages: two tiles in flight).
+    /// </summary>
+    private static void EmitTileLoop(SourceWriter w, MlaShapeSpec s, int boxes, int tilePages, int outTiles)
+    {
+        w.Open("for (int tile = begin; tile < end; tile += DwKeys)");
+        w.Line("// Tile `tile` has landed (one later group may still fly); the proxy fence hands it (and Q) to the tensor cores.");
+        w.Line($"{Asm}(\"cp.async.wait_group 1; fence.proxy.async.shared::cta;\");");
+        w.Line("global::ILGPU.Group.Barrier(); // landed for everyone");
+        EmitScores(w, boxes);
+        w.Line("// Q·Kᵀ of this tile and P·V of the last one (left in flight across the top barrier and this issue) are done.");
+        w.Line($"{Asm}(\"wgmma.wait_group.sync.aligned 0;\");");
+        EmitExchangeStore(w);
+        w.Line("global::ILGPU.Group.Barrier(); // partial S visible, and neither warpgroup's P·V still reads the last tile's stage");
+        w.Line("// Tile + 2's copies into the stage tile - 1 used, then the page of tile + 3.");
+        w.Line("long refill = stage == 0 ? 2 * DwStageBytes : stage - DwStageBytes;");
+        w.Line("if (tile + 2 * DwKeys < end)");
+        w.Open();
+        EmitCopy(w, s, boxes, tilePages, "tile + 2 * DwKeys", "refill");
+        w.Close();
+        w.Line("else");
+        w.Line($"    {Asm}(\"cp.async.commit_group;\"); // an empty group keeps wait_group 1's count");
+        EmitPageLoads(w, tilePages, "tile + 3 * DwKeys", declare: false);
+        EmitExchangeAdd(w);
+        w.Line("// Scale to log2 units, mask keys a row may not see, online softmax, rescale O, pack P (shared with the expanded kernels).");
+        EmitSoftmax(w, outTiles, "visibleLo - tile - 2 * t", "visibleHi - tile - 2 * t");
+        EmitValues(w, s, "stage");
+        w.Line("stage = stage == 2 * DwStageBytes ? 0 : stage + DwStageBytes;");
+        w.Close();
+        w.Line($"{Asm}(\"cp.async.wait_group 0; wgmma.wait_group.sync.aligned 0;\"); // the last P·V; nothing may land after the CTA is gone");
+    }
+
+    /// <summary>S (this warpgroup's half of the reduction) = Q·Kᵀ of the tile in <c>stage</c>, committed as one group.</summary>
+    private static void EmitScores(SourceWriter w, int boxes)
+    {
+        int queryBoxBytes = Rows * BoxRowBytes, keyBoxBytes = Keys * BoxRowBytes;
+        string scores = Registers("xs", 0, ScoreTiles * 4);
+        w.Line("long queryDescriptor = DwRowDescriptor | (((shared + stepOffset) >> 4) & 0x3FFF);");
+        w.Line("long keyDescriptor = DwRowDescriptor | (((shared + DwQueryBytes + stage + stepOffset) >> 4) & 0x3FFF);");
+        w.Line($"// S (this half) = Q·Kᵀ: {2 * boxes} wgmma m64n{Keys}k16 with both operands read from shared memory through descriptors.");
+        for (int box = 0; box < boxes; box++)
+        {
+            string fence = box == 0 ? "wgmma.fence.sync.aligned; " : "";
+            var step = new System.Text.StringBuilder($"{{ .reg .b64 a, b; {fence}");
+            for (int sub = 0; sub < 2; sub++)
+            {
+                step.Append($"add.s64 a, %0, {(box * queryBoxBytes + sub * 32) >> 4}; add.s64 b, %1, {(box * keyBoxBytes + sub * 32) >> 4}; ");
+                step.Append($"wgmma.mma_async.sync.aligned.m64n{Keys}k16.f32.bf16.bf16 {{{scores}}}, a, b, {(box == 0 && sub == 0 ? "xwz" : "xwa")}, 1, 1, 0, 0; ");
+            }
+            w.Line($"{Asm}(\"{step}}}\", queryDescriptor, keyDescriptor);");
+        }
+        w.Line($"{Asm}(\"wgmma.commit_group.sync.aligned;\");");
+    }
+
+    /// <summary>Each thread leaves its partial S for the thread at the same place in the other warpgroup.</summary>
+    private static void EmitExchangeStore(SourceWriter w)
+    {
+        w.Line("// Sum the halves: each thread leaves its partial S for the thread at the same place in the other warpgroup.");
+        w.Line($"{Asm}(\"{{ .reg .u64 a; {Repeat(ScoreTiles * 4, i => $"add.s64 a, %0, {i * Threads * 4}; st.shared.f32 [a], xs{i};")} }}\", exchange + tid * 4L);");
+    }
+
+    /// <summary>Adds the other warpgroup's partial S (after the barrier that made it visible).</summary>
+    private static void EmitExchangeAdd(SourceWriter w) =>
+        w.Line($"{Asm}(\"{{ .reg .u64 a; .reg .f32 v; {Repeat(ScoreTiles * 4, i => $"add.s64 a, %0, {i * Threads * 4}; ld.shared.f32 v, [a]; add.f32 xs{i}, xs{i}, v;")} }}\", exchange + (tid ^ 128) * 4L);");
+
+    /// <summary>O (this half's columns) += P·V of the tile in the stage at <paramref name="stage"/>, committed, not waited for.</summary>
+    private static void EmitValues(SourceWriter w, MlaShapeSpec s, string stage)
+    {
+        int keyBoxBytes = Keys * BoxRowBytes;
+        string output = Registers("xo", 0, s.LatentRank / 2 / 8 * 4);
+        w.Line($"// O (this half's {s.LatentRank / 2} columns) += P·V: {Keys / 16} wgmma m64n{s.LatentRank / 2}k16, V transposed (MN-major) in the tile's first boxes.");
+        var pv = new System.Text.StringBuilder("{ .reg .b64 b; wgmma.fence.sync.aligned; ");
+        for (int kk = 0; kk < Keys / 16; kk++)
+        {
+            pv.Append(kk == 0 ? "mov.b64 b, %0; " : $"add.s64 b, %0, {kk * 2 * SwizzleAtomBytes >> 4}; ");
+            pv.Append($"wgmma.mma_async.sync.aligned.m64n{s.LatentRank / 2}k16.f32.bf16.bf16 {{{output}}}, {{{Registers("xp", 4 * kk, 4)}}}, b, xwa, 1, 1, 1; ");
+        }
+        pv.Append("wgmma.commit_group.sync.aligned; }");
+        w.Line($"{Asm}(\"{pv}\", DwValueDescriptor | (((shared + DwQueryBytes + {stage} + half * {s.LatentRank / 2 / BoxValues * keyBoxBytes}L) >> 4) & 0x3FFF));");
     }
 
     /// <summary>

@@ -49,7 +49,7 @@ internal static class ExpandedTensorCoreEmitter
         w.Open($"public static void ExpandedAttentionTensorCoreKernel({K}.ExpandedAttentionParams p)");
         w.Line("// Named registers and the two stages first, before any branch (ILGPU pastes inline PTX unbraced): S, P, O, and");
         w.Line("// the running max (log2 units) and per-thread partial sum of rows g and g + 8.");
-        w.Line($"{Asm}(\".reg .f32 xs<{ScoreTiles * 4}>; .reg .b32 xp<{ScoreTiles * 2}>; .reg .f32 xo<{outTiles * 4}>; .reg .f32 xm<2>; .reg .f32 xl<2>; " +
+        w.Line($"{Asm}(\"{OnlineSoftmaxRegisters(outTiles)} " +
             $".shared .align 16 .b8 xa_tiles[{2 * stageBytes}];\");");
         EmitTileSetup(w);
         w.Line();
@@ -85,7 +85,7 @@ internal static class ExpandedTensorCoreEmitter
         }
         w.Line("// Scale to log2 units, mask keys a row may not see (key kt + c is visible when c < visible - kt), online softmax,");
         w.Line("// rescale O, and pack P as bf16 A fragments (the S accumulator layout is the m16k16 A layout).");
-        w.Line($"{Asm}(\"{SoftmaxPtx(outTiles)}\", visibleLo - kt - 2 * t, visibleHi - kt - 2 * t, ScoreScaleLog2);");
+        EmitSoftmax(w, outTiles, "visibleLo - kt - 2 * t", "visibleHi - kt - 2 * t");
         w.Line("// O += P·V: ldmatrix.trans of V gives two 8-column n-tiles' B fragments at a time.");
         for (int kk = 0; kk < Keys / 16; kk++)
         {
@@ -194,12 +194,37 @@ internal static class ExpandedTensorCoreEmitter
     internal static string High(string packed) => $"global::ILGPU.Interop.IntAsFloat((uint)({packed} >> 32))";
 
     /// <summary>
-    /// One PTX block: %0/%1 = keys visible to rows g/g+8 counted from this thread's first column, %2 = the log2 score scale.
-    /// Thread-local sums are kept (the quad's sum is taken once at the end); a row with nothing visible yet keeps max −∞.
+    /// The named registers of the online softmax: S, P (bf16 pairs), O, and per row (g, g + 8) the kept max (log2 units),
+    /// this thread's partial sum and the factor O must be rescaled by.
     /// </summary>
-    internal static string SoftmaxPtx(int outTiles)
+    internal static string OnlineSoftmaxRegisters(int outTiles) =>
+        $".reg .f32 xs<{ScoreTiles * 4}>; .reg .b32 xp<{ScoreTiles * 2}>; .reg .f32 xo<{outTiles * 4}>; .reg .f32 xm<2>; .reg .f32 xl<2>; .reg .f32 xr<2>;";
+
+    /// <summary>Headroom of the kept max, log2 units: a row keeps its max until a tile's exceeds it by more than this (P ≤ 2^8).</summary>
+    internal const string MaxHeadroom = "0f41000000"; // 8.0
+
+    /// <summary>
+    /// One tile's online softmax: scale, mask, softmax with a lazily kept max, and P packed as bf16; O is rescaled only when
+    /// a row of the warp moved its max (rare after the first tiles), so the usual tile skips 2 · outTiles multiplies per row.
+    /// <paramref name="visibleLo"/>/<paramref name="visibleHi"/>: keys visible to rows g/g+8 counted from this thread's first column.
+    /// </summary>
+    internal static void EmitSoftmax(SourceWriter w, int outTiles, string visibleLo, string visibleHi)
     {
-        var b = new StringBuilder("{ .reg .f32 m, r, u, base; .reg .pred q; ");
+        w.Line($"{Asm}(\"{SoftmaxPtx()}\", out int rescale, {visibleLo}, {visibleHi}, ScoreScaleLog2);");
+        w.Line("if (rescale != 0) // warp-uniform (vote): some row of the warp moved its max");
+        w.Line($"    {Asm}(\"{RescalePtx(outTiles)}\");");
+    }
+
+    /// <summary>
+    /// One PTX block: %0 (out) = 1 when some row of the warp moved its kept max, %1/%2 = keys visible to rows g/g+8
+    /// counted from this thread's first column, %3 = the log2 score scale. A row keeps its max m while the tile's max
+    /// stays below m + 8 (so P = 2^(s − m) ≤ 256, exact in the final O / l because l uses the same m); xr holds each row's
+    /// rescale factor (1 when kept). Thread-local sums are kept (the quad's sum is taken once at the end); a row with
+    /// nothing visible yet keeps max −∞.
+    /// </summary>
+    internal static string SoftmaxPtx()
+    {
+        var b = new StringBuilder("{ .reg .f32 m, r, u, base; .reg .pred q, moved<2>; ");
         for (int row = 0; row < 2; row++)
         {
             var scores = new int[ScoreTiles * 2];
@@ -211,23 +236,32 @@ internal static class ExpandedTensorCoreEmitter
             foreach (int i in scores)
             {
                 int column = 8 * (i / 4) + (i & 1);
-                b.Append($"mul.f32 xs{i}, xs{i}, %2; setp.gt.s32 q, %{row}, {column}; selp.f32 xs{i}, xs{i}, {NegativeInfinity}, q; ");
+                b.Append($"mul.f32 xs{i}, xs{i}, %3; setp.gt.s32 q, %{row + 1}, {column}; selp.f32 xs{i}, xs{i}, {NegativeInfinity}, q; ");
             }
             b.Append($"max.f32 m, xs{scores[0]}, xs{scores[1]}; ");
             for (int k = 2; k < scores.Length; k++)
                 b.Append($"max.f32 m, m, xs{scores[k]}; ");
             b.Append("shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; ");
-            b.Append($"max.f32 m, m, xm{row}; ");
+            b.Append($"add.f32 u, xm{row}, {MaxHeadroom}; setp.gt.f32 moved{row}, m, u; selp.f32 m, m, xm{row}, moved{row}; ");
             b.Append($"setp.eq.f32 q, m, {NegativeInfinity}; selp.f32 base, 0f00000000, m, q; ");
-            b.Append($"sub.f32 r, xm{row}, base; ex2.approx.ftz.f32 r, r; mov.f32 xm{row}, m; mul.f32 xl{row}, xl{row}, r; ");
+            b.Append($"sub.f32 r, xm{row}, base; ex2.approx.ftz.f32 r, r; selp.f32 xr{row}, r, 0f3F800000, moved{row}; mov.f32 xm{row}, m; mul.f32 xl{row}, xl{row}, xr{row}; ");
             foreach (int i in scores)
                 b.Append($"sub.f32 xs{i}, xs{i}, base; ex2.approx.ftz.f32 xs{i}, xs{i}; add.f32 xl{row}, xl{row}, xs{i}; ");
-            for (int nt = 0; nt < outTiles; nt++)
-                b.Append($"mul.f32 xo{4 * nt + 2 * row}, xo{4 * nt + 2 * row}, r; mul.f32 xo{4 * nt + 2 * row + 1}, xo{4 * nt + 2 * row + 1}, r; ");
         }
         for (int i = 0; i < ScoreTiles * 2; i++)
             b.Append($"cvt.rn.bf16x2.f32 xp{i}, xs{2 * i + 1}, xs{2 * i}; ");
+        b.Append("or.pred q, moved0, moved1; vote.sync.any.pred q, q, -1; selp.b32 %0, 1, 0, q; ");
         return b.Append('}').ToString();
+    }
+
+    /// <summary>O of rows g and g + 8 times their rescale factors (xr).</summary>
+    internal static string RescalePtx(int outTiles)
+    {
+        var b = new StringBuilder();
+        for (int row = 0; row < 2; row++)
+            for (int nt = 0; nt < outTiles; nt++)
+                b.Append($"mul.f32 xo{4 * nt + 2 * row}, xo{4 * nt + 2 * row}, xr{row}; mul.f32 xo{4 * nt + 2 * row + 1}, xo{4 * nt + 2 * row + 1}, xr{row}; ");
+        return b.ToString().TrimEnd();
     }
 
     /// <summary>cp.async of one key tile into a stage: K rows [nope | rope] then V rows, 16-byte chunks; keys past <c>end</c> are zero-filled.</summary>

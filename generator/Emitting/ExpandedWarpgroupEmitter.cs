@@ -48,7 +48,7 @@ internal static class ExpandedWarpgroupEmitter
         w.Line("/// <summary>Causal expanded attention on warpgroup MMA (sm_90a): two warpgroups per (128-token query tile, head) (see ExpandedWarpgroupEmitter).</summary>");
         w.Open($"public static void ExpandedAttentionWarpgroupKernel({KernelEmitter.K}.ExpandedAttentionParams p)");
         w.Line("// Named registers and the two stages first, before any branch (ILGPU pastes inline PTX unbraced).");
-        w.Line($"{Asm}(\".reg .f32 xs<{ScoreTiles * 4}>; .reg .b32 xp<{ScoreTiles * 2}>; .reg .f32 xo<{outTiles * 4}>; .reg .f32 xm<2>; .reg .f32 xl<2>; " +
+        w.Line($"{Asm}(\"{OnlineSoftmaxRegisters(outTiles)} " +
             $".reg .pred xwz, xwa; .shared .align 128 .b8 xw_tiles[{2 * stageBytes}];\");");
         w.Line($"{Asm}(\"{{ .reg .u32 z; mov.u32 z, 0; setp.ne.u32 xwz, z, 0; setp.eq.u32 xwa, z, 0; }}\"); // wgmma scale-d: false overwrites D, true accumulates");
         w.Line($"{Asm}(\"mov.u64 %0, xw_tiles;\", out long tiles);");
@@ -96,7 +96,7 @@ internal static class ExpandedWarpgroupEmitter
         EmitCacheRowLoads(w, s, "kt + 2 * XaKeys", declare: false);
         w.Line($"{Asm}(\"wgmma.wait_group.sync.aligned 0;\");");
         w.Line("// Scale to log2 units, causal mask, online softmax, rescale O, pack P as bf16 A fragments (as in the mma.sync kernel).");
-        w.Line($"{Asm}(\"{SoftmaxPtx(outTiles)}\", visibleLo - kt - 2 * t, visibleHi - kt - 2 * t, ScoreScaleLog2);");
+        EmitSoftmax(w, outTiles, "visibleLo - kt - 2 * t", "visibleHi - kt - 2 * t");
         w.Line($"// O += P·V: {Keys / 16} wgmma m64n{s.VHeadDim}k16 with V transposed (MN-major) from shared memory; done before the next tile's barrier.");
         var pv = new System.Text.StringBuilder("wgmma.fence.sync.aligned; ");
         for (int kk = 0; kk < Keys / 16; kk++)

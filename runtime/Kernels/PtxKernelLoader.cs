@@ -159,6 +159,12 @@ public static partial class PtxKernelLoader
         return Load<TParams>(accelerator, kernel, (ptx, entry) => ApplyTuning(ptx, entry, tuning), tuning);
     }
 
+    /// <summary>
+    /// When set to a directory, every kernel loaded here also leaves its final PTX there as <c>&lt;entry&gt;.ptx</c>, for
+    /// <c>ptxas -arch=sm_90a -v</c> (registers, spills, and the warnings the driver's JIT does not show, such as wgmma serialisation).
+    /// </summary>
+    public const string DumpDirectoryVariable = "MLAGEN_PTX_DUMP";
+
     /// <summary>Loads <paramref name="kernel"/> with its PTX passed through <paramref name="editPtx"/> (PTX text, entry name) → PTX text.</summary>
     public static PtxKernel<TParams> Load<TParams>(Accelerator accelerator, MethodInfo kernel, Func<string, string, string> editPtx)
         where TParams : struct =>
@@ -178,6 +184,11 @@ public static partial class PtxKernelLoader
         var compiled = accelerator.CompileKernel(EntryPointDescription.FromExplicitlyGroupedKernel(kernel)) as PTXCompiledKernel
             ?? throw new NotSupportedException($"The CUDA accelerator did not compile {kernel.Name} to PTX.");
         string edited = editPtx(compiled.PTXAssembly, compiled.Name);
+        if (Environment.GetEnvironmentVariable(DumpDirectoryVariable) is { Length: > 0 } dumpDirectory)
+        {
+            System.IO.Directory.CreateDirectory(dumpDirectory);
+            System.IO.File.WriteAllText(System.IO.Path.Combine(dumpDirectory, compiled.Name + ".ptx"), edited);
+        }
         var launch = LoadLauncher<TParams>(accelerator, WithPtx(compiled, edited), out var loaded);
         return new PtxKernel<TParams>(loaded, launch, edited, tuning);
     }
