@@ -204,26 +204,41 @@ internal static class ExpandedTensorCoreEmitter
     internal const string MaxHeadroom = "0f41000000"; // 8.0
 
     /// <summary>
-    /// One tile's online softmax: scale, mask, softmax with a lazily kept max, and P packed as bf16; O is rescaled only when
-    /// a row of the warp moved its max (rare after the first tiles), so the usual tile skips 2 · outTiles multiplies per row.
+    /// O registers per thread from which the rescale is guarded by a vote and a branch. Measured on the H100 (docs/performance.md,
+    /// v8): skipping the decode kernel's 128 multiplies per tile gained 2–3 %; guarding the prefill kernels' 64 cost 3 % (the
+    /// vote, the flag's trip through local memory and the branch cost more than the multiplies they skip).
+    /// </summary>
+    internal const int GuardedRescaleRegisters = 128;
+
+    /// <summary>
+    /// One tile's online softmax: scale, mask, softmax with a lazily kept max, and P packed as bf16. Where O is wide
+    /// (<see cref="GuardedRescaleRegisters"/>), O is rescaled only when a row of the warp moved its max (rare after the first
+    /// tiles); elsewhere the rescale runs every tile in the same PTX block (a factor of 1 for rows that kept their max).
     /// <paramref name="visibleLo"/>/<paramref name="visibleHi"/>: keys visible to rows g/g+8 counted from this thread's first column.
     /// </summary>
     internal static void EmitSoftmax(SourceWriter w, int outTiles, string visibleLo, string visibleHi)
     {
-        w.Line($"{Asm}(\"{SoftmaxPtx()}\", out int rescale, {visibleLo}, {visibleHi}, ScoreScaleLog2);");
+        if (4 * outTiles < GuardedRescaleRegisters)
+        {
+            w.Line($"{Asm}(\"{SoftmaxPtx(vote: false)} {RescalePtx(outTiles)}\", {visibleLo}, {visibleHi}, ScoreScaleLog2);");
+            return;
+        }
+        w.Line($"{Asm}(\"{SoftmaxPtx(vote: true)}\", out int rescale, {visibleLo}, {visibleHi}, ScoreScaleLog2);");
         w.Line("if (rescale != 0) // warp-uniform (vote): some row of the warp moved its max");
         w.Line($"    {Asm}(\"{RescalePtx(outTiles)}\");");
     }
 
     /// <summary>
-    /// One PTX block: %0 (out) = 1 when some row of the warp moved its kept max, %1/%2 = keys visible to rows g/g+8
-    /// counted from this thread's first column, %3 = the log2 score scale. A row keeps its max m while the tile's max
+    /// One PTX block. With <paramref name="vote"/>: %0 (out) = 1 when some row of the warp moved its kept max, then the
+    /// operands below from %1; without: from %0. Operands: keys visible to rows g/g+8 counted from this thread's first
+    /// column, the log2 score scale. A row keeps its max m while the tile's max
     /// stays below m + 8 (so P = 2^(s − m) ≤ 256, exact in the final O / l because l uses the same m); xr holds each row's
     /// rescale factor (1 when kept). Thread-local sums are kept (the quad's sum is taken once at the end); a row with
     /// nothing visible yet keeps max −∞.
     /// </summary>
-    internal static string SoftmaxPtx()
+    internal static string SoftmaxPtx(bool vote)
     {
+        int first = vote ? 1 : 0;
         var b = new StringBuilder("{ .reg .f32 m, r, u, base; .reg .pred q, moved<2>; ");
         for (int row = 0; row < 2; row++)
         {
@@ -236,7 +251,7 @@ internal static class ExpandedTensorCoreEmitter
             foreach (int i in scores)
             {
                 int column = 8 * (i / 4) + (i & 1);
-                b.Append($"mul.f32 xs{i}, xs{i}, %3; setp.gt.s32 q, %{row + 1}, {column}; selp.f32 xs{i}, xs{i}, {NegativeInfinity}, q; ");
+                b.Append($"mul.f32 xs{i}, xs{i}, %{first + 2}; setp.gt.s32 q, %{first + row}, {column}; selp.f32 xs{i}, xs{i}, {NegativeInfinity}, q; ");
             }
             b.Append($"max.f32 m, xs{scores[0]}, xs{scores[1]}; ");
             for (int k = 2; k < scores.Length; k++)
@@ -250,18 +265,19 @@ internal static class ExpandedTensorCoreEmitter
         }
         for (int i = 0; i < ScoreTiles * 2; i++)
             b.Append($"cvt.rn.bf16x2.f32 xp{i}, xs{2 * i + 1}, xs{2 * i}; ");
-        b.Append("or.pred q, moved0, moved1; vote.sync.any.pred q, q, -1; selp.b32 %0, 1, 0, q; ");
+        if (vote)
+            b.Append("or.pred q, moved0, moved1; vote.sync.any.pred q, q, -1; selp.b32 %0, 1, 0, q; ");
         return b.Append('}').ToString();
     }
 
-    /// <summary>O of rows g and g + 8 times their rescale factors (xr).</summary>
+    /// <summary>O of rows g and g + 8 times their rescale factors (xr), a block of its own.</summary>
     internal static string RescalePtx(int outTiles)
     {
         var b = new StringBuilder();
         for (int row = 0; row < 2; row++)
             for (int nt = 0; nt < outTiles; nt++)
                 b.Append($"mul.f32 xo{4 * nt + 2 * row}, xo{4 * nt + 2 * row}, xr{row}; mul.f32 xo{4 * nt + 2 * row + 1}, xo{4 * nt + 2 * row + 1}, xr{row}; ");
-        return b.ToString().TrimEnd();
+        return "{ " + b + "}";
     }
 
     /// <summary>cp.async of one key tile into a stage: K rows [nope | rope] then V rows, 16-byte chunks; keys past <c>end</c> are zero-filled.</summary>
