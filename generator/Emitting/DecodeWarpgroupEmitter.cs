@@ -27,6 +27,8 @@ internal static class DecodeWarpgroupEmitter
     private const int BoxValues = 64; // bf16 values in one 128-byte swizzled row
     private const int BoxRowBytes = 128;
     private const int SwizzleAtomBytes = 8 * BoxRowBytes; // the swizzle repeats every 8 rows; atoms must be 1024-byte aligned
+    private const int QueryBoxBytes = Rows * BoxRowBytes; // one 64-value column box of Q's rows
+    private const int KeyBoxBytes = Keys * BoxRowBytes; // one 64-value column box of a tile's rows
 
     public static void Emit(SourceWriter w, MlaShapeSpec s)
     {
@@ -37,7 +39,7 @@ internal static class DecodeWarpgroupEmitter
         // Descriptor fields (bytes >> 4): LBO at bit 16, SBO at bit 32; bits 62-63 = 1 selects the 128-byte swizzle.
         ulong swizzle128 = 1UL << 62;
         ulong rowDescriptor = swizzle128 | (1UL << 16) | ((ulong)SwizzleAtomBytes >> 4) << 32;
-        ulong valueDescriptor = swizzle128 | ((ulong)(Keys * BoxRowBytes) >> 4) << 16 | ((ulong)SwizzleAtomBytes >> 4) << 32;
+        ulong valueDescriptor = swizzle128 | ((ulong)KeyBoxBytes >> 4) << 16 | ((ulong)SwizzleAtomBytes >> 4) << 32;
         w.Line("// Warpgroup (wgmma) decode attention (Hopper): tile, shared-memory map and matrix descriptors.");
         w.Line($"public const int DwRows = {Int(Rows)}; // query rows (token x head) per CTA: one wgmma M");
         w.Line($"public const int DwKeys = {Int(Keys)}; // cached tokens per tile");
@@ -52,7 +54,7 @@ internal static class DecodeWarpgroupEmitter
         w.Line($"public const int DwOutputStride = {Int(s.LatentRank + 8)}; // fp32 per row of O staged over Q and the stages (+8: a quad's rows start 8 banks apart)");
         w.Line($"public const int DwSharedBytes = DwExchange + DwExchangeBytes + {Int(SwizzleAtomBytes)}; // + slack to align the block to a swizzle atom");
         w.Line($"public const long DwRowDescriptor = 0x{rowDescriptor:X}L; // K-major Q (A) and K (B), 128-byte swizzle: SBO {SwizzleAtomBytes} B (next 8 rows)");
-        w.Line($"public const long DwValueDescriptor = 0x{valueDescriptor:X}L; // MN-major V (B), 128-byte swizzle: LBO {Keys * BoxRowBytes} B (next 64 columns), SBO {SwizzleAtomBytes} B (next 8 keys)");
+        w.Line($"public const long DwValueDescriptor = 0x{valueDescriptor:X}L; // MN-major V (B), 128-byte swizzle: LBO {KeyBoxBytes} B (next 64 columns), SBO {SwizzleAtomBytes} B (next 8 keys)");
         w.Line();
         EmitKernel(w, s, boxes);
     }
@@ -61,9 +63,8 @@ internal static class DecodeWarpgroupEmitter
     {
         if (Keys * 8 != Threads)
             throw new System.InvalidOperationException("The copy gives each tile row 8 lanes (one 128-byte box row per pass).");
-        int outTiles = s.LatentRank / 2 / 8;
+        int outTiles = OutTiles(s);
         int tilePages = Keys / System.Math.Min(s.PageSize, Keys);
-        int queryBoxBytes = Rows * BoxRowBytes;
         w.Line("/// <summary>Split-KV decode attention on warpgroup MMA (sm_90a): one CTA of two warpgroups per work item (see DecodeWarpgroupEmitter).</summary>");
         w.Open($"public static void DecodeAttentionWarpgroupKernel({K}.TensorCoreAttentionParams p)");
         w.Line("// Named registers first, before any branch (ILGPU pastes inline PTX unbraced): S, P, O, running max and sum.");
@@ -105,7 +106,7 @@ internal static class DecodeWarpgroupEmitter
         for (int k = 0; k < QueryChunksInFlight; k++)
         {
             w.Line($"int row{k} = (firstChunk + {k} * DwThreads) / {boxes * 8};");
-            w.Line($"long into{k} = shared + (firstChunk + {k} * DwThreads) / 8 % {boxes} * {queryBoxBytes}L + row{k} * {BoxRowBytes} + ((((firstChunk + {k} * DwThreads) & 7) ^ (row{k} & 7)) << 4);");
+            w.Line($"long into{k} = shared + (firstChunk + {k} * DwThreads) / 8 % {boxes} * {QueryBoxBytes}L + row{k} * {BoxRowBytes} + ((((firstChunk + {k} * DwThreads) & 7) ^ (row{k} & 7)) << 4);");
         }
         var pack = new System.Text.StringBuilder($"{{ .reg .pred v<{QueryChunksInFlight}>; .reg .f32 f<{QueryChunksInFlight * 8}>; .reg .b32 h<{QueryChunksInFlight * 4}>; ");
         for (int k = 0; k < QueryChunksInFlight; k++)
@@ -160,6 +161,9 @@ internal static class DecodeWarpgroupEmitter
         w.Line();
     }
 
+    /// <summary>8-column n-tiles of the O half a warpgroup owns (4 fp32 accumulators each per thread).</summary>
+    private static int OutTiles(MlaShapeSpec s) => s.LatentRank / 2 / 8;
+
     /// <summary>
     /// The tile loop: per tile, Q·Kᵀ (the last tile's P·V still in flight), exchange, softmax, P·V; tile + 2's copies
     /// leave once both warpgroups' last P·V are done (three stages: two tiles in flight).
@@ -196,7 +200,6 @@ internal static class DecodeWarpgroupEmitter
     /// <summary>S (this warpgroup's half of the reduction) = Q·Kᵀ of the tile in <c>stage</c>, committed as one group.</summary>
     private static void EmitScores(SourceWriter w, int boxes)
     {
-        int queryBoxBytes = Rows * BoxRowBytes, keyBoxBytes = Keys * BoxRowBytes;
         string scores = Registers("xs", 0, ScoreTiles * 4);
         w.Line("long queryDescriptor = DwRowDescriptor | (((shared + stepOffset) >> 4) & 0x3FFF);");
         w.Line("long keyDescriptor = DwRowDescriptor | (((shared + DwQueryBytes + stage + stepOffset) >> 4) & 0x3FFF);");
@@ -207,7 +210,7 @@ internal static class DecodeWarpgroupEmitter
             var step = new System.Text.StringBuilder($"{{ .reg .b64 a, b; {fence}");
             for (int sub = 0; sub < 2; sub++)
             {
-                step.Append($"add.s64 a, %0, {(box * queryBoxBytes + sub * 32) >> 4}; add.s64 b, %1, {(box * keyBoxBytes + sub * 32) >> 4}; ");
+                step.Append($"add.s64 a, %0, {(box * QueryBoxBytes + sub * 32) >> 4}; add.s64 b, %1, {(box * KeyBoxBytes + sub * 32) >> 4}; ");
                 step.Append($"wgmma.mma_async.sync.aligned.m64n{Keys}k16.f32.bf16.bf16 {{{scores}}}, a, b, {(box == 0 && sub == 0 ? "xwz" : "xwa")}, 1, 1, 0, 0; ");
             }
             w.Line($"{Asm}(\"{step}}}\", queryDescriptor, keyDescriptor);");
@@ -229,8 +232,7 @@ internal static class DecodeWarpgroupEmitter
     /// <summary>O (this half's columns) += P·V of the tile in the stage at <paramref name="stage"/>, committed, not waited for.</summary>
     private static void EmitValues(SourceWriter w, MlaShapeSpec s, string stage)
     {
-        int keyBoxBytes = Keys * BoxRowBytes;
-        string output = Registers("xo", 0, s.LatentRank / 2 / 8 * 4);
+        string output = Registers("xo", 0, OutTiles(s) * 4);
         w.Line($"// O (this half's {s.LatentRank / 2} columns) += P·V: {Keys / 16} wgmma m64n{s.LatentRank / 2}k16, V transposed (MN-major) in the tile's first boxes.");
         var pv = new System.Text.StringBuilder("{ .reg .b64 b; wgmma.fence.sync.aligned; ");
         for (int kk = 0; kk < Keys / 16; kk++)
@@ -239,7 +241,7 @@ internal static class DecodeWarpgroupEmitter
             pv.Append($"wgmma.mma_async.sync.aligned.m64n{s.LatentRank / 2}k16.f32.bf16.bf16 {{{output}}}, {{{Registers("xp", 4 * kk, 4)}}}, b, xwa, 1, 1, 1; ");
         }
         pv.Append("wgmma.commit_group.sync.aligned; }");
-        w.Line($"{Asm}(\"{pv}\", DwValueDescriptor | (((shared + DwQueryBytes + {stage} + half * {s.LatentRank / 2 / BoxValues * keyBoxBytes}L) >> 4) & 0x3FFF));");
+        w.Line($"{Asm}(\"{pv}\", DwValueDescriptor | (((shared + DwQueryBytes + {stage} + half * {s.LatentRank / 2 / BoxValues * KeyBoxBytes}L) >> 4) & 0x3FFF));");
     }
 
     /// <summary>
@@ -271,7 +273,7 @@ internal static class DecodeWarpgroupEmitter
         w.Line($"    long source = inside ? {rowsBase} + copyFrom : p.PagesAddress;");
         var copies = new System.Text.StringBuilder();
         for (int box = 0; box < boxes; box++)
-            copies.Append($"cp.async.cg.shared.global [%0+{box * Keys * BoxRowBytes}], [%1+{box * BoxRowBytes}], 16, %2; ");
+            copies.Append($"cp.async.cg.shared.global [%0+{box * KeyBoxBytes}], [%1+{box * BoxRowBytes}], 16, %2; ");
         w.Line($"    {Asm}(\"{copies}cp.async.commit_group;\", shared + DwQueryBytes + {stage} + copyInto, source, inside ? 16 : 0);");
         w.Line("}");
     }

@@ -205,7 +205,7 @@ internal static class ExpandedTensorCoreEmitter
 
     /// <summary>
     /// O registers per thread from which the rescale is guarded by a vote and a branch. Measured on the H100 (docs/performance.md,
-    /// v8): skipping the decode kernel's 128 multiplies per tile gained 2–3 %; guarding the prefill kernels' 64 cost 3 % (the
+    /// v8): skipping the decode kernel's 128 multiplies per tile gained 3–4 %; guarding the prefill kernels' 64 cost 3 % (the
     /// vote, the flag's trip through local memory and the branch cost more than the multiplies they skip).
     /// </summary>
     internal const int GuardedRescaleRegisters = 128;
@@ -231,9 +231,8 @@ internal static class ExpandedTensorCoreEmitter
     /// <summary>
     /// One PTX block. With <paramref name="vote"/>: %0 (out) = 1 when some row of the warp moved its kept max, then the
     /// operands below from %1; without: from %0. Operands: keys visible to rows g/g+8 counted from this thread's first
-    /// column, the log2 score scale. A row keeps its max m while the tile's max
-    /// stays below m + 8 (so P = 2^(s − m) ≤ 256, exact in the final O / l because l uses the same m); xr holds each row's
-    /// rescale factor (1 when kept). Thread-local sums are kept (the quad's sum is taken once at the end); a row with
+    /// column, the log2 score scale. A row keeps its max m while the tile's max stays below m + 8 (so P = 2^(s − m) ≤ 256,
+    /// exact in the final O / l because l uses the same m); xr holds each row's rescale factor (1 when kept). Thread-local sums are kept (the quad's sum is taken once at the end); a row with
     /// nothing visible yet keeps max −∞.
     /// </summary>
     internal static string SoftmaxPtx(bool vote)
