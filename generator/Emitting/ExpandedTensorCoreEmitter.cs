@@ -146,20 +146,25 @@ internal static class ExpandedTensorCoreEmitter
         }
     }
 
-    /// <summary>The quad's partial sums make each row's sum; then O is normalised and written with the natural-log LSE.</summary>
+    /// <summary>
+    /// The quad's partial sums make each row's sum; then O is normalised and stored straight from its PTX registers (8 bytes
+    /// per row and n-tile: a quad writes a row's 32 contiguous bytes; rows past the tile's tokens store nothing), and the
+    /// natural-log LSE is written.
+    /// </summary>
     internal static void EmitEpilogue(SourceWriter w, MlaShapeSpec s, int outTiles)
     {
         EmitRowStates(w);
-        w.Line("long outLo = ((long)(firstToken + rowLo) * Heads + head) * VHeadDim + 2 * t;");
-        w.Line("long outHi = ((long)(firstToken + rowHi) * Heads + head) * VHeadDim + 2 * t;");
+        w.Line("long outLo = p.HeadOutputAddress + (((long)(firstToken + rowLo) * Heads + head) * VHeadDim + 2 * t) * 4L;");
+        w.Line("long outHi = p.HeadOutputAddress + (((long)(firstToken + rowHi) * Heads + head) * VHeadDim + 2 * t) * 4L;");
+        var store = new StringBuilder("{ .reg .pred lo, hi; .reg .f32 a, b; setp.lt.s32 lo, %2, %4; setp.lt.s32 hi, %3, %4; ");
         for (int nt = 0; nt < outTiles; nt++)
         {
             int o = 4 * nt;
-            w.Line($"{Asm}(\"mov.b64 %0, {{xo{o}, xo{o + 1}}};\", out ulong lo{nt});");
-            w.Line($"{Asm}(\"mov.b64 %0, {{xo{o + 2}, xo{o + 3}}};\", out ulong hi{nt});");
-            w.Line($"if (rowLo < tokens) {{ p.HeadOutput[outLo + {8 * nt}] = {Low($"lo{nt}")} * invLo; p.HeadOutput[outLo + {8 * nt + 1}] = {High($"lo{nt}")} * invLo; }}");
-            w.Line($"if (rowHi < tokens) {{ p.HeadOutput[outHi + {8 * nt}] = {Low($"hi{nt}")} * invHi; p.HeadOutput[outHi + {8 * nt + 1}] = {High($"hi{nt}")} * invHi; }}");
+            store.Append($"mul.f32 a, xo{o}, %5; mul.f32 b, xo{o + 1}, %5; @lo st.global.v2.f32 [%0+{32 * nt}], {{a, b}}; ");
+            store.Append($"mul.f32 a, xo{o + 2}, %6; mul.f32 b, xo{o + 3}, %6; @hi st.global.v2.f32 [%1+{32 * nt}], {{a, b}}; ");
         }
+        store.Append('}');
+        w.Line($"{Asm}(\"{store}\", outLo, outHi, rowLo, rowHi, tokens, invLo, invHi);");
         w.Open("if (t == 0)");
         w.Line("if (rowLo < tokens)");
         w.Line($"    p.Lse[(long)(firstToken + rowLo) * Heads + head] = {NaturalLse("Lo")};");
@@ -197,16 +202,16 @@ internal static class ExpandedTensorCoreEmitter
     /// The named registers of the online softmax: S, P (bf16 pairs), O, and per row (g, g + 8) the kept max (log2 units),
     /// this thread's partial sum and the factor O must be rescaled by.
     /// </summary>
-    internal static string OnlineSoftmaxRegisters(int outTiles) =>
-        $".reg .f32 xs<{ScoreTiles * 4}>; .reg .b32 xp<{ScoreTiles * 2}>; .reg .f32 xo<{outTiles * 4}>; .reg .f32 xm<2>; .reg .f32 xl<2>; .reg .f32 xr<2>;";
+    internal static string OnlineSoftmaxRegisters(int outTiles, int scoreTiles = ScoreTiles) =>
+        $".reg .f32 xs<{scoreTiles * 4}>; .reg .b32 xp<{scoreTiles * 2}>; .reg .f32 xo<{outTiles * 4}>; .reg .f32 xm<2>; .reg .f32 xl<2>; .reg .f32 xr<2>; .reg .pred xmoved;";
 
     /// <summary>Headroom of the kept max, log2 units: a row keeps its max until a tile's exceeds it by more than this (P ≤ 2^8).</summary>
     internal const string MaxHeadroom = "0f41000000"; // 8.0
 
     /// <summary>
     /// O registers per thread from which the rescale is guarded by a vote and a branch. Measured on the H100 (docs/performance.md,
-    /// v8): skipping the decode kernel's 128 multiplies per tile gained 3–4 %; guarding the prefill kernels' 64 cost 3 % (the
-    /// vote, the flag's trip through local memory and the branch cost more than the multiplies they skip).
+    /// v8): skipping the decode kernel's 128 multiplies per tile gained 3–4 %; guarding the mma.sync prefill kernel's 64 cost
+    /// 3 % (its rescale sits inside the softmax's block, off the tensor cores' critical path).
     /// </summary>
     internal const int GuardedRescaleRegisters = 128;
 
@@ -218,31 +223,30 @@ internal static class ExpandedTensorCoreEmitter
     /// </summary>
     internal static void EmitSoftmax(SourceWriter w, int outTiles, string visibleLo, string visibleHi)
     {
-        if (4 * outTiles < GuardedRescaleRegisters)
-        {
-            w.Line($"{Asm}(\"{SoftmaxPtx(vote: false)} {RescalePtx(outTiles)}\", {visibleLo}, {visibleHi}, ScoreScaleLog2);");
-            return;
-        }
-        w.Line($"{Asm}(\"{SoftmaxPtx(vote: true)}\", out int rescale, {visibleLo}, {visibleHi}, ScoreScaleLog2);");
-        w.Line("if (rescale != 0) // warp-uniform (vote): some row of the warp moved its max");
-        w.Line($"    {Asm}(\"{RescalePtx(outTiles)}\");");
+        bool guarded = 4 * outTiles >= GuardedRescaleRegisters;
+        string rescale = guarded ? GuardedRescalePtx(outTiles) : RescalePtx(outTiles);
+        w.Line($"{Asm}(\"{SoftmaxPtx(vote: guarded)} {rescale}\", {visibleLo}, {visibleHi}, ScoreScaleLog2);");
     }
 
     /// <summary>
-    /// One PTX block. With <paramref name="vote"/>: %0 (out) = 1 when some row of the warp moved its kept max, then the
-    /// operands below from %1; without: from %0. Operands: keys visible to rows g/g+8 counted from this thread's first
-    /// column, the log2 score scale. A row keeps its max m while the tile's max stays below m + 8 (so P = 2^(s − m) ≤ 256,
-    /// exact in the final O / l because l uses the same m); xr holds each row's rescale factor (1 when kept). Thread-local sums are kept (the quad's sum is taken once at the end); a row with
-    /// nothing visible yet keeps max −∞.
+    /// One PTX block. With <paramref name="vote"/>, the kernel's predicate xmoved says whether some row of the warp moved its
+    /// kept max (a warp vote, so a branch on it is uniform). Operands: %0/%1 keys visible to rows g/g+8 counted from this
+    /// thread's first column, %2 the log2 score scale. The mask and the max act on raw scores (the scale is positive, so the max of the scaled
+    /// scores is the scaled max, bit for bit), and each P is one fma and one ex2: 2^(s·scale − m). A row keeps its max m
+    /// while the tile's max stays below m + 8 (so P ≤ 256, exact in the final O / l because l uses the same m); xr holds
+    /// each row's rescale factor (1 when kept). The max and the sum are pairwise trees, so their additions do not wait on
+    /// each other in one chain. Thread-local sums are kept (the quad's sum is taken once at the end); a row with nothing
+    /// visible yet keeps max −∞.
     /// </summary>
-    internal static string SoftmaxPtx(bool vote)
+    internal static string SoftmaxPtx(bool vote, int scoreTiles = ScoreTiles, bool pack = true)
     {
-        int first = vote ? 1 : 0;
-        var b = new StringBuilder("{ .reg .f32 m, r, u, base; .reg .pred q, moved<2>; ");
+        const int first = 0;
+        int values = scoreTiles * 2;
+        var b = new StringBuilder($"{{ .reg .f32 m, r, u, base, nbase, t<{values / 2}>; .reg .pred q, moved<2>; ");
         for (int row = 0; row < 2; row++)
         {
-            var scores = new int[ScoreTiles * 2];
-            for (int nt = 0; nt < ScoreTiles; nt++)
+            var scores = new int[values];
+            for (int nt = 0; nt < scoreTiles; nt++)
             {
                 scores[2 * nt] = 4 * nt + 2 * row;
                 scores[2 * nt + 1] = 4 * nt + 2 * row + 1;
@@ -250,24 +254,50 @@ internal static class ExpandedTensorCoreEmitter
             foreach (int i in scores)
             {
                 int column = 8 * (i / 4) + (i & 1);
-                b.Append($"mul.f32 xs{i}, xs{i}, %{first + 2}; setp.gt.s32 q, %{first + row}, {column}; selp.f32 xs{i}, xs{i}, {NegativeInfinity}, q; ");
+                b.Append($"setp.gt.s32 q, %{first + row}, {column}; selp.f32 xs{i}, xs{i}, {NegativeInfinity}, q; ");
             }
-            b.Append($"max.f32 m, xs{scores[0]}, xs{scores[1]}; ");
-            for (int k = 2; k < scores.Length; k++)
-                b.Append($"max.f32 m, m, xs{scores[k]}; ");
+            Tree(b, "max.f32", scores, "m");
             b.Append("shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; ");
+            b.Append($"mul.f32 m, m, %{first + 2}; ");
             b.Append($"add.f32 u, xm{row}, {MaxHeadroom}; setp.gt.f32 moved{row}, m, u; selp.f32 m, m, xm{row}, moved{row}; ");
-            b.Append($"setp.eq.f32 q, m, {NegativeInfinity}; selp.f32 base, 0f00000000, m, q; ");
-            b.Append($"sub.f32 r, xm{row}, base; ex2.approx.ftz.f32 r, r; selp.f32 xr{row}, r, 0f3F800000, moved{row}; mov.f32 xm{row}, m; mul.f32 xl{row}, xl{row}, xr{row}; ");
+            b.Append($"setp.eq.f32 q, m, {NegativeInfinity}; selp.f32 base, 0f00000000, m, q; neg.f32 nbase, base; ");
+            b.Append($"sub.f32 r, xm{row}, base; ex2.approx.ftz.f32 r, r; selp.f32 xr{row}, r, 0f3F800000, moved{row}; mov.f32 xm{row}, m; ");
             foreach (int i in scores)
-                b.Append($"sub.f32 xs{i}, xs{i}, base; ex2.approx.ftz.f32 xs{i}, xs{i}; add.f32 xl{row}, xl{row}, xs{i}; ");
+                b.Append($"fma.rn.f32 xs{i}, xs{i}, %{first + 2}, nbase; ex2.approx.ftz.f32 xs{i}, xs{i}; ");
+            Tree(b, "add.f32", scores, "u");
+            b.Append($"fma.rn.f32 xl{row}, xl{row}, xr{row}, u; ");
         }
-        for (int i = 0; i < ScoreTiles * 2; i++)
-            b.Append($"cvt.rn.bf16x2.f32 xp{i}, xs{2 * i + 1}, xs{2 * i}; ");
+        if (pack)
+            b.Append(PackPtx(scoreTiles));
         if (vote)
-            b.Append("or.pred q, moved0, moved1; vote.sync.any.pred q, q, -1; selp.b32 %0, 1, 0, q; ");
+            b.Append("or.pred q, moved0, moved1; vote.sync.any.pred xmoved, q, -1; ");
         return b.Append('}').ToString();
     }
+
+    /// <summary>
+    /// <paramref name="result"/> = the <paramref name="op"/> of the scores <paramref name="inputs"/> as a pairwise tree
+    /// through the block's t registers (a power-of-two count), so each level's operations are independent.
+    /// </summary>
+    private static void Tree(StringBuilder b, string op, int[] inputs, string result)
+    {
+        for (int j = 0; j < inputs.Length / 2; j++)
+            b.Append(inputs.Length == 2 ? $"{op} {result}, xs{inputs[0]}, xs{inputs[1]}; " : $"{op} t{j}, xs{inputs[2 * j]}, xs{inputs[2 * j + 1]}; ");
+        for (int width = inputs.Length / 2; width > 1; width /= 2)
+            for (int j = 0; j < width / 2; j++)
+                b.Append(width == 2 ? $"{op} {result}, t0, t1; " : $"{op} t{j}, t{2 * j}, t{2 * j + 1}; ");
+    }
+
+    /// <summary>P as bf16 A fragments: the S accumulator layout of 16 keys is the k16 A layout.</summary>
+    internal static string PackPtx(int scoreTiles = ScoreTiles) =>
+        Repeat(scoreTiles * 2, i => $"cvt.rn.bf16x2.f32 xp{i}, xs{2 * i + 1}, xs{2 * i};") + " ";
+
+    /// <summary>
+    /// <see cref="RescalePtx"/> skipped by a uniform branch inside the block unless the softmax's vote set xmoved. The label is
+    /// private to the kernel's one copy of this block, so the flag never leaves PTX (an ILGPU <c>out</c> operand would pass it
+    /// through a local-memory slot).
+    /// </summary>
+    internal static string GuardedRescalePtx(int outTiles) =>
+        "{ @!xmoved bra.uni XO_KEPT; " + RescalePtx(outTiles) + " XO_KEPT: }";
 
     /// <summary>O of rows g and g + 8 times their rescale factors (xr), a block of its own.</summary>
     internal static string RescalePtx(int outTiles)

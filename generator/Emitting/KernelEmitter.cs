@@ -59,13 +59,15 @@ internal static class KernelEmitter
         if (warpgroupDecode)
             DecodeWarpgroupEmitter.Emit(w, s);
         ExpandedEmitter.Emit(w, s);
+        bool warpgroupPrefill = spec.Layout.TensorCorePrefill && KernelLimits.FitsWarpgroupPrefill(s);
         if (spec.Layout.TensorCorePrefill)
         {
             KeyValueExpandEmitter.Emit(w, s);
             ExpandedTensorCoreEmitter.Emit(w, s);
-            ExpandedWarpgroupEmitter.Emit(w, s);
         }
-        EmitKernelSet(w, s, Identifier.EscapeDotted(spec.FullName), spec.Layout.TensorCoreDecode, warpgroupDecode, spec.Layout.TensorCorePrefill);
+        if (warpgroupPrefill)
+            ExpandedWarpgroupEmitter.Emit(w, s);
+        EmitKernelSet(w, s, Identifier.EscapeDotted(spec.FullName), spec.Layout.TensorCoreDecode, warpgroupDecode, spec.Layout.TensorCorePrefill, warpgroupPrefill);
         w.Close();
     }
 
@@ -421,7 +423,7 @@ internal static class KernelEmitter
         w.Line();
     }
 
-    private static void EmitKernelSet(SourceWriter w, MlaShapeSpec s, string fullName, bool tensorCores, bool warpgroupDecode, bool tensorCorePrefill)
+    private static void EmitKernelSet(SourceWriter w, MlaShapeSpec s, string fullName, bool tensorCores, bool warpgroupDecode, bool tensorCorePrefill, bool warpgroupPrefill)
     {
         const string Stream = "global::ILGPU.Runtime.AcceleratorStream";
         const string Config = "global::ILGPU.KernelConfig";
@@ -499,17 +501,21 @@ internal static class KernelEmitter
             w.Line("else if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)");
             w.Open();
             w.Line($"_keyValueExpand = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.KeyValueExpandParams>(accelerator, KeyValueExpandTensorCoreKernel);");
-            w.Line("// Hopper: the attention on wgmma (PTX retargeted to sm_90a); elsewhere on mma.sync. (No `var`: the user's class may be named so.)");
-            w.Line($"{K}.PtxKernel<{K}.ExpandedAttentionParams>? warpgroup = {K}.WarpgroupKernels.TryLoad<{K}.ExpandedAttentionParams>(accelerator, ((global::System.Action<{K}.ExpandedAttentionParams>)ExpandedAttentionWarpgroupKernel).Method);");
-            w.Open("if (warpgroup is not null)");
-            w.Line("_expandedAttention = warpgroup.Launch;");
-            w.Line($"ExpandedForm = {K}.ExpandedAttentionKind.Warpgroup;");
-            w.Close();
-            w.Line("else");
-            w.Open();
+            if (warpgroupPrefill)
+            {
+                w.Line("// Hopper: the attention on wgmma (PTX retargeted to sm_90a, dynamic shared memory above 48 KB); elsewhere on mma.sync. (No `var`: the user's class may be named so.)");
+                w.Line($"{K}.PtxKernel<{K}.ExpandedAttentionParams>? warpgroup = {K}.WarpgroupKernels.TryLoad<{K}.ExpandedAttentionParams>(accelerator, ((global::System.Action<{K}.ExpandedAttentionParams>)ExpandedAttentionWarpgroupKernel).Method, XwSharedBytes);");
+                w.Open("if (warpgroup is not null)");
+                w.Line("_expandedAttention = warpgroup.Launch;");
+                w.Line($"ExpandedForm = {K}.ExpandedAttentionKind.Warpgroup;");
+                w.Close();
+                w.Line("else");
+                w.Open();
+            }
             w.Line($"_expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<{K}.ExpandedAttentionParams>(accelerator, ExpandedAttentionTensorCoreKernel);");
             w.Line($"ExpandedForm = {K}.ExpandedAttentionKind.TensorCore;");
-            w.Close();
+            if (warpgroupPrefill)
+                w.Close();
             w.Close();
         }
         w.Close();
@@ -578,15 +584,24 @@ internal static class KernelEmitter
         w.Line();
         if (tensorCorePrefill)
         {
-            w.Line($"public override int ExpandedQueryTile => ExpandedForm == {K}.ExpandedAttentionKind.Warpgroup ? XwRows : MlaKernels.ExpandedQueryTile;");
-            w.Line();
-            w.Line("/// <summary>Threads per CTA of the expanded attention: the serial kernel takes one per query row.</summary>");
-            w.Line($"private int ExpandedThreads => ExpandedForm switch {{ {K}.ExpandedAttentionKind.Warpgroup => XwThreads, {K}.ExpandedAttentionKind.TensorCore => XaThreads, _ => MlaKernels.ExpandedQueryTile }};");
+            if (warpgroupPrefill)
+            {
+                w.Line($"public override int ExpandedQueryTile => ExpandedForm == {K}.ExpandedAttentionKind.Warpgroup ? XwRows : MlaKernels.ExpandedQueryTile;");
+                w.Line();
+            }
+            w.Line("/// <summary>The expanded attention's launch over <paramref name=\"ctas\"/> CTAs: the serial kernel takes a thread per query row, the wgmma kernel its tile ring in dynamic shared memory.</summary>");
+            w.Line($"private {Config} ExpandedLaunch(int ctas) => ExpandedForm switch");
+            w.Line("{");
+            if (warpgroupPrefill)
+                w.Line($"    {K}.ExpandedAttentionKind.Warpgroup => new {Config}(ctas, XwThreads, global::ILGPU.SharedMemoryConfig.RequestDynamic<byte>(XwSharedBytes)),");
+            w.Line($"    {K}.ExpandedAttentionKind.TensorCore => new {Config}(ctas, XaThreads),");
+            w.Line($"    _ => new {Config}(ctas, MlaKernels.ExpandedQueryTile),");
+            w.Line("};");
         }
         else
         {
-            w.Line("/// <summary>Threads per CTA of the (serial) expanded attention: one per query row.</summary>");
-            w.Line("private int ExpandedThreads => MlaKernels.ExpandedQueryTile;");
+            w.Line("/// <summary>The (serial) expanded attention's launch over <paramref name=\"ctas\"/> CTAs: a thread per query row.</summary>");
+            w.Line($"private {Config} ExpandedLaunch(int ctas) => new {Config}(ctas, MlaKernels.ExpandedQueryTile);");
         }
         w.Line();
         w.Open($"public override void HeadQuery({Stream} stream, in {K}.HeadQueryParams p)");
@@ -606,7 +621,7 @@ internal static class KernelEmitter
         w.Line("if (_expandedAttention is null)");
         w.Line("    base.ExpandedAttention(stream, p);");
         w.Line("else if (p.Tiles > 0)");
-        w.Line($"    _expandedAttention(stream, new {Config}(p.Tiles * Heads, ExpandedThreads), p);");
+        w.Line("    _expandedAttention(stream, ExpandedLaunch(p.Tiles * Heads), p);");
         w.Close();
         if (!s.HasQLatent)
         {

@@ -25,14 +25,6 @@ internal static class PtxText
         return sb.ToString();
     }
 
-    /// <summary>
-    /// The first tile chunk this thread copies in the expanded wgmma kernel (the decode kernel copies swizzled boxes instead) (core-matrix order: chunk c is row c % 8 of its 8-row
-    /// group, column (c / 8) % chunks; later passes add the CTA's thread count). A warp copies 32 consecutive chunks (8 rows × 4 columns); the lanes are permuted so that each quarter-warp,
-    /// which the memory pipe serves together, takes 4 rows × 2 adjacent columns: 4 whole 32-byte sectors (8 rows × 1 column
-    /// would touch 8 half-used sectors, and the cp.async writes to shared memory follow the sectors).
-    /// </summary>
-    public const string CopyChunk = "(tid & ~31) + (((lane >> 4) * 2 + ((lane >> 2) & 1)) * 8 + ((lane >> 3) & 1) * 4 + (lane & 3))";
-
     /// <summary>"x{first},x{first+1},…" for <paramref name="count"/> named registers.</summary>
     public static string Registers(string name, int first, int count) =>
         string.Join(",", Enumerable.Range(first, count).Select(i => name + i));

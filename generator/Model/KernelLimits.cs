@@ -35,6 +35,14 @@ internal static class KernelLimits
         WhyNoTensorCoreDecode(s) is null && s.CacheRowValues % 64 == 0 && s.LatentRank % 128 == 0;
 
     /// <summary>
+    /// The Hopper prefill attention on top of the tensor-core one: it keeps K (nope, then rope) and V tiles in 128-byte
+    /// swizzled boxes of 64 values, so nope, rope and v must each be whole boxes (DeepSeek's 128, 64, 128 are). Other shapes
+    /// keep the mma.sync kernel on Hopper too.
+    /// </summary>
+    public static bool FitsWarpgroupPrefill(MlaShapeSpec s) =>
+        WhyNoTensorCorePrefill(s) is null && s.NopeHeadDim % 64 == 0 && s.RopeDim % 64 == 0 && s.VHeadDim % 64 == 0;
+
+    /// <summary>
     /// The tensor-core prefill kernels. The attention keeps a warp's 16 query rows as bf16 A fragments ((nope + rope)/16
     /// k-steps, at most 12) and its output as v/8 accumulator tiles (at most 16), and copies K and V in 16-byte chunks.
     /// The kv_b_proj expansion stages the latent 32 columns at a time and tiles kv_b_proj's H·(nope + v) rows by 128.

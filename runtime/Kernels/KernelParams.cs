@@ -194,5 +194,7 @@ public struct ExpandedAttentionParams
     public ArrayView<int> TileKeyStart;
     public int Tiles;
     public ArrayView<float> HeadOutput;
+    /// <summary>HeadOutput's device address: the tensor-core kernels store O straight from their PTX registers.</summary>
+    public long HeadOutputAddress;
     public ArrayView<float> Lse;
 }

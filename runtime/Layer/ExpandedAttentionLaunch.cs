@@ -97,6 +97,7 @@ public sealed class ExpandedAttentionLaunch : ILayerAttention
             TileKeyStart = scratch.TileKeyStart.Upload(stream, tiles.ConvertAll(x => x.KeyStart).ToArray()),
             Tiles = Tiles,
             HeadOutput = HeadOutput,
+            HeadOutputAddress = HeadOutput.LoadEffectiveAddressAsPtr().ToInt64(),
             Lse = Lse,
         };
         if (options.PoisonBuffers)

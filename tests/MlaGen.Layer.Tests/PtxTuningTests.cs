@@ -164,7 +164,7 @@ public class PtxTuningTests
         using var context = Context.Create(b => b.CPU());
         using var cpu = context.CreateCPUAccelerator(0);
         Assert.False(WarpgroupKernels.IsAvailable(cpu));
-        var method = typeof(SmallQLoraAttention.MlaKernels).GetMethod(nameof(SmallQLoraAttention.MlaKernels.ExpandedAttentionWarpgroupKernel))!;
+        var method = typeof(ExpandPtxDeepSeekShape.MlaKernels).GetMethod(nameof(ExpandPtxDeepSeekShape.MlaKernels.ExpandedAttentionWarpgroupKernel))!;
         Assert.Null(WarpgroupKernels.TryLoad<ExpandedAttentionParams>(cpu, method));
     }
 

@@ -79,34 +79,58 @@ public class TensorCorePtxTests
         Assert.Contains("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16", ptx);
         Assert.Contains(".shared .align 16 .b8 xa_tiles[", ptx);
         AssertLazyRescale(ptx, outTiles, guarded: false);
-        // Only the epilogue reads named registers back into C#, as 8-byte pairs: O (v/8 n-tiles x 2) and max/sum of 2 rows.
+        // Only the epilogue reads named registers back into C#, as 8-byte pairs: max/sum of 2 rows. O leaves from its
+        // registers: one 8-byte store per row and n-tile.
         int slots = Regex.Matches(ptx, @"\.local \.align 8 \.b8 __local_depot\d+\[8\];").Count;
-        Assert.Equal(2 * outTiles + 2, slots);
+        Assert.Equal(2, slots);
+        Assert.Equal(2 * outTiles, Regex.Matches(ptx, @"st\.global\.v2\.f32").Count);
         Assert.Equal(slots, Regex.Matches(ptx, @"\.local \.align").Count);
     }
 
     [Fact]
     public void WarpgroupAttentionKernelIssuesWgmmaFromSharedMemoryDescriptors()
     {
-        var (ptx, entry) = CompileToPtxWithEntry(typeof(SmallQLoraAttention.MlaKernels).GetMethod(nameof(SmallQLoraAttention.MlaKernels.ExpandedAttentionWarpgroupKernel))!);
-        int qSteps = SmallQLoraAttention.QHeadDim / 16, outTiles = SmallQLoraAttention.VHeadDim / 8;
-        int wgmma = Regex.Matches(ptx, @"wgmma\.mma_async\.sync\.aligned\.m64n\d+k16\.f32\.bf16\.bf16").Count;
-        int values = Regex.Matches(ptx, $@"wgmma\.mma_async\.sync\.aligned\.m64n{SmallQLoraAttention.VHeadDim}k16\.f32\.bf16\.bf16 [^;]*, 1, 1, 1;").Count;
-        _output.WriteLine($"{ptx.Length} chars, {wgmma} wgmma, {values} of them P·V");
-        // One wgmma per 16-wide k-step of q·k (K-major B), one per 16 keys of P·V (transposed V: the last immediate is 1).
-        Assert.Equal(qSteps + SmallQLoraAttention.MlaKernels.XaKeys / 16, wgmma);
-        Assert.Equal(SmallQLoraAttention.MlaKernels.XaKeys / 16, values);
+        // The swizzled boxes need nope, rope and v in whole 64-value boxes: DeepSeek's shape has them, the small test shape not.
+        Assert.Null(typeof(SmallQLoraAttention.MlaKernels).GetMethod("ExpandedAttentionWarpgroupKernel"));
+        var (ptx, entry) = CompileToPtxWithEntry(typeof(ExpandPtxDeepSeekShape.MlaKernels).GetMethod(nameof(ExpandPtxDeepSeekShape.MlaKernels.ExpandedAttentionWarpgroupKernel))!);
+        int qSteps = ExpandPtxDeepSeekShape.QHeadDim / 16, outTiles = ExpandPtxDeepSeekShape.VHeadDim / 8, keys = ExpandPtxDeepSeekShape.MlaKernels.XwKeys;
+        int scores = Regex.Matches(ptx, $@"wgmma\.mma_async\.sync\.aligned\.m64n{keys}k16\.f32\.bf16\.bf16 [^;]*, 1, 1, 0;").Count;
+        int values = Regex.Matches(ptx, $@"wgmma\.mma_async\.sync\.aligned\.m64n{ExpandPtxDeepSeekShape.VHeadDim}k16\.f32\.bf16\.bf16 [^;]*, 1, 1, 1;").Count;
+        _output.WriteLine($"{ptx.Length} chars, {scores} Q·Kᵀ and {values} P·V wgmma");
+        // One wgmma per 16-wide k-step of q·k (K-major B); one per 16 keys of P·V (transposed V: the last immediate is 1), twice:
+        // in the loop for the previous tile (under this tile's softmax) and once after it for the last tile.
+        Assert.Equal(qSteps, scores);
+        Assert.Equal(2 * keys / 16, values);
+        Assert.Equal(qSteps + 2 * keys / 16, Regex.Matches(ptx, @"wgmma\.mma_async").Count);
+        // The softmax runs between "S is ready" (wait 1: the previous P·V may still run) and "P·V is done" (wait 0).
+        // (The loop body is found from its one wait_group 1: ILGPU may lay the blocks after the loop out before it.)
+        int waitScores = ptx.IndexOf("wgmma.wait_group.sync.aligned 1;", System.StringComparison.Ordinal);
+        int softmax = ptx.IndexOf("ex2.approx.ftz.f32", System.StringComparison.Ordinal);
+        int waitValues = ptx.IndexOf("wgmma.wait_group.sync.aligned 0;", softmax, System.StringComparison.Ordinal);
+        int pack = ptx.IndexOf("cvt.rn.bf16x2.f32 xp0", System.StringComparison.Ordinal);
+        Assert.Single(Regex.Matches(ptx, @"wgmma\.wait_group\.sync\.aligned 1;"));
+        Assert.True(0 < waitScores && waitScores < softmax && softmax < waitValues && waitValues < pack, "softmax between the two waits, P packed after P·V is done");
         Assert.Contains("wgmma.fence.sync.aligned;", ptx);
-        Assert.Contains("wgmma.commit_group.sync.aligned;", ptx);
-        Assert.Contains("wgmma.wait_group.sync.aligned 0;", ptx);
         Assert.Contains("fence.proxy.async.shared::cta;", ptx);
-        Assert.Contains($".shared .align 128 .b8 xw_tiles[{2 * SmallQLoraAttention.MlaKernels.XwStageBytes}];", ptx);
-        Assert.True(2 * SmallQLoraAttention.MlaKernels.XwStageBytes <= 48 * 1024, "static shared memory above 48 KB needs an opt-in ILGPU cannot make");
-        AssertLazyRescale(ptx, outTiles, guarded: false);
-        // Only 8-byte reads of PTX values go through local memory: the stages' shared address once, and the epilogue's as in
-        // the mma.sync kernel.
+        Assert.Contains($"cp.async.wait_group {ExpandPtxDeepSeekShape.MlaKernels.XwStages - 3};", ptx);
+        // Each thread copies 16 bytes of every 64-value box of a key row: box b at +128·b of its source row (nope: 2 boxes,
+        // rope: 1 from the cache row, v: 2) and at +b·64 keys·128 B in the stage (the swizzled layout both descriptors name).
+        var offsets = Regex.Matches(ptx, @"cp\.async\.cg\.shared\.global \[\s*%rd\d+\+(\d+)\], \[\s*%rd\d+\+(\d+)\], 16")
+            .Select(m => (Shared: int.Parse(m.Groups[1].Value), Global: int.Parse(m.Groups[2].Value))).Distinct().Order().ToArray();
+        int box = keys * 128;
+        Assert.Equal(new[] { (0, 0), (box, 128), (2 * box, 0), (3 * box, 0), (4 * box, 128) }, offsets);
+        Assert.Equal(1L, (long)((ulong)ExpandPtxDeepSeekShape.MlaKernels.XwKeyDescriptor >> 62));
+        Assert.Equal(1L, (long)((ulong)ExpandPtxDeepSeekShape.MlaKernels.XwValueDescriptor >> 62));
+        // The ring lives in the dynamic block (the launch asks for XwSharedBytes; the loader raises the function's limit).
+        Assert.Matches(@"\.extern \.shared \.align \d+ \.b8 __dyn_shared_alloca\[\];", ptx);
+        Assert.DoesNotMatch(@"\.shared \.align \d+ \.b8 (?!__dyn_shared_alloca)\w+\[\d+\]", ptx);
+        Assert.True(ExpandPtxDeepSeekShape.MlaKernels.XwSharedBytes <= 227 * 1024, "an H100 CTA gets at most 227 KB of shared memory");
+        AssertLazyRescale(ptx, outTiles, guarded: true);
+        // Only 8-byte reads of PTX values go through local memory: the dynamic block's address once, and the epilogue's row
+        // states as in the mma.sync kernel; O leaves from its registers.
         int slots = Regex.Matches(ptx, @"\.local \.align 8 \.b8 __local_depot\d+\[8\];").Count;
-        Assert.Equal(1 + 2 * outTiles + 2, slots);
+        Assert.Equal(1 + 2, slots);
+        Assert.Equal(2 * outTiles, Regex.Matches(ptx, @"st\.global\.v2\.f32").Count);
         Assert.Equal(slots, Regex.Matches(ptx, @"\.local \.align").Count);
         // ILGPU writes sm_80, where wgmma does not exist: the loader retargets the module.
         string hopper = MlaGen.Kernels.PtxKernelLoader.WithTarget(ptx, "sm_90a");
@@ -116,14 +140,15 @@ public class TensorCorePtxTests
 
     /// <summary>
     /// The online softmax keeps a row's max until a tile's exceeds it by more than 2^8, and O is multiplied by the rows'
-    /// rescale factors in one place only, every accumulator once. <paramref name="guarded"/> (wide O): that place is a block
-    /// behind a warp vote (one per tile, its flag through one 4-byte local slot); else it runs every tile, with no vote
-    /// (the generator guards from 128 O registers per thread: the decode kernel, not the 64 of the prefill kernels).
+    /// rescale factors in one place only, every accumulator once. <paramref name="guarded"/>: that place is skipped by a
+    /// uniform branch inside PTX unless a warp vote (one per tile) says a row moved, with no flag through local memory; else
+    /// it runs every tile, with no vote (the mma.sync prefill kernel).
     /// </summary>
     internal static void AssertLazyRescale(string ptx, int outTiles, bool guarded)
     {
-        Assert.Equal(guarded ? 1 : 0, Regex.Matches(ptx, @"vote\.sync\.any\.pred").Count);
-        Assert.Equal(guarded ? 1 : 0, Regex.Matches(ptx, @"\.local \.align 4 \.b8 __local_depot\d+\[4\];").Count);
+        Assert.Equal(guarded ? 1 : 0, Regex.Matches(ptx, @"vote\.sync\.any\.pred xmoved, q, -1;").Count);
+        Assert.Equal(guarded ? 1 : 0, Regex.Matches(ptx, @"@!xmoved bra\.uni XO_KEPT;").Count);
+        Assert.Empty(Regex.Matches(ptx, @"\.local \.align 4 \.b8 __local_depot\d+\[4\];"));
         Assert.Equal(2, Regex.Matches(ptx, @"setp\.gt\.f32 moved[01], m, u;").Count);
         Assert.Equal(2, Regex.Matches(ptx, @"add\.f32 u, xm[01], 0f41000000;").Count);
         var rescaled = Regex.Matches(ptx, @"mul\.f32 xo(\d+), xo\1, xr([01]);").Select(m => int.Parse(m.Groups[1].Value)).ToArray();

@@ -803,8 +803,8 @@ partial class RotateHalfYarnAttention
             }
             public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
 
-            /// <summary>Threads per CTA of the (serial) expanded attention: one per query row.</summary>
-            private int ExpandedThreads => MlaKernels.ExpandedQueryTile;
+            /// <summary>The (serial) expanded attention's launch over <paramref name="ctas"/> CTAs: a thread per query row.</summary>
+            private global::ILGPU.KernelConfig ExpandedLaunch(int ctas) => new global::ILGPU.KernelConfig(ctas, MlaKernels.ExpandedQueryTile);
 
             public override void HeadQuery(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.HeadQueryParams p)
             {
@@ -823,7 +823,7 @@ partial class RotateHalfYarnAttention
                 if (_expandedAttention is null)
                     base.ExpandedAttention(stream, p);
                 else if (p.Tiles > 0)
-                    _expandedAttention(stream, new global::ILGPU.KernelConfig(p.Tiles * Heads, ExpandedThreads), p);
+                    _expandedAttention(stream, ExpandedLaunch(p.Tiles * Heads), p);
             }
             public override void QueryLatentProjection(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.ProjectionParams p) =>
                 throw new global::System.InvalidOperationException("This shape has no q-LoRA (QLatentRank = 0): queries come from q_proj.");

@@ -1398,7 +1398,7 @@ partial class SmallQLoraAttention
         {
             // Named registers and the two stages first, before any branch (ILGPU pastes inline PTX unbraced): S, P, O, and
             // the running max (log2 units) and per-thread partial sum of rows g and g + 8.
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 xs<16>; .reg .b32 xp<8>; .reg .f32 xo<16>; .reg .f32 xm<2>; .reg .f32 xl<2>; .reg .f32 xr<2>; .shared .align 16 .b8 xa_tiles[12288];");
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 xs<16>; .reg .b32 xp<8>; .reg .f32 xo<16>; .reg .f32 xm<2>; .reg .f32 xl<2>; .reg .f32 xr<2>; .reg .pred xmoved; .shared .align 16 .b8 xa_tiles[12288];");
             int tid = global::ILGPU.Group.IdxX;
             int warp = tid >> 5;
             int lane = tid & 31;
@@ -1522,7 +1522,7 @@ partial class SmallQLoraAttention
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<8>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b0,b1,b2,b3}, [a]; ldmatrix.sync.aligned.m8n8.x4.shared.b16 {b4,b5,b6,b7}, [a+1792]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs0,xs1,xs2,xs3}, {%1,%2,%3,%4}, {b0,b1}, {xs0,xs1,xs2,xs3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs4,xs5,xs6,xs7}, {%1,%2,%3,%4}, {b2,b3}, {xs4,xs5,xs6,xs7}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs8,xs9,xs10,xs11}, {%1,%2,%3,%4}, {b4,b5}, {xs8,xs9,xs10,xs11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, {b6,b7}, {xs12,xs13,xs14,xs15}; }", buffer + kRow + 64L, q2a, q2b, q2c, q2d);
                 // Scale to log2 units, mask keys a row may not see (key kt + c is visible when c < visible - kt), online softmax,
                 // rescale O, and pack P as bf16 A fragments (the S accumulator layout is the m16k16 A layout).
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 m, r, u, base; .reg .pred q, moved<2>; mul.f32 xs0, xs0, %2; setp.gt.s32 q, %0, 0; selp.f32 xs0, xs0, 0fFF800000, q; mul.f32 xs1, xs1, %2; setp.gt.s32 q, %0, 1; selp.f32 xs1, xs1, 0fFF800000, q; mul.f32 xs4, xs4, %2; setp.gt.s32 q, %0, 8; selp.f32 xs4, xs4, 0fFF800000, q; mul.f32 xs5, xs5, %2; setp.gt.s32 q, %0, 9; selp.f32 xs5, xs5, 0fFF800000, q; mul.f32 xs8, xs8, %2; setp.gt.s32 q, %0, 16; selp.f32 xs8, xs8, 0fFF800000, q; mul.f32 xs9, xs9, %2; setp.gt.s32 q, %0, 17; selp.f32 xs9, xs9, 0fFF800000, q; mul.f32 xs12, xs12, %2; setp.gt.s32 q, %0, 24; selp.f32 xs12, xs12, 0fFF800000, q; mul.f32 xs13, xs13, %2; setp.gt.s32 q, %0, 25; selp.f32 xs13, xs13, 0fFF800000, q; max.f32 m, xs0, xs1; max.f32 m, m, xs4; max.f32 m, m, xs5; max.f32 m, m, xs8; max.f32 m, m, xs9; max.f32 m, m, xs12; max.f32 m, m, xs13; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; add.f32 u, xm0, 0f41000000; setp.gt.f32 moved0, m, u; selp.f32 m, m, xm0, moved0; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm0, base; ex2.approx.ftz.f32 r, r; selp.f32 xr0, r, 0f3F800000, moved0; mov.f32 xm0, m; mul.f32 xl0, xl0, xr0; sub.f32 xs0, xs0, base; ex2.approx.ftz.f32 xs0, xs0; add.f32 xl0, xl0, xs0; sub.f32 xs1, xs1, base; ex2.approx.ftz.f32 xs1, xs1; add.f32 xl0, xl0, xs1; sub.f32 xs4, xs4, base; ex2.approx.ftz.f32 xs4, xs4; add.f32 xl0, xl0, xs4; sub.f32 xs5, xs5, base; ex2.approx.ftz.f32 xs5, xs5; add.f32 xl0, xl0, xs5; sub.f32 xs8, xs8, base; ex2.approx.ftz.f32 xs8, xs8; add.f32 xl0, xl0, xs8; sub.f32 xs9, xs9, base; ex2.approx.ftz.f32 xs9, xs9; add.f32 xl0, xl0, xs9; sub.f32 xs12, xs12, base; ex2.approx.ftz.f32 xs12, xs12; add.f32 xl0, xl0, xs12; sub.f32 xs13, xs13, base; ex2.approx.ftz.f32 xs13, xs13; add.f32 xl0, xl0, xs13; mul.f32 xs2, xs2, %2; setp.gt.s32 q, %1, 0; selp.f32 xs2, xs2, 0fFF800000, q; mul.f32 xs3, xs3, %2; setp.gt.s32 q, %1, 1; selp.f32 xs3, xs3, 0fFF800000, q; mul.f32 xs6, xs6, %2; setp.gt.s32 q, %1, 8; selp.f32 xs6, xs6, 0fFF800000, q; mul.f32 xs7, xs7, %2; setp.gt.s32 q, %1, 9; selp.f32 xs7, xs7, 0fFF800000, q; mul.f32 xs10, xs10, %2; setp.gt.s32 q, %1, 16; selp.f32 xs10, xs10, 0fFF800000, q; mul.f32 xs11, xs11, %2; setp.gt.s32 q, %1, 17; selp.f32 xs11, xs11, 0fFF800000, q; mul.f32 xs14, xs14, %2; setp.gt.s32 q, %1, 24; selp.f32 xs14, xs14, 0fFF800000, q; mul.f32 xs15, xs15, %2; setp.gt.s32 q, %1, 25; selp.f32 xs15, xs15, 0fFF800000, q; max.f32 m, xs2, xs3; max.f32 m, m, xs6; max.f32 m, m, xs7; max.f32 m, m, xs10; max.f32 m, m, xs11; max.f32 m, m, xs14; max.f32 m, m, xs15; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; add.f32 u, xm1, 0f41000000; setp.gt.f32 moved1, m, u; selp.f32 m, m, xm1, moved1; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm1, base; ex2.approx.ftz.f32 r, r; selp.f32 xr1, r, 0f3F800000, moved1; mov.f32 xm1, m; mul.f32 xl1, xl1, xr1; sub.f32 xs2, xs2, base; ex2.approx.ftz.f32 xs2, xs2; add.f32 xl1, xl1, xs2; sub.f32 xs3, xs3, base; ex2.approx.ftz.f32 xs3, xs3; add.f32 xl1, xl1, xs3; sub.f32 xs6, xs6, base; ex2.approx.ftz.f32 xs6, xs6; add.f32 xl1, xl1, xs6; sub.f32 xs7, xs7, base; ex2.approx.ftz.f32 xs7, xs7; add.f32 xl1, xl1, xs7; sub.f32 xs10, xs10, base; ex2.approx.ftz.f32 xs10, xs10; add.f32 xl1, xl1, xs10; sub.f32 xs11, xs11, base; ex2.approx.ftz.f32 xs11, xs11; add.f32 xl1, xl1, xs11; sub.f32 xs14, xs14, base; ex2.approx.ftz.f32 xs14, xs14; add.f32 xl1, xl1, xs14; sub.f32 xs15, xs15, base; ex2.approx.ftz.f32 xs15, xs15; add.f32 xl1, xl1, xs15; cvt.rn.bf16x2.f32 xp0, xs1, xs0; cvt.rn.bf16x2.f32 xp1, xs3, xs2; cvt.rn.bf16x2.f32 xp2, xs5, xs4; cvt.rn.bf16x2.f32 xp3, xs7, xs6; cvt.rn.bf16x2.f32 xp4, xs9, xs8; cvt.rn.bf16x2.f32 xp5, xs11, xs10; cvt.rn.bf16x2.f32 xp6, xs13, xs12; cvt.rn.bf16x2.f32 xp7, xs15, xs14; } { mul.f32 xo0, xo0, xr0; mul.f32 xo1, xo1, xr0; mul.f32 xo4, xo4, xr0; mul.f32 xo5, xo5, xr0; mul.f32 xo8, xo8, xr0; mul.f32 xo9, xo9, xr0; mul.f32 xo12, xo12, xr0; mul.f32 xo13, xo13, xr0; mul.f32 xo2, xo2, xr1; mul.f32 xo3, xo3, xr1; mul.f32 xo6, xo6, xr1; mul.f32 xo7, xo7, xr1; mul.f32 xo10, xo10, xr1; mul.f32 xo11, xo11, xr1; mul.f32 xo14, xo14, xr1; mul.f32 xo15, xo15, xr1; }", visibleLo - kt - 2 * t, visibleHi - kt - 2 * t, ScoreScaleLog2);
+                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 m, r, u, base, nbase, t<4>; .reg .pred q, moved<2>; setp.gt.s32 q, %0, 0; selp.f32 xs0, xs0, 0fFF800000, q; setp.gt.s32 q, %0, 1; selp.f32 xs1, xs1, 0fFF800000, q; setp.gt.s32 q, %0, 8; selp.f32 xs4, xs4, 0fFF800000, q; setp.gt.s32 q, %0, 9; selp.f32 xs5, xs5, 0fFF800000, q; setp.gt.s32 q, %0, 16; selp.f32 xs8, xs8, 0fFF800000, q; setp.gt.s32 q, %0, 17; selp.f32 xs9, xs9, 0fFF800000, q; setp.gt.s32 q, %0, 24; selp.f32 xs12, xs12, 0fFF800000, q; setp.gt.s32 q, %0, 25; selp.f32 xs13, xs13, 0fFF800000, q; max.f32 t0, xs0, xs1; max.f32 t1, xs4, xs5; max.f32 t2, xs8, xs9; max.f32 t3, xs12, xs13; max.f32 t0, t0, t1; max.f32 t1, t2, t3; max.f32 m, t0, t1; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; mul.f32 m, m, %2; add.f32 u, xm0, 0f41000000; setp.gt.f32 moved0, m, u; selp.f32 m, m, xm0, moved0; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; neg.f32 nbase, base; sub.f32 r, xm0, base; ex2.approx.ftz.f32 r, r; selp.f32 xr0, r, 0f3F800000, moved0; mov.f32 xm0, m; fma.rn.f32 xs0, xs0, %2, nbase; ex2.approx.ftz.f32 xs0, xs0; fma.rn.f32 xs1, xs1, %2, nbase; ex2.approx.ftz.f32 xs1, xs1; fma.rn.f32 xs4, xs4, %2, nbase; ex2.approx.ftz.f32 xs4, xs4; fma.rn.f32 xs5, xs5, %2, nbase; ex2.approx.ftz.f32 xs5, xs5; fma.rn.f32 xs8, xs8, %2, nbase; ex2.approx.ftz.f32 xs8, xs8; fma.rn.f32 xs9, xs9, %2, nbase; ex2.approx.ftz.f32 xs9, xs9; fma.rn.f32 xs12, xs12, %2, nbase; ex2.approx.ftz.f32 xs12, xs12; fma.rn.f32 xs13, xs13, %2, nbase; ex2.approx.ftz.f32 xs13, xs13; add.f32 t0, xs0, xs1; add.f32 t1, xs4, xs5; add.f32 t2, xs8, xs9; add.f32 t3, xs12, xs13; add.f32 t0, t0, t1; add.f32 t1, t2, t3; add.f32 u, t0, t1; fma.rn.f32 xl0, xl0, xr0, u; setp.gt.s32 q, %1, 0; selp.f32 xs2, xs2, 0fFF800000, q; setp.gt.s32 q, %1, 1; selp.f32 xs3, xs3, 0fFF800000, q; setp.gt.s32 q, %1, 8; selp.f32 xs6, xs6, 0fFF800000, q; setp.gt.s32 q, %1, 9; selp.f32 xs7, xs7, 0fFF800000, q; setp.gt.s32 q, %1, 16; selp.f32 xs10, xs10, 0fFF800000, q; setp.gt.s32 q, %1, 17; selp.f32 xs11, xs11, 0fFF800000, q; setp.gt.s32 q, %1, 24; selp.f32 xs14, xs14, 0fFF800000, q; setp.gt.s32 q, %1, 25; selp.f32 xs15, xs15, 0fFF800000, q; max.f32 t0, xs2, xs3; max.f32 t1, xs6, xs7; max.f32 t2, xs10, xs11; max.f32 t3, xs14, xs15; max.f32 t0, t0, t1; max.f32 t1, t2, t3; max.f32 m, t0, t1; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; mul.f32 m, m, %2; add.f32 u, xm1, 0f41000000; setp.gt.f32 moved1, m, u; selp.f32 m, m, xm1, moved1; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; neg.f32 nbase, base; sub.f32 r, xm1, base; ex2.approx.ftz.f32 r, r; selp.f32 xr1, r, 0f3F800000, moved1; mov.f32 xm1, m; fma.rn.f32 xs2, xs2, %2, nbase; ex2.approx.ftz.f32 xs2, xs2; fma.rn.f32 xs3, xs3, %2, nbase; ex2.approx.ftz.f32 xs3, xs3; fma.rn.f32 xs6, xs6, %2, nbase; ex2.approx.ftz.f32 xs6, xs6; fma.rn.f32 xs7, xs7, %2, nbase; ex2.approx.ftz.f32 xs7, xs7; fma.rn.f32 xs10, xs10, %2, nbase; ex2.approx.ftz.f32 xs10, xs10; fma.rn.f32 xs11, xs11, %2, nbase; ex2.approx.ftz.f32 xs11, xs11; fma.rn.f32 xs14, xs14, %2, nbase; ex2.approx.ftz.f32 xs14, xs14; fma.rn.f32 xs15, xs15, %2, nbase; ex2.approx.ftz.f32 xs15, xs15; add.f32 t0, xs2, xs3; add.f32 t1, xs6, xs7; add.f32 t2, xs10, xs11; add.f32 t3, xs14, xs15; add.f32 t0, t0, t1; add.f32 t1, t2, t3; add.f32 u, t0, t1; fma.rn.f32 xl1, xl1, xr1, u; cvt.rn.bf16x2.f32 xp0, xs1, xs0; cvt.rn.bf16x2.f32 xp1, xs3, xs2; cvt.rn.bf16x2.f32 xp2, xs5, xs4; cvt.rn.bf16x2.f32 xp3, xs7, xs6; cvt.rn.bf16x2.f32 xp4, xs9, xs8; cvt.rn.bf16x2.f32 xp5, xs11, xs10; cvt.rn.bf16x2.f32 xp6, xs13, xs12; cvt.rn.bf16x2.f32 xp7, xs15, xs14; } { mul.f32 xo0, xo0, xr0; mul.f32 xo1, xo1, xr0; mul.f32 xo4, xo4, xr0; mul.f32 xo5, xo5, xr0; mul.f32 xo8, xo8, xr0; mul.f32 xo9, xo9, xr0; mul.f32 xo12, xo12, xr0; mul.f32 xo13, xo13, xr0; mul.f32 xo2, xo2, xr1; mul.f32 xo3, xo3, xr1; mul.f32 xo6, xo6, xr1; mul.f32 xo7, xo7, xr1; mul.f32 xo10, xo10, xr1; mul.f32 xo11, xo11, xr1; mul.f32 xo14, xo14, xr1; mul.f32 xo15, xo15, xr1; }", visibleLo - kt - 2 * t, visibleHi - kt - 2 * t, ScoreScaleLog2);
                 // O += P·V: ldmatrix.trans of V gives two 8-column n-tiles' B fragments at a time.
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo0,xo1,xo2,xo3}, {xp0,xp1,xp2,xp3}, {b0,b1}, {xo0,xo1,xo2,xo3}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo4,xo5,xo6,xo7}, {xp0,xp1,xp2,xp3}, {b2,b3}, {xo4,xo5,xo6,xo7}; }", buffer + vRow + 0L);
                 global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 a; .reg .b32 b<4>; mov.u64 a, xa_tiles; add.u64 a, a, %0; ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {b0,b1,b2,b3}, [a]; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo8,xo9,xo10,xo11}, {xp0,xp1,xp2,xp3}, {b0,b1}, {xo8,xo9,xo10,xo11}; mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {xo12,xo13,xo14,xo15}, {xp0,xp1,xp2,xp3}, {b2,b3}, {xo12,xo13,xo14,xo15}; }", buffer + vRow + 32L);
@@ -1539,190 +1539,9 @@ partial class SmallQLoraAttention
             float maxHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi & 0xFFFFFFFFUL)), sumHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi >> 32));
             float invLo = sumLo != 0f ? 1f / sumLo : 0f;
             float invHi = sumHi != 0f ? 1f / sumHi : 0f;
-            long outLo = ((long)(firstToken + rowLo) * Heads + head) * VHeadDim + 2 * t;
-            long outHi = ((long)(firstToken + rowHi) * Heads + head) * VHeadDim + 2 * t;
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo0, xo1};", out ulong lo0);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo2, xo3};", out ulong hi0);
-            if (rowLo < tokens) { p.HeadOutput[outLo + 0] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 1] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 >> 32)) * invLo; }
-            if (rowHi < tokens) { p.HeadOutput[outHi + 0] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 1] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo4, xo5};", out ulong lo1);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo6, xo7};", out ulong hi1);
-            if (rowLo < tokens) { p.HeadOutput[outLo + 8] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 9] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 >> 32)) * invLo; }
-            if (rowHi < tokens) { p.HeadOutput[outHi + 8] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 9] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo8, xo9};", out ulong lo2);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo10, xo11};", out ulong hi2);
-            if (rowLo < tokens) { p.HeadOutput[outLo + 16] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 17] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 >> 32)) * invLo; }
-            if (rowHi < tokens) { p.HeadOutput[outHi + 16] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 17] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo12, xo13};", out ulong lo3);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo14, xo15};", out ulong hi3);
-            if (rowLo < tokens) { p.HeadOutput[outLo + 24] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 25] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 >> 32)) * invLo; }
-            if (rowHi < tokens) { p.HeadOutput[outHi + 24] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 25] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 >> 32)) * invHi; }
-            if (t == 0)
-            {
-                if (rowLo < tokens)
-                    p.Lse[(long)(firstToken + rowLo) * Heads + head] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
-                if (rowHi < tokens)
-                    p.Lse[(long)(firstToken + rowHi) * Heads + head] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
-            }
-        }
-
-        // Warpgroup (wgmma) expanded attention (Hopper): tile, stage layout and matrix descriptors.
-        public const int XwRows = 128; // query tokens per CTA: two warpgroups of 64
-        public const int XwThreads = 256;
-        public const int XwVBytes = 3072; // V's offset in a stage: K is 32 keys x QHeadDim in core matrices
-        public const int XwStageBytes = 5120;
-        public const long XwKeyDescriptor = 0x3000080000L; // K-major B: LBO 128 B (next 8 dims), SBO 768 B (next 8 keys)
-        public const long XwValueDescriptor = 0x800200000L; // MN-major B: LBO 512 B (next 8 keys), SBO 128 B (next 8 dims)
-
-        /// <summary>Causal expanded attention on warpgroup MMA (sm_90a): two warpgroups per (128-token query tile, head) (see ExpandedWarpgroupEmitter).</summary>
-        public static void ExpandedAttentionWarpgroupKernel(global::MlaGen.Kernels.ExpandedAttentionParams p)
-        {
-            // Named registers and the two stages first, before any branch (ILGPU pastes inline PTX unbraced).
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 xs<16>; .reg .b32 xp<8>; .reg .f32 xo<16>; .reg .f32 xm<2>; .reg .f32 xl<2>; .reg .f32 xr<2>; .reg .pred xwz, xwa; .shared .align 128 .b8 xw_tiles[10240];");
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 z; mov.u32 z, 0; setp.ne.u32 xwz, z, 0; setp.eq.u32 xwa, z, 0; }"); // wgmma scale-d: false overwrites D, true accumulates
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.u64 %0, xw_tiles;", out long tiles);
-            int tid = global::ILGPU.Group.IdxX;
-            int warp = tid >> 5;
-            int lane = tid & 31;
-            int g = lane >> 2; // mma group: rows g and g + 8
-            int t = lane & 3; // thread in group: columns 2t, 2t + 1
-            int item = global::ILGPU.Grid.IdxX;
-            int head = item / p.Tiles; // head-major: the CTAs running together read one head's keys, which then stay in L2
-            int tile = item - head * p.Tiles;
-            int tokens = p.TileTokens[tile];
-            int firstToken = p.TileFirstToken[tile];
-            int firstPosition = p.TileFirstPosition[tile];
-            int keyStart = p.TileKeyStart[tile];
-            int end = firstPosition + tokens; // keys 0..end-1 of the sequence: no row of the tile sees further
-            int rowLo = warp * 16 + g;
-            int rowHi = rowLo + 8;
-            int visibleLo = rowLo < tokens ? firstPosition + rowLo + 1 : 0;
-            int visibleHi = rowHi < tokens ? firstPosition + rowHi + 1 : 0;
-            long headKeys = (long)head * p.Keys + keyStart;
-
-            // Q as bf16 A fragments: 3 k-steps x 4 registers, read once.
-            global::ILGPU.ArrayView<uint> query = p.HeadQuery.Cast<uint>();
-            long qLo = (((long)(firstToken + rowLo) * Heads + head) * QHeadDim + 2 * t) / 2;
-            long qHi = (((long)(firstToken + rowHi) * Heads + head) * QHeadDim + 2 * t) / 2;
-            uint q0a = rowLo < tokens ? query[qLo + 0] : 0u;
-            uint q0b = rowHi < tokens ? query[qHi + 0] : 0u;
-            uint q0c = rowLo < tokens ? query[qLo + 4] : 0u;
-            uint q0d = rowHi < tokens ? query[qHi + 4] : 0u;
-            uint q1a = rowLo < tokens ? query[qLo + 8] : 0u;
-            uint q1b = rowHi < tokens ? query[qHi + 8] : 0u;
-            uint q1c = rowLo < tokens ? query[qLo + 12] : 0u;
-            uint q1d = rowHi < tokens ? query[qHi + 12] : 0u;
-            uint q2a = rowLo < tokens ? query[qLo + 16] : 0u;
-            uint q2b = rowHi < tokens ? query[qHi + 16] : 0u;
-            uint q2c = rowLo < tokens ? query[qLo + 20] : 0u;
-            uint q2d = rowHi < tokens ? query[qHi + 20] : 0u;
-
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.f32 xo0, 0f00000000; mov.f32 xo1, 0f00000000; mov.f32 xo2, 0f00000000; mov.f32 xo3, 0f00000000; mov.f32 xo4, 0f00000000; mov.f32 xo5, 0f00000000; mov.f32 xo6, 0f00000000; mov.f32 xo7, 0f00000000; mov.f32 xo8, 0f00000000; mov.f32 xo9, 0f00000000; mov.f32 xo10, 0f00000000; mov.f32 xo11, 0f00000000; mov.f32 xo12, 0f00000000; mov.f32 xo13, 0f00000000; mov.f32 xo14, 0f00000000; mov.f32 xo15, 0f00000000; mov.f32 xm0, 0fFF800000; mov.f32 xm1, 0fFF800000; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;");
-            // Copy constants per chunk of this thread (core-matrix order; see ExpandedWarpgroupEmitter.EmitChunkConstants).
-            int chunk = (tid & ~31) + (((lane >> 4) * 2 + ((lane >> 2) & 1)) * 8 + ((lane >> 3) & 1) * 4 + (lane & 3));
-            int kRow0 = ((chunk + 0) / 48) * 8 + ((chunk + 0) & 7);
-            int kColumn0 = ((chunk + 0) >> 3) % 6;
-            bool kLive0 = (chunk + 0) < 192;
-            bool kRope0 = kColumn0 >= 4;
-            long kOffset0 = kRope0 ? (LatentRank + (kColumn0 - 4) * 8) * 2L : ((long)kRow0 * NopeHeadDim + kColumn0 * 8) * 2L;
-            int vRow0 = ((chunk + 0) / 32) * 8 + ((chunk + 0) & 7);
-            int vColumn0 = ((chunk + 0) >> 3) % 4;
-            bool vLive0 = (chunk + 0) < 128;
-            long vOffset0 = ((long)vRow0 * VHeadDim + vColumn0 * 8) * 2L;
-            long nopeBase = p.KeyNopeAddress + headKeys * NopeHeadDim * 2L;
-            long valueBase = p.ValueAddress + headKeys * VHeadDim * 2L;
-            int cacheRow0 = p.KeyCacheRow[keyStart + global::System.Math.Min(0 + kRow0, end - 1)];
-            {
-                int first = 0;
-                long into = 0;
-                long nopeTile = nopeBase + first * NopeHeadDim * 2L;
-                long valueTile = valueBase + first * VHeadDim * 2L;
-                if (kLive0)
-                {
-                    bool inside = first + kRow0 < end;
-                    long source = !inside ? p.KeyNopeAddress : kRope0 ? p.PagesAddress + (long)cacheRow0 * CacheRowValues * 2L + kOffset0 : nopeTile + kOffset0;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
-                }
-                if (vLive0)
-                {
-                    bool inside = first + vRow0 < end;
-                    long source = inside ? valueTile + vOffset0 : p.ValueAddress;
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (chunk + 0) * 16L, source, inside ? 16 : 0);
-                }
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
-            }
-            cacheRow0 = p.KeyCacheRow[keyStart + global::System.Math.Min(XaKeys + kRow0, end - 1)];
-            long buffer = 0;
-            for (int kt = 0; kt < end; kt += XaKeys)
-            {
-                // The tile's copies are visible to the tensor cores' (async) proxy only after this thread's proxy fence.
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.wait_group 0; fence.proxy.async.shared::cta;");
-                global::ILGPU.Group.Barrier(); // this tile has landed for everyone, and no wgmma still reads the other stage
-                long keyDescriptor = XwKeyDescriptor | (((tiles + buffer) >> 4) & 0x3FFF);
-                long valueDescriptor = XwValueDescriptor | (((tiles + buffer + XwVBytes) >> 4) & 0x3FFF);
-
-                // S = Q·Kᵀ: 3 wgmma m64n32k16, two per statement (k-step i reads K's core matrices at +256·i bytes); the first overwrites S.
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.fence.sync.aligned; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, %0, xwz, 1, 1, 0; add.s64 b, %0, 16; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%5,%6,%7,%8}, b, xwa, 1, 1, 0; }", keyDescriptor + 0L, q0a, q0b, q0c, q0d, q1a, q1b, q1c, q1d);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xs0,xs1,xs2,xs3,xs4,xs5,xs6,xs7,xs8,xs9,xs10,xs11,xs12,xs13,xs14,xs15}, {%1,%2,%3,%4}, %0, xwa, 1, 1, 0;", keyDescriptor + 32L, q2a, q2b, q2c, q2d);
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("wgmma.commit_group.sync.aligned;");
-                // While the tensor cores work: the next tile's copies (its cache rows were read a tile ago) and the cache rows of the one after.
-                if (kt + XaKeys < end)
-                {
-                    {
-                        int first = kt + XaKeys;
-                        long into = XwStageBytes - buffer;
-                        long nopeTile = nopeBase + first * NopeHeadDim * 2L;
-                        long valueTile = valueBase + first * VHeadDim * 2L;
-                        if (kLive0)
-                        {
-                            bool inside = first + kRow0 < end;
-                            long source = !inside ? p.KeyNopeAddress : kRope0 ? p.PagesAddress + (long)cacheRow0 * CacheRowValues * 2L + kOffset0 : nopeTile + kOffset0;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + (chunk + 0) * 16L, source, inside ? 16 : 0);
-                        }
-                        if (vLive0)
-                        {
-                            bool inside = first + vRow0 < end;
-                            long source = inside ? valueTile + vOffset0 : p.ValueAddress;
-                            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u64 d; mov.u64 d, xw_tiles; add.u64 d, d, %0; cp.async.cg.shared.global [d], [%1], 16, %2; }", into + XwVBytes + (chunk + 0) * 16L, source, inside ? 16 : 0);
-                        }
-                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("cp.async.commit_group;");
-                    }
-                }
-                cacheRow0 = p.KeyCacheRow[keyStart + global::System.Math.Min(kt + 2 * XaKeys + kRow0, end - 1)];
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("wgmma.wait_group.sync.aligned 0;");
-                // Scale to log2 units, causal mask, online softmax, rescale O, pack P as bf16 A fragments (as in the mma.sync kernel).
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 m, r, u, base; .reg .pred q, moved<2>; mul.f32 xs0, xs0, %2; setp.gt.s32 q, %0, 0; selp.f32 xs0, xs0, 0fFF800000, q; mul.f32 xs1, xs1, %2; setp.gt.s32 q, %0, 1; selp.f32 xs1, xs1, 0fFF800000, q; mul.f32 xs4, xs4, %2; setp.gt.s32 q, %0, 8; selp.f32 xs4, xs4, 0fFF800000, q; mul.f32 xs5, xs5, %2; setp.gt.s32 q, %0, 9; selp.f32 xs5, xs5, 0fFF800000, q; mul.f32 xs8, xs8, %2; setp.gt.s32 q, %0, 16; selp.f32 xs8, xs8, 0fFF800000, q; mul.f32 xs9, xs9, %2; setp.gt.s32 q, %0, 17; selp.f32 xs9, xs9, 0fFF800000, q; mul.f32 xs12, xs12, %2; setp.gt.s32 q, %0, 24; selp.f32 xs12, xs12, 0fFF800000, q; mul.f32 xs13, xs13, %2; setp.gt.s32 q, %0, 25; selp.f32 xs13, xs13, 0fFF800000, q; max.f32 m, xs0, xs1; max.f32 m, m, xs4; max.f32 m, m, xs5; max.f32 m, m, xs8; max.f32 m, m, xs9; max.f32 m, m, xs12; max.f32 m, m, xs13; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; add.f32 u, xm0, 0f41000000; setp.gt.f32 moved0, m, u; selp.f32 m, m, xm0, moved0; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm0, base; ex2.approx.ftz.f32 r, r; selp.f32 xr0, r, 0f3F800000, moved0; mov.f32 xm0, m; mul.f32 xl0, xl0, xr0; sub.f32 xs0, xs0, base; ex2.approx.ftz.f32 xs0, xs0; add.f32 xl0, xl0, xs0; sub.f32 xs1, xs1, base; ex2.approx.ftz.f32 xs1, xs1; add.f32 xl0, xl0, xs1; sub.f32 xs4, xs4, base; ex2.approx.ftz.f32 xs4, xs4; add.f32 xl0, xl0, xs4; sub.f32 xs5, xs5, base; ex2.approx.ftz.f32 xs5, xs5; add.f32 xl0, xl0, xs5; sub.f32 xs8, xs8, base; ex2.approx.ftz.f32 xs8, xs8; add.f32 xl0, xl0, xs8; sub.f32 xs9, xs9, base; ex2.approx.ftz.f32 xs9, xs9; add.f32 xl0, xl0, xs9; sub.f32 xs12, xs12, base; ex2.approx.ftz.f32 xs12, xs12; add.f32 xl0, xl0, xs12; sub.f32 xs13, xs13, base; ex2.approx.ftz.f32 xs13, xs13; add.f32 xl0, xl0, xs13; mul.f32 xs2, xs2, %2; setp.gt.s32 q, %1, 0; selp.f32 xs2, xs2, 0fFF800000, q; mul.f32 xs3, xs3, %2; setp.gt.s32 q, %1, 1; selp.f32 xs3, xs3, 0fFF800000, q; mul.f32 xs6, xs6, %2; setp.gt.s32 q, %1, 8; selp.f32 xs6, xs6, 0fFF800000, q; mul.f32 xs7, xs7, %2; setp.gt.s32 q, %1, 9; selp.f32 xs7, xs7, 0fFF800000, q; mul.f32 xs10, xs10, %2; setp.gt.s32 q, %1, 16; selp.f32 xs10, xs10, 0fFF800000, q; mul.f32 xs11, xs11, %2; setp.gt.s32 q, %1, 17; selp.f32 xs11, xs11, 0fFF800000, q; mul.f32 xs14, xs14, %2; setp.gt.s32 q, %1, 24; selp.f32 xs14, xs14, 0fFF800000, q; mul.f32 xs15, xs15, %2; setp.gt.s32 q, %1, 25; selp.f32 xs15, xs15, 0fFF800000, q; max.f32 m, xs2, xs3; max.f32 m, m, xs6; max.f32 m, m, xs7; max.f32 m, m, xs10; max.f32 m, m, xs11; max.f32 m, m, xs14; max.f32 m, m, xs15; shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; add.f32 u, xm1, 0f41000000; setp.gt.f32 moved1, m, u; selp.f32 m, m, xm1, moved1; setp.eq.f32 q, m, 0fFF800000; selp.f32 base, 0f00000000, m, q; sub.f32 r, xm1, base; ex2.approx.ftz.f32 r, r; selp.f32 xr1, r, 0f3F800000, moved1; mov.f32 xm1, m; mul.f32 xl1, xl1, xr1; sub.f32 xs2, xs2, base; ex2.approx.ftz.f32 xs2, xs2; add.f32 xl1, xl1, xs2; sub.f32 xs3, xs3, base; ex2.approx.ftz.f32 xs3, xs3; add.f32 xl1, xl1, xs3; sub.f32 xs6, xs6, base; ex2.approx.ftz.f32 xs6, xs6; add.f32 xl1, xl1, xs6; sub.f32 xs7, xs7, base; ex2.approx.ftz.f32 xs7, xs7; add.f32 xl1, xl1, xs7; sub.f32 xs10, xs10, base; ex2.approx.ftz.f32 xs10, xs10; add.f32 xl1, xl1, xs10; sub.f32 xs11, xs11, base; ex2.approx.ftz.f32 xs11, xs11; add.f32 xl1, xl1, xs11; sub.f32 xs14, xs14, base; ex2.approx.ftz.f32 xs14, xs14; add.f32 xl1, xl1, xs14; sub.f32 xs15, xs15, base; ex2.approx.ftz.f32 xs15, xs15; add.f32 xl1, xl1, xs15; cvt.rn.bf16x2.f32 xp0, xs1, xs0; cvt.rn.bf16x2.f32 xp1, xs3, xs2; cvt.rn.bf16x2.f32 xp2, xs5, xs4; cvt.rn.bf16x2.f32 xp3, xs7, xs6; cvt.rn.bf16x2.f32 xp4, xs9, xs8; cvt.rn.bf16x2.f32 xp5, xs11, xs10; cvt.rn.bf16x2.f32 xp6, xs13, xs12; cvt.rn.bf16x2.f32 xp7, xs15, xs14; } { mul.f32 xo0, xo0, xr0; mul.f32 xo1, xo1, xr0; mul.f32 xo4, xo4, xr0; mul.f32 xo5, xo5, xr0; mul.f32 xo8, xo8, xr0; mul.f32 xo9, xo9, xr0; mul.f32 xo12, xo12, xr0; mul.f32 xo13, xo13, xr0; mul.f32 xo2, xo2, xr1; mul.f32 xo3, xo3, xr1; mul.f32 xo6, xo6, xr1; mul.f32 xo7, xo7, xr1; mul.f32 xo10, xo10, xr1; mul.f32 xo11, xo11, xr1; mul.f32 xo14, xo14, xr1; mul.f32 xo15, xo15, xr1; }", visibleLo - kt - 2 * t, visibleHi - kt - 2 * t, ScoreScaleLog2);
-                // O += P·V: 2 wgmma m64n32k16 with V transposed (MN-major) from shared memory; done before the next tile's barrier.
-                global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .b64 b; wgmma.fence.sync.aligned; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xo0,xo1,xo2,xo3,xo4,xo5,xo6,xo7,xo8,xo9,xo10,xo11,xo12,xo13,xo14,xo15}, {xp0,xp1,xp2,xp3}, %0, xwa, 1, 1, 1; add.s64 b, %0, 64; wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {xo0,xo1,xo2,xo3,xo4,xo5,xo6,xo7,xo8,xo9,xo10,xo11,xo12,xo13,xo14,xo15}, {xp4,xp5,xp6,xp7}, b, xwa, 1, 1, 1; wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }", valueDescriptor);
-                buffer = XwStageBytes - buffer;
-            }
-
-            // The quad's four partial sums make the row's sum; then normalise and write O and the natural-log LSE.
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .f32 u; shfl.sync.bfly.b32 u, xl0, 1, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl0, 2, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl1, 1, 31, -1; add.f32 xl1, xl1, u; shfl.sync.bfly.b32 u, xl1, 2, 31, -1; add.f32 xl1, xl1, u; }");
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xm0, xl0};", out ulong stateLo);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xm1, xl1};", out ulong stateHi);
-            float maxLo = global::ILGPU.Interop.IntAsFloat((uint)(stateLo & 0xFFFFFFFFUL)), sumLo = global::ILGPU.Interop.IntAsFloat((uint)(stateLo >> 32));
-            float maxHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi & 0xFFFFFFFFUL)), sumHi = global::ILGPU.Interop.IntAsFloat((uint)(stateHi >> 32));
-            float invLo = sumLo != 0f ? 1f / sumLo : 0f;
-            float invHi = sumHi != 0f ? 1f / sumHi : 0f;
-            long outLo = ((long)(firstToken + rowLo) * Heads + head) * VHeadDim + 2 * t;
-            long outHi = ((long)(firstToken + rowHi) * Heads + head) * VHeadDim + 2 * t;
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo0, xo1};", out ulong lo0);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo2, xo3};", out ulong hi0);
-            if (rowLo < tokens) { p.HeadOutput[outLo + 0] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 1] = global::ILGPU.Interop.IntAsFloat((uint)(lo0 >> 32)) * invLo; }
-            if (rowHi < tokens) { p.HeadOutput[outHi + 0] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 1] = global::ILGPU.Interop.IntAsFloat((uint)(hi0 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo4, xo5};", out ulong lo1);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo6, xo7};", out ulong hi1);
-            if (rowLo < tokens) { p.HeadOutput[outLo + 8] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 9] = global::ILGPU.Interop.IntAsFloat((uint)(lo1 >> 32)) * invLo; }
-            if (rowHi < tokens) { p.HeadOutput[outHi + 8] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 9] = global::ILGPU.Interop.IntAsFloat((uint)(hi1 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo8, xo9};", out ulong lo2);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo10, xo11};", out ulong hi2);
-            if (rowLo < tokens) { p.HeadOutput[outLo + 16] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 17] = global::ILGPU.Interop.IntAsFloat((uint)(lo2 >> 32)) * invLo; }
-            if (rowHi < tokens) { p.HeadOutput[outHi + 16] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 17] = global::ILGPU.Interop.IntAsFloat((uint)(hi2 >> 32)) * invHi; }
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo12, xo13};", out ulong lo3);
-            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.b64 %0, {xo14, xo15};", out ulong hi3);
-            if (rowLo < tokens) { p.HeadOutput[outLo + 24] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 & 0xFFFFFFFFUL)) * invLo; p.HeadOutput[outLo + 25] = global::ILGPU.Interop.IntAsFloat((uint)(lo3 >> 32)) * invLo; }
-            if (rowHi < tokens) { p.HeadOutput[outHi + 24] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 & 0xFFFFFFFFUL)) * invHi; p.HeadOutput[outHi + 25] = global::ILGPU.Interop.IntAsFloat((uint)(hi3 >> 32)) * invHi; }
+            long outLo = p.HeadOutputAddress + (((long)(firstToken + rowLo) * Heads + head) * VHeadDim + 2 * t) * 4L;
+            long outHi = p.HeadOutputAddress + (((long)(firstToken + rowHi) * Heads + head) * VHeadDim + 2 * t) * 4L;
+            global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .pred lo, hi; .reg .f32 a, b; setp.lt.s32 lo, %2, %4; setp.lt.s32 hi, %3, %4; mul.f32 a, xo0, %5; mul.f32 b, xo1, %5; @lo st.global.v2.f32 [%0+0], {a, b}; mul.f32 a, xo2, %6; mul.f32 b, xo3, %6; @hi st.global.v2.f32 [%1+0], {a, b}; mul.f32 a, xo4, %5; mul.f32 b, xo5, %5; @lo st.global.v2.f32 [%0+32], {a, b}; mul.f32 a, xo6, %6; mul.f32 b, xo7, %6; @hi st.global.v2.f32 [%1+32], {a, b}; mul.f32 a, xo8, %5; mul.f32 b, xo9, %5; @lo st.global.v2.f32 [%0+64], {a, b}; mul.f32 a, xo10, %6; mul.f32 b, xo11, %6; @hi st.global.v2.f32 [%1+64], {a, b}; mul.f32 a, xo12, %5; mul.f32 b, xo13, %5; @lo st.global.v2.f32 [%0+96], {a, b}; mul.f32 a, xo14, %6; mul.f32 b, xo15, %6; @hi st.global.v2.f32 [%1+96], {a, b}; }", outLo, outHi, rowLo, rowHi, tokens, invLo, invHi);
             if (t == 0)
             {
                 if (rowLo < tokens)
@@ -1783,18 +1602,8 @@ partial class SmallQLoraAttention
                 else if (accelerator.AcceleratorType == global::ILGPU.Runtime.AcceleratorType.Cuda)
                 {
                     _keyValueExpand = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.KeyValueExpandParams>(accelerator, KeyValueExpandTensorCoreKernel);
-                    // Hopper: the attention on wgmma (PTX retargeted to sm_90a); elsewhere on mma.sync. (No `var`: the user's class may be named so.)
-                    global::MlaGen.Kernels.PtxKernel<global::MlaGen.Kernels.ExpandedAttentionParams>? warpgroup = global::MlaGen.Kernels.WarpgroupKernels.TryLoad<global::MlaGen.Kernels.ExpandedAttentionParams>(accelerator, ((global::System.Action<global::MlaGen.Kernels.ExpandedAttentionParams>)ExpandedAttentionWarpgroupKernel).Method);
-                    if (warpgroup is not null)
-                    {
-                        _expandedAttention = warpgroup.Launch;
-                        ExpandedForm = global::MlaGen.Kernels.ExpandedAttentionKind.Warpgroup;
-                    }
-                    else
-                    {
-                        _expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ExpandedAttentionParams>(accelerator, ExpandedAttentionTensorCoreKernel);
-                        ExpandedForm = global::MlaGen.Kernels.ExpandedAttentionKind.TensorCore;
-                    }
+                    _expandedAttention = global::ILGPU.Runtime.KernelLoaders.LoadKernel<global::MlaGen.Kernels.ExpandedAttentionParams>(accelerator, ExpandedAttentionTensorCoreKernel);
+                    ExpandedForm = global::MlaGen.Kernels.ExpandedAttentionKind.TensorCore;
                 }
             }
 
@@ -1904,10 +1713,12 @@ partial class SmallQLoraAttention
             }
             public override global::MlaGen.Kernels.ExpandedAttentionKind ExpandedForm { get; }
 
-            public override int ExpandedQueryTile => ExpandedForm == global::MlaGen.Kernels.ExpandedAttentionKind.Warpgroup ? XwRows : MlaKernels.ExpandedQueryTile;
-
-            /// <summary>Threads per CTA of the expanded attention: the serial kernel takes one per query row.</summary>
-            private int ExpandedThreads => ExpandedForm switch { global::MlaGen.Kernels.ExpandedAttentionKind.Warpgroup => XwThreads, global::MlaGen.Kernels.ExpandedAttentionKind.TensorCore => XaThreads, _ => MlaKernels.ExpandedQueryTile };
+            /// <summary>The expanded attention's launch over <paramref name="ctas"/> CTAs: the serial kernel takes a thread per query row, the wgmma kernel its tile ring in dynamic shared memory.</summary>
+            private global::ILGPU.KernelConfig ExpandedLaunch(int ctas) => ExpandedForm switch
+            {
+                global::MlaGen.Kernels.ExpandedAttentionKind.TensorCore => new global::ILGPU.KernelConfig(ctas, XaThreads),
+                _ => new global::ILGPU.KernelConfig(ctas, MlaKernels.ExpandedQueryTile),
+            };
 
             public override void HeadQuery(global::ILGPU.Runtime.AcceleratorStream stream, in global::MlaGen.Kernels.HeadQueryParams p)
             {
@@ -1926,7 +1737,7 @@ partial class SmallQLoraAttention
                 if (_expandedAttention is null)
                     base.ExpandedAttention(stream, p);
                 else if (p.Tiles > 0)
-                    _expandedAttention(stream, new global::ILGPU.KernelConfig(p.Tiles * Heads, ExpandedThreads), p);
+                    _expandedAttention(stream, ExpandedLaunch(p.Tiles * Heads), p);
             }
         }
     }
