@@ -109,13 +109,13 @@ public class ExpandedFormTests
             var (chunkAbsorbed, chunkExpanded) = AttentionFormRule.EstimateSeconds(v3, rate, absorbed, new[] { 512 }, new[] { 16384 }, H100Sms);
             Assert.True(chunkExpanded < chunkAbsorbed, $"{rate} chunk 512 after 16384: absorbed {chunkAbsorbed} s vs expanded {chunkExpanded} s");
             // 16 heads, a 64-token chunk after 16,384 cached: 16 work items leave most SMs idle (and half of each 128-row
-            // tile idle), so absorbed wins (measured 0.72 vs 1.37 ms on wgmma, 1.06 vs 1.88 ms on mma.sync).
+            // tile idle), so absorbed wins (measured 0.47 vs 0.90 ms on wgmma in docs/bench/h100-v9, 1.06 vs 1.88 ms on mma.sync).
             var (shortAbsorbed, shortExpanded) = AttentionFormRule.EstimateSeconds(h16, rate, absorbed, new[] { 64 }, new[] { 16384 }, H100Sms);
             Assert.True(shortAbsorbed < shortExpanded, $"{rate} H16 chunk 64 after 16384: absorbed {shortAbsorbed} s vs expanded {shortExpanded} s");
-            // ...but with 4,096 cached it is expanded (measured 0.38 vs 0.46 ms on wgmma).
+            // ...but with 4,096 cached it is expanded (measured 0.25 vs 0.41 ms on wgmma).
             var (nearAbsorbed, nearExpanded) = AttentionFormRule.EstimateSeconds(h16, rate, absorbed, new[] { 64 }, new[] { 4096 }, H100Sms);
             Assert.True(!hopper || nearExpanded < nearAbsorbed, $"{rate} H16 chunk 64 after 4096: absorbed {nearAbsorbed} s vs expanded {nearExpanded} s");
-            // 128 heads, 64 tokens after 16,384: the wgmma decode kernel makes absorbed the faster form (measured 3.81 vs 4.82 ms).
+            // 128 heads, 64 tokens after 16,384: the wgmma decode kernel makes absorbed the faster form (measured 3.22 vs 4.30 ms).
             var (wideAbsorbed, wideExpanded) = AttentionFormRule.EstimateSeconds(v3, rate, absorbed, new[] { 64 }, new[] { 16384 }, H100Sms);
             Assert.True(!hopper || wideAbsorbed < wideExpanded, $"{rate} H128 chunk 64 after 16384: absorbed {wideAbsorbed} s vs expanded {wideExpanded} s");
         }
