@@ -194,6 +194,9 @@ public class DecodeWarpgroupPtxTests
         Assert.True(ExpandPtxDeepSeekShape.MlaKernels.DwSharedBytes <= 227 * 1024, "an H100 CTA gets at most 227 KB of shared memory");
         // Q arrives as 16-byte vector loads, six chunks of 8 values (two loads each) per thread in flight per trip.
         Assert.Equal(12, Regex.Matches(ptx, @"ld\.global\.nc\.v4\.f32").Count);
+        // The partial scores cross between the warpgroups as four 16-byte vectors per thread each way.
+        Assert.Equal(4, Regex.Matches(ptx, @"st\.shared\.v4\.f32").Count);
+        Assert.Equal(4, Regex.Matches(ptx, @"ld\.shared\.v4\.f32").Count);
         // O leaves through shared memory (two 8-byte stores per 8-column tile of each warpgroup's half), staged over Q and the stages.
         int outTiles = ExpandPtxDeepSeekShape.LatentRank / 2 / 8;
         Assert.Equal(2 * outTiles, Regex.Matches(ptx, @"st\.shared\.v2\.f32").Count);
