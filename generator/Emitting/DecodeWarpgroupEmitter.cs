@@ -4,6 +4,7 @@ using MlaGen.Generator.Model;
 using static MlaGen.Generator.Emitting.ExpandedTensorCoreEmitter;
 using static MlaGen.Generator.Emitting.KernelEmitter;
 using static MlaGen.Generator.Emitting.PtxText;
+using static MlaGen.Generator.Emitting.WarpgroupPtx;
 using static MlaGen.Generator.Helpers.LiteralFormat;
 
 namespace MlaGen.Generator.Emitting;
@@ -24,9 +25,6 @@ internal static class DecodeWarpgroupEmitter
     private const int Rows = 64;
     private const int Stages = 3;
     private const int QueryChunksInFlight = 6; // 12 16-byte loads per thread in flight while Q is packed (≤ 10 PTX operands: 6 targets, source, count)
-    private const int BoxValues = 64; // bf16 values in one 128-byte swizzled row
-    private const int BoxRowBytes = 128;
-    private const int SwizzleAtomBytes = 8 * BoxRowBytes; // the swizzle repeats every 8 rows; atoms must be 1024-byte aligned
     private const int QueryBoxBytes = Rows * BoxRowBytes; // one 64-value column box of Q's rows
     private const int KeyBoxBytes = Keys * BoxRowBytes; // one 64-value column box of a tile's rows
 
@@ -36,10 +34,6 @@ internal static class DecodeWarpgroupEmitter
         int queryBytes = Rows * s.CacheRowValues * 2;
         int stageBytes = Keys * s.CacheRowValues * 2;
         int exchangeBytes = Threads * ScoreTiles * 4 * 4;
-        // Descriptor fields (bytes >> 4): LBO at bit 16, SBO at bit 32; bits 62-63 = 1 selects the 128-byte swizzle.
-        ulong swizzle128 = 1UL << 62;
-        ulong rowDescriptor = swizzle128 | (1UL << 16) | ((ulong)SwizzleAtomBytes >> 4) << 32;
-        ulong valueDescriptor = swizzle128 | ((ulong)KeyBoxBytes >> 4) << 16 | ((ulong)SwizzleAtomBytes >> 4) << 32;
         w.Line("// Warpgroup (wgmma) decode attention (Hopper): tile, shared-memory map and matrix descriptors.");
         w.Line($"public const int DwRows = {Int(Rows)}; // query rows (token x head) per CTA: one wgmma M");
         w.Line($"public const int DwKeys = {Int(Keys)}; // cached tokens per tile");
@@ -53,8 +47,8 @@ internal static class DecodeWarpgroupEmitter
         w.Line("public const int DwExchange = DwQueryBytes + DwStages * DwStageBytes;");
         w.Line($"public const int DwOutputStride = {Int(s.LatentRank + 8)}; // fp32 per row of O staged over Q and the stages (+8: a quad's rows start 8 banks apart)");
         w.Line($"public const int DwSharedBytes = DwExchange + DwExchangeBytes + {Int(SwizzleAtomBytes)}; // + slack to align the block to a swizzle atom");
-        w.Line($"public const long DwRowDescriptor = 0x{rowDescriptor:X}L; // K-major Q (A) and K (B), 128-byte swizzle: SBO {SwizzleAtomBytes} B (next 8 rows)");
-        w.Line($"public const long DwValueDescriptor = 0x{valueDescriptor:X}L; // MN-major V (B), 128-byte swizzle: LBO {KeyBoxBytes} B (next 64 columns), SBO {SwizzleAtomBytes} B (next 8 keys)");
+        w.Line($"public const long DwRowDescriptor = 0x{KMajorDescriptor:X}L; // K-major Q (A) and K (B), 128-byte swizzle: SBO {SwizzleAtomBytes} B (next 8 rows)");
+        w.Line($"public const long DwValueDescriptor = 0x{MnMajorDescriptor(KeyBoxBytes):X}L; // MN-major V (B), 128-byte swizzle: LBO {KeyBoxBytes} B (next 64 columns), SBO {SwizzleAtomBytes} B (next 8 keys)");
         w.Line();
         EmitKernel(w, s, boxes);
     }
@@ -67,13 +61,7 @@ internal static class DecodeWarpgroupEmitter
         int tilePages = Keys / System.Math.Min(s.PageSize, Keys);
         w.Line("/// <summary>Split-KV decode attention on warpgroup MMA (sm_90a): one CTA of two warpgroups per work item (see DecodeWarpgroupEmitter).</summary>");
         w.Open($"public static void DecodeAttentionWarpgroupKernel({K}.TensorCoreAttentionParams p)");
-        w.Line("// Named registers first, before any branch (ILGPU pastes inline PTX unbraced): S, P, O, running max and sum.");
-        w.Line($"{Asm}(\"{OnlineSoftmaxRegisters(outTiles)} .reg .pred xwz, xwa;\");");
-        w.Line($"{Asm}(\"{{ .reg .u32 z; mov.u32 z, 0; setp.ne.u32 xwz, z, 0; setp.eq.u32 xwa, z, 0; }}\"); // wgmma scale-d: false overwrites D, true accumulates");
-        w.Line("// The dynamic block (DwSharedBytes at launch): ILGPU declares it as __dyn_shared_alloca once the kernel asks for it.");
-        w.Line("global::ILGPU.ArrayView<byte> dynamicShared = global::ILGPU.SharedMemory.GetDynamic<byte>();");
-        w.Line($"{Asm}(\"mov.u64 %0, __dyn_shared_alloca;\", out long sharedStart);");
-        w.Line($"long shared = (sharedStart + {SwizzleAtomBytes - 1}) & ~{SwizzleAtomBytes - 1}L; // the swizzle is a function of address bits 4-9");
+        EmitPreamble(w, OnlineSoftmaxRegisters(outTiles), "DwSharedBytes", "shared");
         w.Line("long exchange = shared + DwExchange;");
         w.Line("int tid = global::ILGPU.Group.IdxX;");
         w.Line("int half = tid >> 7; // warpgroup: its half of the reduction and of the output columns");

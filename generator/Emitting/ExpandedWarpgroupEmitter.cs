@@ -2,6 +2,7 @@ using MlaGen.Generator.Helpers;
 using MlaGen.Generator.Model;
 using static MlaGen.Generator.Emitting.ExpandedTensorCoreEmitter;
 using static MlaGen.Generator.Emitting.PtxText;
+using static MlaGen.Generator.Emitting.WarpgroupPtx;
 using static MlaGen.Generator.Helpers.LiteralFormat;
 
 namespace MlaGen.Generator.Emitting;
@@ -37,9 +38,6 @@ internal static class ExpandedWarpgroupEmitter
     /// <summary>Copies run this many tiles ahead of the tile being computed.</summary>
     private const int Lead = Stages - 2;
 
-    private const int BoxValues = 64; // bf16 values in one 128-byte swizzled row
-    private const int BoxRowBytes = 128;
-    private const int SwizzleAtomBytes = 8 * BoxRowBytes; // the swizzle repeats every 8 rows; atoms must be 1024-byte aligned
     private const int BoxBytes = TileKeys * BoxRowBytes; // one 64-value column box of a tile's rows
     private const int CopyRows = Threads / 8; // tile rows per copy pass: 8 lanes take a row's 128 bytes of every box
 
@@ -47,10 +45,6 @@ internal static class ExpandedWarpgroupEmitter
     {
         int kBytes = TileKeys * s.QHeadDim * 2;
         int vBytes = TileKeys * s.VHeadDim * 2;
-        // Descriptor fields (bytes >> 4): LBO at bit 16, SBO at bit 32; bits 62-63 = 1 selects the 128-byte swizzle.
-        ulong swizzle128 = 1UL << 62;
-        ulong keyDescriptor = swizzle128 | (1UL << 16) | ((ulong)SwizzleAtomBytes >> 4) << 32;
-        ulong valueDescriptor = swizzle128 | ((ulong)BoxBytes >> 4) << 16 | ((ulong)SwizzleAtomBytes >> 4) << 32;
         w.Line("// Warpgroup (wgmma) expanded attention (Hopper): tile, stage ring and matrix descriptors.");
         w.Line($"public const int XwRows = {Int(Rows)}; // query tokens per CTA: two warpgroups of 64");
         w.Line($"public const int XwKeys = {Int(TileKeys)}; // keys per tile");
@@ -59,8 +53,8 @@ internal static class ExpandedWarpgroupEmitter
         w.Line($"public const int XwVBytes = {Int(kBytes)}; // V's offset in a stage: K is QHeadDim/64 boxes of {TileKeys} swizzled 128-byte rows");
         w.Line($"public const int XwStageBytes = {Int(kBytes + vBytes)};");
         w.Line($"public const int XwSharedBytes = XwStages * XwStageBytes + {Int(SwizzleAtomBytes)}; // dynamic, + slack to align the ring to a swizzle atom");
-        w.Line($"public const long XwKeyDescriptor = 0x{keyDescriptor:X}L; // K-major B, 128-byte swizzle: SBO {SwizzleAtomBytes} B (next 8 keys)");
-        w.Line($"public const long XwValueDescriptor = 0x{valueDescriptor:X}L; // MN-major B, 128-byte swizzle: LBO {BoxBytes} B (next 64 dims), SBO {SwizzleAtomBytes} B (next 8 keys)");
+        w.Line($"public const long XwKeyDescriptor = 0x{KMajorDescriptor:X}L; // K-major B, 128-byte swizzle: SBO {SwizzleAtomBytes} B (next 8 keys)");
+        w.Line($"public const long XwValueDescriptor = 0x{MnMajorDescriptor(BoxBytes):X}L; // MN-major B, 128-byte swizzle: LBO {BoxBytes} B (next 64 dims), SBO {SwizzleAtomBytes} B (next 8 keys)");
         w.Line();
         EmitKernel(w, s);
     }
@@ -70,13 +64,7 @@ internal static class ExpandedWarpgroupEmitter
         int outTiles = s.VHeadDim / 8;
         w.Line("/// <summary>Causal expanded attention on warpgroup MMA (sm_90a): two warpgroups per (128-token query tile, head) (see ExpandedWarpgroupEmitter).</summary>");
         w.Open($"public static void ExpandedAttentionWarpgroupKernel({KernelEmitter.K}.ExpandedAttentionParams p)");
-        w.Line("// Named registers first, before any branch (ILGPU pastes inline PTX unbraced).");
-        w.Line($"{Asm}(\"{OnlineSoftmaxRegisters(outTiles, TileScoreTiles)} .reg .pred xwz, xwa;\");");
-        w.Line($"{Asm}(\"{{ .reg .u32 z; mov.u32 z, 0; setp.ne.u32 xwz, z, 0; setp.eq.u32 xwa, z, 0; }}\"); // wgmma scale-d: false overwrites D, true accumulates");
-        w.Line("// The ring lives in the dynamic block (XwSharedBytes at launch), which ILGPU declares as __dyn_shared_alloca once asked for.");
-        w.Line("global::ILGPU.ArrayView<byte> dynamicShared = global::ILGPU.SharedMemory.GetDynamic<byte>();");
-        w.Line($"{Asm}(\"mov.u64 %0, __dyn_shared_alloca;\", out long sharedStart);");
-        w.Line($"long tiles = (sharedStart + {SwizzleAtomBytes - 1}) & ~{SwizzleAtomBytes - 1}L; // the swizzle is a function of address bits 4-9");
+        EmitPreamble(w, OnlineSoftmaxRegisters(outTiles, TileScoreTiles), "XwSharedBytes", "tiles");
         EmitTileSetup(w);
         w.Line();
         EmitQueryFragments(w, s);

@@ -1980,7 +1980,7 @@ partial class DeepSeekV3Attention
         /// <summary>Split-KV decode attention on warpgroup MMA (sm_90a): one CTA of two warpgroups per work item (see DecodeWarpgroupEmitter).</summary>
         public static void DecodeAttentionWarpgroupKernel(global::MlaGen.Kernels.TensorCoreAttentionParams p)
         {
-            // Named registers first, before any branch (ILGPU pastes inline PTX unbraced): S, P, O, running max and sum.
+            // Named registers first, before any branch (ILGPU pastes inline PTX unbraced).
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 xs<16>; .reg .b32 xp<8>; .reg .f32 xo<128>; .reg .f32 xm<2>; .reg .f32 xl<2>; .reg .f32 xr<2>; .reg .pred xmoved; .reg .pred xwz, xwa;");
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 z; mov.u32 z, 0; setp.ne.u32 xwz, z, 0; setp.eq.u32 xwa, z, 0; }"); // wgmma scale-d: false overwrites D, true accumulates
             // The dynamic block (DwSharedBytes at launch): ILGPU declares it as __dyn_shared_alloca once the kernel asks for it.
@@ -3029,7 +3029,7 @@ partial class DeepSeekV3Attention
             // Named registers first, before any branch (ILGPU pastes inline PTX unbraced).
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit(".reg .f32 xs<32>; .reg .b32 xp<16>; .reg .f32 xo<64>; .reg .f32 xm<2>; .reg .f32 xl<2>; .reg .f32 xr<2>; .reg .pred xmoved; .reg .pred xwz, xwa;");
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 z; mov.u32 z, 0; setp.ne.u32 xwz, z, 0; setp.eq.u32 xwa, z, 0; }"); // wgmma scale-d: false overwrites D, true accumulates
-            // The ring lives in the dynamic block (XwSharedBytes at launch), which ILGPU declares as __dyn_shared_alloca once asked for.
+            // The dynamic block (XwSharedBytes at launch): ILGPU declares it as __dyn_shared_alloca once the kernel asks for it.
             global::ILGPU.ArrayView<byte> dynamicShared = global::ILGPU.SharedMemory.GetDynamic<byte>();
             global::ILGPU.Runtime.Cuda.CudaAsm.Emit("mov.u64 %0, __dyn_shared_alloca;", out long sharedStart);
             long tiles = (sharedStart + 1023) & ~1023L; // the swizzle is a function of address bits 4-9
