@@ -423,6 +423,13 @@ internal static class KernelEmitter
         w.Line();
     }
 
+    /// <summary>
+    /// The expression that loads a warpgroup kernel retargeted to sm_90a with its dynamic shared memory opted in, or null off
+    /// Hopper (<c>WarpgroupKernels.TryLoad</c>).
+    /// </summary>
+    private static string WarpgroupTryLoad(string paramsType, string kernel, string sharedBytes) =>
+        $"{K}.WarpgroupKernels.TryLoad<{K}.{paramsType}>(accelerator, ((global::System.Action<{K}.{paramsType}>){kernel}).Method, {sharedBytes})";
+
     private static void EmitKernelSet(SourceWriter w, MlaShapeSpec s, string fullName, bool tensorCores, bool warpgroupDecode, bool tensorCorePrefill, bool warpgroupPrefill)
     {
         const string Stream = "global::ILGPU.Runtime.AcceleratorStream";
@@ -481,7 +488,7 @@ internal static class KernelEmitter
             if (warpgroupDecode)
             {
                 w.Line("// Hopper: the decode on wgmma (sm_90a, dynamic shared memory above 48 KB), which every call runs.");
-                w.Line($"{K}.PtxKernel<{K}.TensorCoreAttentionParams>? decodeWarpgroup = {K}.WarpgroupKernels.TryLoad<{K}.TensorCoreAttentionParams>(accelerator, ((global::System.Action<{K}.TensorCoreAttentionParams>)DecodeAttentionWarpgroupKernel).Method, DwSharedBytes);");
+                w.Line($"{K}.PtxKernel<{K}.TensorCoreAttentionParams>? decodeWarpgroup = {WarpgroupTryLoad("TensorCoreAttentionParams", "DecodeAttentionWarpgroupKernel", "DwSharedBytes")};");
                 w.Open("if (decodeWarpgroup is not null)");
                 w.Line("_warpgroupAttention = decodeWarpgroup.Launch;");
                 w.Line($"DecodeForm = {K}.DecodeAttentionKind.Warpgroup;");
@@ -504,7 +511,7 @@ internal static class KernelEmitter
             if (warpgroupPrefill)
             {
                 w.Line("// Hopper: the attention on wgmma (PTX retargeted to sm_90a, dynamic shared memory above 48 KB); elsewhere on mma.sync. (No `var`: the user's class may be named so.)");
-                w.Line($"{K}.PtxKernel<{K}.ExpandedAttentionParams>? warpgroup = {K}.WarpgroupKernels.TryLoad<{K}.ExpandedAttentionParams>(accelerator, ((global::System.Action<{K}.ExpandedAttentionParams>)ExpandedAttentionWarpgroupKernel).Method, XwSharedBytes);");
+                w.Line($"{K}.PtxKernel<{K}.ExpandedAttentionParams>? warpgroup = {WarpgroupTryLoad("ExpandedAttentionParams", "ExpandedAttentionWarpgroupKernel", "XwSharedBytes")};");
                 w.Open("if (warpgroup is not null)");
                 w.Line("_expandedAttention = warpgroup.Launch;");
                 w.Line($"ExpandedForm = {K}.ExpandedAttentionKind.Warpgroup;");

@@ -284,10 +284,10 @@ internal static class TensorCoreEmitter
         EmitWeightedParts(w, sliceColumns, "slice * TcCombineSliceColumns + lane", partsInFlight, "count", partRow, "warp", "warps");
         w.Line("long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;");
         w.Open("if (warps == 1)");
-        EmitLaneStores(w, sliceColumns, c => $"p.LatentOutput[output + lane + {c * 32}] = o{c};");
+        EmitLaneStores(w, sliceColumns, c => $"p.LatentOutput[output + lane + {c * Lanes}] = o{c};");
         w.Close();
         w.Open("else");
-        EmitLaneStores(w, sliceColumns, c => $"merged[warp * TcCombineSliceColumns + lane + {c * 32}] = o{c};");
+        EmitLaneStores(w, sliceColumns, c => $"merged[warp * TcCombineSliceColumns + lane + {c * Lanes}] = o{c};");
         w.Line("global::ILGPU.Group.Barrier();");
         w.Open("for (int column = global::ILGPU.Group.IdxX; column < TcCombineSliceColumns; column += global::ILGPU.Group.DimX)");
         w.Line("float sum = 0f;");
