@@ -12,42 +12,49 @@ namespace MlaGen.Generator.Emitting;
 /// <summary>
 /// The Hopper absorbed (decode) attention on warpgroup MMA (wgmma, sm_90a), FlashMLA's shape: one CTA of two warpgroups
 /// takes 64 query rows (token × head) of one sequence and a range of its cached tokens. Q (64 × [latent | rope], bf16)
-/// sits in shared memory for the whole item; 32-token cache tiles stream through three cp.async stages. Each warpgroup
-/// computes S = Q·Kᵀ over half of the reduction, the halves are summed through shared memory, both warpgroups run the
-/// same online softmax, and each owns half of the latent output columns for O += P·V (V is the tile's first latent
-/// columns, read where it already lies). Q and the tiles are stored as wgmma's 128-byte-swizzled boxes of 64 values (8
-/// lanes copy one row's 128 contiguous bytes into one conflict-free shared row), which serve K (K-major) and V (MN-major)
-/// alike. Shared memory above 48 KB is dynamic: the loader raises the function's limit.
+/// sits in shared memory for the whole item; cached tokens go by steps of two 32-token tiles, one per warpgroup, through
+/// four cp.async stages (the step computed and the next one landing). Each warpgroup computes S = Q·Kᵀ of its own tile
+/// over the whole reduction, the two tiles' row maxima meet in shared memory so both warpgroups keep one running max, and
+/// each warpgroup leaves its P (bf16) in one swizzled box of the step's 64 keys; then each owns half of the latent output
+/// columns for O += P·V over both tiles (A = that box, V the tiles' first latent columns, read where they already lie).
+/// Q and the tiles are stored as wgmma's 128-byte-swizzled boxes of 64 values (8 lanes copy one row's 128 contiguous bytes
+/// into one conflict-free shared row), which serve K (K-major) and V (MN-major) alike. Shared memory above 48 KB is
+/// dynamic: the loader raises the function's limit.
 /// </summary>
 internal static class DecodeWarpgroupEmitter
 {
     private const int Threads = 256;
     private const int Rows = 64;
-    private const int Stages = 3;
+    private const int StepTiles = 2; // one tile per warpgroup
+    private const int StepKeys = StepTiles * Keys;
+    private const int Stages = 2 * StepTiles; // the step being computed and the next one landing
     private const int QueryChunksInFlight = 6; // 12 16-byte loads per thread in flight while Q is packed (≤ 10 PTX operands: 6 targets, source, count)
     private const int QueryBoxBytes = Rows * BoxRowBytes; // one 64-value column box of Q's rows
     private const int KeyBoxBytes = Keys * BoxRowBytes; // one 64-value column box of a tile's rows
+    private const int ProbabilityBytes = Rows * StepKeys * 2; // P of a step: one swizzled box of 64 rows × 64 keys
 
     public static void Emit(SourceWriter w, MlaShapeSpec s)
     {
+        if (StepKeys != BoxValues)
+            throw new System.InvalidOperationException("A step's P is one 64-key box (the K-major A operand of P·V).");
         int boxes = s.CacheRowValues / BoxValues;
         int queryBytes = Rows * s.CacheRowValues * 2;
         int stageBytes = Keys * s.CacheRowValues * 2;
-        int exchangeBytes = Threads * ScoreTiles * 4 * 4;
         w.Line("// Warpgroup (wgmma) decode attention (Hopper): tile, shared-memory map and matrix descriptors.");
         w.Line($"public const int DwRows = {Int(Rows)}; // query rows (token x head) per CTA: one wgmma M");
-        w.Line($"public const int DwKeys = {Int(Keys)}; // cached tokens per tile");
+        w.Line($"public const int DwKeys = {Int(Keys)}; // cached tokens per tile: one warpgroup's S");
+        w.Line($"public const int DwStepKeys = {Int(StepKeys)}; // cached tokens per step: one tile per warpgroup (the scheduler's unit)");
         w.Line($"public const int DwThreads = {Int(Threads)}; // two warpgroups");
-        w.Line($"public const int DwStages = {Int(Stages)};");
+        w.Line($"public const int DwStages = {Int(Stages)}; // the step computed and the next one landing");
         w.Line("public const int DwCtasPerSm = 1; // the shared memory below fills an SM");
         w.Line($"public const int DwBoxes = {Int(boxes)}; // 64-value (128-byte) column boxes of a cache row");
         w.Line($"public const int DwStageBytes = {Int(stageBytes)}; // 32 cache rows: box b holds their values 64b.. as 32 swizzled 128-byte rows");
         w.Line($"public const int DwQueryBytes = {Int(queryBytes)}; // Q: 64 rows in the same boxes, at offset 0");
-        w.Line($"public const int DwExchangeBytes = {Int(exchangeBytes)}; // each thread's partial S, for the other warpgroup");
-        w.Line("public const int DwExchange = DwQueryBytes + DwStages * DwStageBytes;");
+        w.Line("public const int DwProbabilities = DwQueryBytes + DwStages * DwStageBytes; // P of the step, bf16: 64 rows x 64 keys in one swizzled box (warpgroup w's tile at keys 32w..)");
+        w.Line($"public const int DwRowMaxima = DwProbabilities + {Int(ProbabilityBytes)}; // each warpgroup's tile row maxima (fp32, [2][DwRows]); at the end its row sums");
         w.Line($"public const int DwOutputStride = {Int(s.LatentRank + 8)}; // fp32 per row of O staged over Q and the stages (+8: a quad's rows start 8 banks apart)");
-        w.Line($"public const int DwSharedBytes = DwExchange + DwExchangeBytes + {Int(SwizzleAtomBytes)}; // + slack to align the block to a swizzle atom");
-        w.Line($"public const long DwRowDescriptor = 0x{KMajorDescriptor:X}L; // K-major Q (A) and K (B), 128-byte swizzle: SBO {SwizzleAtomBytes} B (next 8 rows)");
+        w.Line($"public const int DwSharedBytes = DwRowMaxima + {Int(2 * Rows * 4)} + {Int(SwizzleAtomBytes)}; // + slack to align the block to a swizzle atom");
+        w.Line($"public const long DwRowDescriptor = 0x{KMajorDescriptor:X}L; // K-major Q and P (A) and K (B), 128-byte swizzle: SBO {SwizzleAtomBytes} B (next 8 rows)");
         w.Line($"public const long DwValueDescriptor = 0x{MnMajorDescriptor(KeyBoxBytes):X}L; // MN-major V (B), 128-byte swizzle: LBO {KeyBoxBytes} B (next 64 columns), SBO {SwizzleAtomBytes} B (next 8 keys)");
         w.Line();
         EmitKernel(w, s, boxes);
@@ -61,10 +68,9 @@ internal static class DecodeWarpgroupEmitter
         int tilePages = Keys / System.Math.Min(s.PageSize, Keys);
         w.Line("/// <summary>Split-KV decode attention on warpgroup MMA (sm_90a): one CTA of two warpgroups per work item (see DecodeWarpgroupEmitter).</summary>");
         w.Open($"public static void DecodeAttentionWarpgroupKernel({K}.TensorCoreAttentionParams p)");
-        EmitPreamble(w, OnlineSoftmaxRegisters(outTiles), "DwSharedBytes", "shared");
-        w.Line("long exchange = shared + DwExchange;");
+        EmitPreamble(w, OnlineSoftmaxRegisters(outTiles) + " .reg .f32 xt<2>;", "DwSharedBytes", "shared");
         w.Line("int tid = global::ILGPU.Group.IdxX;");
-        w.Line("int half = tid >> 7; // warpgroup: its half of the reduction and of the output columns");
+        w.Line("int half = tid >> 7; // warpgroup: its tile of each step and its half of the output columns");
         w.Line("int lane = tid & 31;");
         w.Line("int g = lane >> 2; // rows g and g + 8 of the warp's 16");
         w.Line("int t = lane & 3; // columns 2t, 2t + 1 of each 8-column tile");
@@ -79,12 +85,12 @@ internal static class DecodeWarpgroupEmitter
         w.Line("int copyRow = tid >> 3;");
         w.Line("long copyFrom = copyRow * (CacheRowValues * 2L) + (tid & 7) * 16;");
         w.Line($"int copyInto = copyRow * {BoxRowBytes} + (((tid & 7) ^ (copyRow & 7)) << 4);");
-        w.Line("// Tiles 0 and 1 in flight before Q is packed, so their loads and Q's overlap; each tile's pages are read an iteration before its copy.");
+        w.Line("// Steps 0 and 1 in flight before Q is packed, so their loads and Q's overlap; each step's pages are read a step before its copy.");
         EmitPageLoads(w, tilePages, "begin", declare: true);
         EmitCopy(w, s, boxes, tilePages, "begin", "0");
-        EmitPageLoads(w, tilePages, "begin + DwKeys", declare: false);
-        EmitCopy(w, s, boxes, tilePages, "begin + DwKeys", "DwStageBytes");
-        EmitPageLoads(w, tilePages, "begin + 2 * DwKeys", declare: false);
+        EmitPageLoads(w, tilePages, "begin + DwStepKeys", declare: false);
+        EmitCopy(w, s, boxes, tilePages, "begin + DwStepKeys", $"{StepTiles} * DwStageBytes");
+        EmitPageLoads(w, tilePages, "begin + 2 * DwStepKeys", declare: false);
         w.Line();
         w.Line($"// Q → bf16 in swizzled boxes, only the block's rows (rows are independent in every MMA, so the others may hold anything):");
         w.Line($"// chunk c (8 values) is value 8c.. of the rows; its row r, box b and piece j land at b·64 rows·128 + r·128 + (j ^ r % 8)·16.");
@@ -113,13 +119,21 @@ internal static class DecodeWarpgroupEmitter
         w.Close();
         w.Line();
         w.Line($"{Asm}(\"{Repeat(outTiles * 4, i => $"mov.f32 xo{i}, 0f00000000;")} mov.f32 xm0, {NegativeInfinity}; mov.f32 xm1, {NegativeInfinity}; mov.f32 xl0, 0f00000000; mov.f32 xl1, 0f00000000;\");");
-        w.Line("long stage = 0;");
-        w.Line("// This warpgroup's k-steps: the 16-value steps 2·half and 2·half + 1 of every box (32 bytes into each 128-byte row).");
-        w.Line("long stepOffset = half * 64L;");
-        EmitTileLoop(w, s, boxes, tilePages, outTiles);
+        w.Line("// This thread's P words (rows rowLo and rowHi = +1024 B, keys 32·half + 8n + 2t) in the step's swizzled box.");
+        w.Line($"long probabilities = shared + DwProbabilities + rowLo * {BoxRowBytes} + 4 * t;");
+        for (int nt = 0; nt < ScoreTiles; nt++)
+            w.Line($"long probability{nt} = probabilities + ((((4 * half) ^ g) ^ {nt}) << 4);");
+        w.Line("long maximaMine = shared + DwRowMaxima + (half * DwRows + rowLo) * 4L;");
+        w.Line("long maximaOther = shared + DwRowMaxima + ((1 - half) * DwRows + rowLo) * 4L;");
+        w.Line("long slot = 0; // the step's first stage");
+        EmitStepLoop(w, s, boxes, tilePages, outTiles);
         w.Line();
-        EmitRowStates(w);
-        w.Line("global::ILGPU.Group.Barrier(); // both warpgroups' last MMAs have read Q and the stages: O may take their place");
+        EmitQuadSums(w);
+        w.Line("// Each row's sum is this warpgroup's P plus the other's (both kept the same max).");
+        w.Line($"{Asm}(\"{{ .reg .pred p; setp.eq.s32 p, %1, 0; @p st.shared.f32 [%0], xl0; @p st.shared.f32 [%0+32], xl1; }}\", maximaMine, t);");
+        w.Line("global::ILGPU.Group.Barrier(); // the sums visible, and both warpgroups' last MMAs have read Q and the stages: O may take their place");
+        w.Line($"{Asm}(\"{{ .reg .f32 u; ld.shared.f32 u, [%0]; add.f32 xl0, xl0, u; ld.shared.f32 u, [%0+32]; add.f32 xl1, xl1, u; }}\", maximaOther);");
+        EmitRowStateValues(w);
         w.Line($"// Normalised O through shared memory ([DwRows][DwOutputStride] fp32 over Q and the stages), so that all {Threads} threads");
         w.Line("// then write whole rows: from registers only the quad's 8 bytes of a row would leave at a time.");
         w.Line($"long stagedLo = shared + ((long)rowLo * DwOutputStride + half * {s.LatentRank / 2} + 2 * t) * 4;");
@@ -153,51 +167,66 @@ internal static class DecodeWarpgroupEmitter
     private static int OutTiles(MlaShapeSpec s) => s.LatentRank / 2 / 8;
 
     /// <summary>
-    /// The tile loop: per tile, Q·Kᵀ (the last tile's P·V still in flight), exchange, softmax, P·V; tile + 2's copies
-    /// leave once both warpgroups' last P·V are done (three stages: two tiles in flight). (Issuing them behind P·V
-    /// instead, off the path from the scores to P, measured 2 % slower at H = 128: the copies then lead by less.)
+    /// The step loop: each warpgroup's Q·Kᵀ of its tile while the next step's copies leave, the row maxima met in shared
+    /// memory, the softmax against the common max, P into the step's box, then O += P·V over both tiles. A step's stages
+    /// are refilled once both warpgroups' P·V of it are done (the next step's top barrier), so one step is always landing.
     /// </summary>
-    private static void EmitTileLoop(SourceWriter w, MlaShapeSpec s, int boxes, int tilePages, int outTiles)
+    private static void EmitStepLoop(SourceWriter w, MlaShapeSpec s, int boxes, int tilePages, int outTiles)
     {
-        w.Open("for (int tile = begin; tile < end; tile += DwKeys)");
-        w.Line("// Tile `tile` has landed (one later group may still fly); the proxy fence hands it (and Q) to the tensor cores.");
-        w.Line($"{Asm}(\"cp.async.wait_group 1; fence.proxy.async.shared::cta;\");");
-        w.Line("global::ILGPU.Group.Barrier(); // landed for everyone");
-        EmitScores(w, boxes);
-        w.Line("// Q·Kᵀ of this tile and P·V of the last one (left in flight across the top barrier and this issue) are done.");
-        w.Line($"{Asm}(\"wgmma.wait_group.sync.aligned 0;\");");
-        EmitExchangeStore(w);
-        w.Line("global::ILGPU.Group.Barrier(); // partial S visible, and neither warpgroup's P·V still reads the last tile's stage");
-        w.Line("// Tile + 2's copies into the stage tile - 1 used, then the page of tile + 3.");
-        w.Line("long refill = stage == 0 ? 2 * DwStageBytes : stage - DwStageBytes;");
-        w.Line("if (tile + 2 * DwKeys < end)");
-        w.Open();
-        EmitCopy(w, s, boxes, tilePages, "tile + 2 * DwKeys", "refill");
-        w.Close();
+        w.Open("for (int step = begin; step < end; step += DwStepKeys)");
+        w.Line("// This step has landed (at the first, step 1 may still fly); this warpgroup's last P·V is done; the proxy fence hands");
+        w.Line("// the tiles (and Q) to the tensor cores.");
+        w.Line("if (step == begin)");
+        w.Line($"    {Asm}(\"cp.async.wait_group 1;\");");
         w.Line("else");
-        w.Line($"    {Asm}(\"cp.async.commit_group;\"); // an empty group keeps wait_group 1's count");
-        EmitPageLoads(w, tilePages, "tile + 3 * DwKeys", declare: false);
-        EmitExchangeAdd(w);
-        w.Line("// Scale to log2 units, mask keys a row may not see, online softmax, rescale O, pack P (shared with the expanded kernels).");
-        EmitSoftmax(w, outTiles, "visibleLo - tile - 2 * t", "visibleHi - tile - 2 * t");
-        EmitValues(w, s, "stage");
-        w.Line("stage = stage == 2 * DwStageBytes ? 0 : stage + DwStageBytes;");
+        w.Line($"    {Asm}(\"cp.async.wait_group 0;\");");
+        w.Line($"{Asm}(\"wgmma.wait_group.sync.aligned 0; fence.proxy.async.shared::cta;\");");
+        w.Line("global::ILGPU.Group.Barrier(); // landed for everyone, and neither warpgroup's P·V still reads the other slot");
+        w.Line("int tile = step + half * DwKeys;");
+        EmitScores(w, boxes);
+        w.Line("// While the tensor cores work: the next step's copies into the slot the last step used (step 1 left before the loop),");
+        w.Line("// then the pages of the step after it.");
+        w.Line("if (step != begin)");
+        w.Open();
+        w.Line("if (step + DwStepKeys < end)");
+        w.Open();
+        EmitCopy(w, s, boxes, tilePages, "step + DwStepKeys", $"{StepTiles} * DwStageBytes - slot");
+        w.Close();
+        EmitPageLoads(w, tilePages, "step + 2 * DwStepKeys", declare: false);
+        w.Close();
+        w.Line($"{Asm}(\"wgmma.wait_group.sync.aligned 0;\"); // S of this warpgroup's tile");
+        w.Line("// Mask keys a row may not see, the tile's row maxima (log2 units) to the other warpgroup.");
+        w.Line($"{Asm}(\"{RowMaxPtx(ScoreTiles)}\", visibleLo - tile - 2 * t, visibleHi - tile - 2 * t, ScoreScaleLog2);");
+        w.Line($"{Asm}(\"{{ .reg .pred p; setp.eq.s32 p, %1, 0; @p st.shared.f32 [%0], xt0; @p st.shared.f32 [%0+32], xt1; }}\", maximaMine, t);");
+        w.Line("global::ILGPU.Group.Barrier(); // both tiles' maxima visible");
+        w.Line($"{Asm}(\"{{ .reg .f32 u; ld.shared.f32 u, [%0]; max.f32 xt0, xt0, u; ld.shared.f32 u, [%0+32]; max.f32 xt1, xt1, u; }}\", maximaOther);");
+        w.Line("// The softmax against the step's max (the same in both warpgroups), O rescaled only if a row of the warp moved its kept max,");
+        w.Line("// P as bf16 into this warpgroup's half of the step's box, fenced for the tensor cores.");
+        w.Line($"{Asm}(\"{SoftmaxFromRowMaxPtx(vote: true, ScoreTiles, pack: true)}\", ScoreScaleLog2);");
+        w.Line($"{Asm}(\"{GuardedRescalePtx(outTiles)}\");");
+        var store = new System.Text.StringBuilder();
+        for (int nt = 0; nt < ScoreTiles; nt++)
+            store.Append($"st.shared.b32 [%{nt}], xp{2 * nt}; st.shared.b32 [%{nt}+{8 * BoxRowBytes}], xp{2 * nt + 1}; ");
+        w.Line($"{Asm}(\"{store}fence.proxy.async.shared::cta;\", {string.Join(", ", Enumerable.Range(0, ScoreTiles).Select(nt => $"probability{nt}"))});");
+        w.Line("global::ILGPU.Group.Barrier(); // both halves of P written");
+        EmitValues(w, s);
+        w.Line($"slot = {StepTiles} * DwStageBytes - slot;");
         w.Close();
         w.Line($"{Asm}(\"cp.async.wait_group 0; wgmma.wait_group.sync.aligned 0;\"); // the last P·V; nothing may land after the CTA is gone");
     }
 
-    /// <summary>S (this warpgroup's half of the reduction) = Q·Kᵀ of the tile in <c>stage</c>, committed as one group.</summary>
+    /// <summary>S = Q·Kᵀ of this warpgroup's tile over the whole reduction, committed as one group.</summary>
     private static void EmitScores(SourceWriter w, int boxes)
     {
         string scores = Registers("xs", 0, ScoreTiles * 4);
-        w.Line("long queryDescriptor = DwRowDescriptor | (((shared + stepOffset) >> 4) & 0x3FFF);");
-        w.Line("long keyDescriptor = DwRowDescriptor | (((shared + DwQueryBytes + stage + stepOffset) >> 4) & 0x3FFF);");
-        w.Line($"// S (this half) = Q·Kᵀ: {2 * boxes} wgmma m64n{Keys}k16 with both operands read from shared memory through descriptors.");
+        w.Line("long queryDescriptor = DwRowDescriptor | ((shared >> 4) & 0x3FFF);");
+        w.Line("long keyDescriptor = DwRowDescriptor | (((shared + DwQueryBytes + slot + half * DwStageBytes) >> 4) & 0x3FFF);");
+        w.Line($"// S = Q·Kᵀ: {4 * boxes} wgmma m64n{Keys}k16 (four 16-value k-steps per box, +32 bytes each), both operands read from shared memory.");
         for (int box = 0; box < boxes; box++)
         {
             string fence = box == 0 ? "wgmma.fence.sync.aligned; " : "";
             var step = new System.Text.StringBuilder($"{{ .reg .b64 a, b; {fence}");
-            for (int sub = 0; sub < 2; sub++)
+            for (int sub = 0; sub < 4; sub++)
             {
                 step.Append($"add.s64 a, %0, {(box * QueryBoxBytes + sub * 32) >> 4}; add.s64 b, %1, {(box * KeyBoxBytes + sub * 32) >> 4}; ");
                 step.Append($"wgmma.mma_async.sync.aligned.m64n{Keys}k16.f32.bf16.bf16 {{{scores}}}, a, b, {(box == 0 && sub == 0 ? "xwz" : "xwa")}, 1, 1, 0, 0; ");
@@ -208,65 +237,65 @@ internal static class DecodeWarpgroupEmitter
     }
 
     /// <summary>
-    /// Each thread leaves its partial S for the thread at the same place in the other warpgroup: four 16-byte vectors, vector j
-    /// of all threads contiguous (a warp's stores and loads cover 512 contiguous bytes, conflict-free).
+    /// O (this half's columns) += P·V of the step: per 16 keys one wgmma with A = P from the step's box (K-major, +32 bytes per
+    /// k-step) and B = V transposed (MN-major) from the tile's first boxes; committed, waited for at the next step's top.
     /// </summary>
-    private static void EmitExchangeStore(SourceWriter w)
-    {
-        w.Line("// Sum the halves: each thread leaves its partial S for the thread at the same place in the other warpgroup.");
-        w.Line($"{Asm}(\"{Repeat(ScoreTiles, j => $"st.shared.v4.f32 [%0+{j * Threads * 16}], {{{Registers("xs", 4 * j, 4)}}};")}\", exchange + tid * 16L);");
-    }
-
-    /// <summary>Adds the other warpgroup's partial S (after the barrier that made it visible).</summary>
-    private static void EmitExchangeAdd(SourceWriter w) =>
-        w.Line($"{Asm}(\"{{ .reg .f32 v<{ScoreTiles * 4}>; {Repeat(ScoreTiles, j => $"ld.shared.v4.f32 {{{Registers("v", 4 * j, 4)}}}, [%0+{j * Threads * 16}];")} {Repeat(ScoreTiles * 4, i => $"add.f32 xs{i}, xs{i}, v{i};")} }}\", exchange + (tid ^ 128) * 16L);");
-
-    /// <summary>O (this half's columns) += P·V of the tile in the stage at <paramref name="stage"/>, committed, not waited for.</summary>
-    private static void EmitValues(SourceWriter w, MlaShapeSpec s, string stage)
+    private static void EmitValues(SourceWriter w, MlaShapeSpec s)
     {
         string output = Registers("xo", 0, OutTiles(s) * 4);
-        w.Line($"// O (this half's {s.LatentRank / 2} columns) += P·V: {Keys / 16} wgmma m64n{s.LatentRank / 2}k16, V transposed (MN-major) in the tile's first boxes.");
-        var pv = new System.Text.StringBuilder("{ .reg .b64 b; wgmma.fence.sync.aligned; ");
-        for (int kk = 0; kk < Keys / 16; kk++)
+        w.Line($"// O (this half's {s.LatentRank / 2} columns) += P·V: {StepKeys / 16} wgmma m64n{s.LatentRank / 2}k16, P from its box, V transposed (MN-major) in the tiles' first boxes.");
+        int stageBytes = Keys * s.CacheRowValues * 2;
+        var pv = new System.Text.StringBuilder("{ .reg .b64 a, b; wgmma.fence.sync.aligned; ");
+        for (int kk = 0; kk < StepKeys / 16; kk++)
         {
-            pv.Append(kk == 0 ? "mov.b64 b, %0; " : $"add.s64 b, %0, {kk * 2 * SwizzleAtomBytes >> 4}; ");
-            pv.Append($"wgmma.mma_async.sync.aligned.m64n{s.LatentRank / 2}k16.f32.bf16.bf16 {{{output}}}, {{{Registers("xp", 4 * kk, 4)}}}, b, xwa, 1, 1, 1; ");
+            int values = (kk / (Keys / 16) * stageBytes + kk % (Keys / 16) * 2 * SwizzleAtomBytes) >> 4; // tile kk / 2's stage, 16 keys (two atoms) per k-step
+            pv.Append(kk == 0 ? "mov.b64 a, %0; mov.b64 b, %1; " : $"add.s64 a, %0, {kk * 32 >> 4}; add.s64 b, %1, {values}; ");
+            pv.Append($"wgmma.mma_async.sync.aligned.m64n{s.LatentRank / 2}k16.f32.bf16.bf16 {{{output}}}, a, b, xwa, 1, 1, 0, 1; ");
         }
         pv.Append("wgmma.commit_group.sync.aligned; }");
-        w.Line($"{Asm}(\"{pv}\", DwValueDescriptor | (((shared + DwQueryBytes + {stage} + half * {s.LatentRank / 2 / BoxValues * KeyBoxBytes}L) >> 4) & 0x3FFF));");
+        w.Line($"{Asm}(\"{pv}\", DwRowDescriptor | (((shared + DwProbabilities) >> 4) & 0x3FFF), " +
+            $"DwValueDescriptor | (((shared + DwQueryBytes + slot + half * {s.LatentRank / 2 / BoxValues * KeyBoxBytes}L) >> 4) & 0x3FFF));");
     }
 
     /// <summary>
-    /// The cache page(s) of the tile starting at <paramref name="start"/> as the first cache row of each: one page when a page
-    /// holds a whole tile, else one per page the tile spans. Clamped to the item's last token, so always a real table entry.
+    /// The cache page(s) of each tile of the step starting at <paramref name="start"/> as the first cache row of each: one
+    /// page per tile when a page holds a whole tile, else one per page the tile spans. Clamped to the item's last token, so
+    /// always a real table entry.
     /// </summary>
     private static void EmitPageLoads(SourceWriter w, int tilePages, string start, bool declare)
     {
-        for (int i = 0; i < tilePages; i++)
+        for (int tile = 0; tile < StepTiles; tile++)
         {
-            string position = $"global::System.Math.Min({start} + {i} * PageSize, end - 1)";
-            string type = declare ? "long " : "";
-            w.Line($"{type}pageAhead{i} = (long)p.Cache.BlockTable[blockRow + ({position} >> PageShift)] * PageSize + ({position} & PageMask);");
+            for (int i = 0; i < tilePages; i++)
+            {
+                string position = $"global::System.Math.Min({start} + {tile * Keys} + {i} * PageSize, end - 1)";
+                string type = declare ? "long " : "";
+                w.Line($"{type}pageAhead{tile}{i} = (long)p.Cache.BlockTable[blockRow + ({position} >> PageShift)] * PageSize + ({position} & PageMask);");
+            }
         }
     }
 
     /// <summary>
-    /// cp.async of the tile at <paramref name="start"/> into the stage at byte <paramref name="stage"/>: this thread's row,
-    /// 16 bytes of each box, at fixed offsets from one source and one target address (rows past <c>end</c> are zero-filled),
-    /// then commit. Uses the pages read an iteration earlier (pageAhead).
+    /// cp.async of the step at <paramref name="start"/> into the stages from byte <paramref name="stage"/>: for each tile
+    /// this thread's row, 16 bytes of each box, at fixed offsets from one source and one target address (rows past
+    /// <c>end</c> are zero-filled), then one commit for the step. Uses the pages read a step earlier (pageAhead).
     /// </summary>
     private static void EmitCopy(SourceWriter w, MlaShapeSpec s, int boxes, int tilePages, string start, string stage)
     {
-        w.Line("{");
-        w.Line($"    bool inside = {start} + copyRow < end;");
-        for (int i = 0; i < tilePages; i++)
-            w.Line($"    long rows{i} = p.PagesAddress + (pageAhead{i} - {i * System.Math.Min(s.PageSize, Keys)}) * CacheRowValues * 2L;");
-        string rowsBase = tilePages == 1 ? "rows0" : "(copyRow < PageSize ? rows0 : rows1)";
-        w.Line($"    long source = inside ? {rowsBase} + copyFrom : p.PagesAddress;");
         var copies = new System.Text.StringBuilder();
         for (int box = 0; box < boxes; box++)
             copies.Append($"cp.async.cg.shared.global [%0+{box * KeyBoxBytes}], [%1+{box * BoxRowBytes}], 16, %2; ");
-        w.Line($"    {Asm}(\"{copies}cp.async.commit_group;\", shared + DwQueryBytes + {stage} + copyInto, source, inside ? 16 : 0);");
+        w.Line("{");
+        for (int tile = 0; tile < StepTiles; tile++)
+        {
+            w.Line($"    bool inside{tile} = {start} + {tile * Keys} + copyRow < end;");
+            for (int i = 0; i < tilePages; i++)
+                w.Line($"    long rows{tile}{i} = p.PagesAddress + (pageAhead{tile}{i} - {i * System.Math.Min(s.PageSize, Keys)}) * CacheRowValues * 2L;");
+            string rowsBase = tilePages == 1 ? $"rows{tile}0" : $"(copyRow < PageSize ? rows{tile}0 : rows{tile}1)";
+            w.Line($"    long source{tile} = inside{tile} ? {rowsBase} + copyFrom : p.PagesAddress;");
+            w.Line($"    {Asm}(\"{copies}\", shared + DwQueryBytes + {stage} + {tile} * DwStageBytes + copyInto, source{tile}, inside{tile} ? 16 : 0);");
+        }
+        w.Line($"    {Asm}(\"cp.async.commit_group;\");");
         w.Line("}");
     }
 }

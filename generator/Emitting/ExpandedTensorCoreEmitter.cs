@@ -179,9 +179,21 @@ internal static class ExpandedTensorCoreEmitter
     /// </summary>
     internal static void EmitRowStates(SourceWriter w)
     {
+        EmitQuadSums(w);
+        EmitRowStateValues(w);
+    }
+
+    /// <summary>The quad's four partial sums (xl0/xl1) made the row's sum in each of its threads.</summary>
+    internal static void EmitQuadSums(SourceWriter w)
+    {
         w.Line("// The quad's four partial sums make the row's sum; then normalise and write O and the natural-log LSE.");
         w.Line($"{Asm}(\"{{ .reg .f32 u; shfl.sync.bfly.b32 u, xl0, 1, 31, -1; add.f32 xl0, xl0, u; shfl.sync.bfly.b32 u, xl0, 2, 31, -1; add.f32 xl0, xl0, u; " +
             "shfl.sync.bfly.b32 u, xl1, 1, 31, -1; add.f32 xl1, xl1, u; shfl.sync.bfly.b32 u, xl1, 2, 31, -1; add.f32 xl1, xl1, u; }\");");
+    }
+
+    /// <summary>Declares <c>maxLo/sumLo/invLo</c> and <c>maxHi/sumHi/invHi</c> from xm and the row sums in xl (inv 0 for a row that saw nothing).</summary>
+    internal static void EmitRowStateValues(SourceWriter w)
+    {
         w.Line($"{Asm}(\"mov.b64 %0, {{xm0, xl0}};\", out ulong stateLo);");
         w.Line($"{Asm}(\"mov.b64 %0, {{xm1, xl1}};\", out ulong stateHi);");
         w.Line($"float maxLo = {Low("stateLo")}, sumLo = {High("stateLo")};");
@@ -240,38 +252,91 @@ internal static class ExpandedTensorCoreEmitter
     /// </summary>
     internal static string SoftmaxPtx(bool vote, int scoreTiles = ScoreTiles, bool pack = true)
     {
-        const int first = 0;
-        int values = scoreTiles * 2;
-        var b = new StringBuilder($"{{ .reg .f32 m, r, u, base, nbase, t<{values / 2}>; .reg .pred q, moved<2>; ");
+        var b = SoftmaxBlockHead(scoreTiles);
         for (int row = 0; row < 2; row++)
         {
-            var scores = new int[values];
-            for (int nt = 0; nt < scoreTiles; nt++)
-            {
-                scores[2 * nt] = 4 * nt + 2 * row;
-                scores[2 * nt + 1] = 4 * nt + 2 * row + 1;
-            }
-            foreach (int i in scores)
-            {
-                int column = 8 * (i / 4) + (i & 1);
-                b.Append($"setp.gt.s32 q, %{first + row}, {column}; selp.f32 xs{i}, xs{i}, {NegativeInfinity}, q; ");
-            }
-            Tree(b, "max.f32", scores, "m");
-            b.Append("shfl.sync.bfly.b32 u, m, 1, 31, -1; max.f32 m, m, u; shfl.sync.bfly.b32 u, m, 2, 31, -1; max.f32 m, m, u; ");
-            b.Append($"mul.f32 m, m, %{first + 2}; ");
-            b.Append($"add.f32 u, xm{row}, {MaxHeadroom}; setp.gt.f32 moved{row}, m, u; selp.f32 m, m, xm{row}, moved{row}; ");
-            b.Append($"setp.eq.f32 q, m, {NegativeInfinity}; selp.f32 base, 0f00000000, m, q; neg.f32 nbase, base; ");
-            b.Append($"sub.f32 r, xm{row}, base; ex2.approx.ftz.f32 r, r; selp.f32 xr{row}, r, 0f3F800000, moved{row}; mov.f32 xm{row}, m; ");
-            foreach (int i in scores)
-                b.Append($"fma.rn.f32 xs{i}, xs{i}, %{first + 2}, nbase; ex2.approx.ftz.f32 xs{i}, xs{i}; ");
-            Tree(b, "add.f32", scores, "u");
-            b.Append($"fma.rn.f32 xl{row}, xl{row}, xr{row}, u; ");
+            MaskAndMax(b, row, scoreTiles, "m");
+            SoftmaxFromMax(b, row, scoreTiles, "%2");
         }
+        return SoftmaxBlockTail(b, vote, pack, scoreTiles);
+    }
+
+    /// <summary>
+    /// The first half of <see cref="SoftmaxPtx"/> for a max shared between warpgroups: masks the scores and leaves each row's
+    /// scaled tile max in the kernel's registers xt0/xt1. Operands as <see cref="SoftmaxPtx"/>'s.
+    /// </summary>
+    internal static string RowMaxPtx(int scoreTiles)
+    {
+        var b = SoftmaxBlockHead(scoreTiles);
+        for (int row = 0; row < 2; row++)
+            MaskAndMax(b, row, scoreTiles, $"xt{row}");
+        return b.Append('}').ToString();
+    }
+
+    /// <summary>
+    /// The second half of <see cref="SoftmaxPtx"/>, from the tile maxima in xt0/xt1 (this warpgroup's and the other's
+    /// combined): the kept max, P, the sums, the vote. Operand %0: the log2 score scale.
+    /// </summary>
+    internal static string SoftmaxFromRowMaxPtx(bool vote, int scoreTiles, bool pack)
+    {
+        var b = SoftmaxBlockHead(scoreTiles);
+        for (int row = 0; row < 2; row++)
+        {
+            b.Append($"mov.f32 m, xt{row}; ");
+            SoftmaxFromMax(b, row, scoreTiles, "%0");
+        }
+        return SoftmaxBlockTail(b, vote, pack, scoreTiles);
+    }
+
+    private static StringBuilder SoftmaxBlockHead(int scoreTiles) =>
+        new($"{{ .reg .f32 m, r, u, base, nbase, t<{scoreTiles}>; .reg .pred q, moved<2>; ");
+
+    private static string SoftmaxBlockTail(StringBuilder b, bool vote, bool pack, int scoreTiles)
+    {
         if (pack)
             b.Append(PackPtx(scoreTiles));
         if (vote)
             b.Append("or.pred q, moved0, moved1; vote.sync.any.pred xmoved, q, -1; ");
         return b.Append('}').ToString();
+    }
+
+    /// <summary>The scores of row g (<paramref name="row"/> 0) or g + 8 in this thread's accumulator registers.</summary>
+    private static int[] RowScores(int row, int scoreTiles)
+    {
+        var scores = new int[scoreTiles * 2];
+        for (int nt = 0; nt < scoreTiles; nt++)
+        {
+            scores[2 * nt] = 4 * nt + 2 * row;
+            scores[2 * nt + 1] = 4 * nt + 2 * row + 1;
+        }
+        return scores;
+    }
+
+    /// <summary>Masks a row's scores (operand %row: keys visible from this thread's first column) and leaves the quad's scaled max (operand %2) in <paramref name="max"/>.</summary>
+    private static void MaskAndMax(StringBuilder b, int row, int scoreTiles, string max)
+    {
+        int[] scores = RowScores(row, scoreTiles);
+        foreach (int i in scores)
+        {
+            int column = 8 * (i / 4) + (i & 1);
+            b.Append($"setp.gt.s32 q, %{row}, {column}; selp.f32 xs{i}, xs{i}, {NegativeInfinity}, q; ");
+        }
+        Tree(b, "max.f32", scores, max);
+        b.Append($"shfl.sync.bfly.b32 u, {max}, 1, 31, -1; max.f32 {max}, {max}, u; shfl.sync.bfly.b32 u, {max}, 2, 31, -1; max.f32 {max}, {max}, u; ");
+        b.Append($"mul.f32 {max}, {max}, %2; ");
+    }
+
+    /// <summary>From the row's tile max in m: the lazily kept max, the rescale factor xr, P = 2^(s·scale − m) in place, the running sum.</summary>
+    private static void SoftmaxFromMax(StringBuilder b, int row, int scoreTiles, string scale)
+    {
+        int[] scores = RowScores(row, scoreTiles);
+        b.Append($"add.f32 u, xm{row}, {MaxHeadroom}; setp.gt.f32 moved{row}, m, u; selp.f32 m, m, xm{row}, moved{row}; ");
+        b.Append($"setp.eq.f32 q, m, {NegativeInfinity}; selp.f32 base, 0f00000000, m, q; neg.f32 nbase, base; ");
+        b.Append($"sub.f32 r, xm{row}, base; ex2.approx.ftz.f32 r, r; selp.f32 xr{row}, r, 0f3F800000, moved{row}; mov.f32 xm{row}, m; ");
+        foreach (int i in scores)
+            b.Append($"fma.rn.f32 xs{i}, xs{i}, {scale}, nbase; ex2.approx.ftz.f32 xs{i}, xs{i}; ");
+        Tree(b, "add.f32", scores, "u");
+        b.Append($"fma.rn.f32 xl{row}, xl{row}, xr{row}, u; ");
     }
 
     /// <summary>

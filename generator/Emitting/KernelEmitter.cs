@@ -551,7 +551,7 @@ internal static class KernelEmitter
             w.Line($"public override {K}.DecodeTiling TilingOf({K}.DecodeAttentionKind kernel) => kernel switch");
             w.Line("{");
             if (warpgroupDecode)
-                w.Line($"    {K}.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new {K}.DecodeTiling(DwRows, DwKeys, DwCtasPerSm),");
+                w.Line($"    {K}.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new {K}.DecodeTiling(DwRows, DwStepKeys, DwCtasPerSm),");
             w.Line($"    {K}.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new {K}.DecodeTiling(TcRows, TcTile, TcCtasPerSm),");
             w.Line("    _ => base.TilingOf(kernel),");
             w.Line("};");

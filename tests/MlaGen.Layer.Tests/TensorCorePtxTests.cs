@@ -169,19 +169,23 @@ public class DecodeWarpgroupPtxTests
     {
         var (ptx, entry) = TensorCorePtxTests.CompileToPtxWithEntry(
             typeof(ExpandPtxDeepSeekShape.MlaKernels).GetMethod(nameof(ExpandPtxDeepSeekShape.MlaKernels.DecodeAttentionWarpgroupKernel))!);
-        int halfSteps = ExpandPtxDeepSeekShape.CacheRowValues / 32, keys = ExpandPtxDeepSeekShape.MlaKernels.DwKeys;
+        int steps = ExpandPtxDeepSeekShape.CacheRowValues / 16, keys = ExpandPtxDeepSeekShape.MlaKernels.DwKeys;
+        int stepKeys = ExpandPtxDeepSeekShape.MlaKernels.DwStepKeys;
         int scores = Regex.Matches(ptx, $@"wgmma\.mma_async\.sync\.aligned\.m64n{keys}k16\.f32\.bf16\.bf16 [^;]*, 1, 1, 0, 0;").Count;
-        int values = Regex.Matches(ptx, $@"wgmma\.mma_async\.sync\.aligned\.m64n{ExpandPtxDeepSeekShape.LatentRank / 2}k16\.f32\.bf16\.bf16 [^;]*, 1, 1, 1;").Count;
+        int values = Regex.Matches(ptx, $@"wgmma\.mma_async\.sync\.aligned\.m64n{ExpandPtxDeepSeekShape.LatentRank / 2}k16\.f32\.bf16\.bf16 [^;]*, 1, 1, 0, 1;").Count;
         _output.WriteLine($"{ptx.Length} chars, {scores} Q·Kᵀ and {values} P·V wgmma");
-        // Each warpgroup: one wgmma per 16-wide k-step of its half of Q·Kᵀ (A and B by descriptor, both K-major), one per 16
-        // keys of P·V over its half of the latent columns (A = P in registers, transposed V).
-        Assert.Equal(halfSteps, scores);
-        Assert.Equal(keys / 16, values);
-        Assert.Equal(halfSteps + keys / 16, Regex.Matches(ptx, @"wgmma\.mma_async").Count);
+        // Each warpgroup: one wgmma per 16-wide k-step of the whole Q·Kᵀ of its tile (A and B by descriptor, both K-major), one
+        // per 16 keys of the step's P·V over its half of the latent columns (A = the step's P box, K-major; V transposed).
+        Assert.Equal(2 * keys, stepKeys);
+        Assert.Equal(steps, scores);
+        Assert.Equal(stepKeys / 16, values);
+        Assert.Equal(steps + stepKeys / 16, Regex.Matches(ptx, @"wgmma\.mma_async").Count);
         Assert.Contains("fence.proxy.async.shared::cta;", ptx);
         Assert.Contains("cp.async.wait_group 1;", ptx);
-        // Each thread copies one tile row's 16 bytes of every 64-value box: one source and one target register, box b at
-        // +128·b in the cache row and +32 rows·128 B·b in the stage (the 128-byte swizzled layout both descriptors name).
+        Assert.Contains("cp.async.wait_group 0;", ptx);
+        // Each thread copies one row of each of the step's two tiles, 16 bytes of every 64-value box: per tile one source and
+        // one target register, box b at +128·b in the cache row and +32 rows·128 B·b in the stage (the 128-byte swizzled
+        // layout both descriptors name).
         var offsets = Regex.Matches(ptx, @"cp\.async\.cg\.shared\.global \[%rd\d+\+(\d+)\], \[%rd\d+\+(\d+)\], 16")
             .Select(m => (Shared: int.Parse(m.Groups[1].Value), Global: int.Parse(m.Groups[2].Value))).Distinct().OrderBy(o => o.Global).ToArray();
         int boxes = ExpandPtxDeepSeekShape.MlaKernels.DwBoxes;
@@ -192,15 +196,18 @@ public class DecodeWarpgroupPtxTests
         Assert.Matches(@"\.extern \.shared \.align \d+ \.b8 __dyn_shared_alloca\[\];", ptx);
         Assert.DoesNotMatch(@"\.shared \.align \d+ \.b8 (?!__dyn_shared_alloca)\w+\[\d+\]", ptx);
         Assert.True(ExpandPtxDeepSeekShape.MlaKernels.DwSharedBytes <= 227 * 1024, "an H100 CTA gets at most 227 KB of shared memory");
+        Assert.Equal(0, ExpandPtxDeepSeekShape.MlaKernels.DwProbabilities % 1024); // P is a swizzled box: atom-aligned
         // Q arrives as 16-byte vector loads, six chunks of 8 values (two loads each) per thread in flight per trip.
         Assert.Equal(12, Regex.Matches(ptx, @"ld\.global\.nc\.v4\.f32").Count);
-        // The partial scores cross between the warpgroups as four 16-byte vectors per thread each way.
-        Assert.Equal(4, Regex.Matches(ptx, @"st\.shared\.v4\.f32").Count);
-        Assert.Equal(4, Regex.Matches(ptx, @"ld\.shared\.v4\.f32").Count);
+        // P leaves as 8 bf16 pairs per thread (2 rows × 4 n-tiles); the row maxima and, at the end, the row sums cross
+        // between the warpgroups as 2 floats per quad each way.
+        Assert.Equal(8, Regex.Matches(ptx, @"st\.shared\.b32 \[\s*%rd\d+(\+1024)?\], xp\d+;").Count);
+        Assert.Equal(2, Regex.Matches(ptx, @"st\.shared\.f32 \[\s*%rd\d+(\+32)?\], xt[01];").Count);
+        Assert.Equal(2, Regex.Matches(ptx, @"st\.shared\.f32 \[\s*%rd\d+(\+32)?\], xl[01];").Count);
         // O leaves through shared memory (two 8-byte stores per 8-column tile of each warpgroup's half), staged over Q and the stages.
         int outTiles = ExpandPtxDeepSeekShape.LatentRank / 2 / 8;
         Assert.Equal(2 * outTiles, Regex.Matches(ptx, @"st\.shared\.v2\.f32").Count);
-        Assert.True(64 * ExpandPtxDeepSeekShape.MlaKernels.DwOutputStride * 4 <= ExpandPtxDeepSeekShape.MlaKernels.DwExchange, "staged O must fit over Q and the stages");
+        Assert.True(64 * ExpandPtxDeepSeekShape.MlaKernels.DwOutputStride * 4 <= ExpandPtxDeepSeekShape.MlaKernels.DwProbabilities, "staged O must fit over Q and the stages");
         TensorCorePtxTests.AssertLazyRescale(ptx, outTiles, guarded: true);
         int slots = Regex.Matches(ptx, @"\.local \.align 8 \.b8 __local_depot\d+\[8\];").Count;
         _output.WriteLine($"{slots} local slots");
