@@ -137,9 +137,9 @@ internal static class DecodeWarpgroupEmitter
         w.Line();
         EmitQuadSums(w);
         w.Line("// Each row's sum is this warpgroup's P plus the other's (both kept the same max).");
-        w.Line($"{Asm}(\"{{ .reg .pred p; setp.eq.s32 p, %1, 0; @p st.shared.f32 [%0], xl0; @p st.shared.f32 [%0+32], xl1; }}\", maximaMine, t);");
+        w.Line($"{Asm}(\"{RowPairStorePtx("xl")}\", maximaMine, t);");
         w.Line("global::ILGPU.Group.Barrier(); // the sums visible, and both warpgroups' last MMAs have read Q and the stages: O may take their place");
-        w.Line($"{Asm}(\"{{ .reg .f32 u; ld.shared.f32 u, [%0]; add.f32 xl0, xl0, u; ld.shared.f32 u, [%0+32]; add.f32 xl1, xl1, u; }}\", maximaOther);");
+        w.Line($"{Asm}(\"{RowPairMergePtx("add.f32", "xl")}\", maximaOther);");
         EmitRowStateValues(w);
         w.Line($"// Normalised O through shared memory ([DwRows][DwOutputStride] fp32 over Q and the stages), so that all {Threads} threads");
         w.Line("// then write whole rows: from registers only the quad's 8 bytes of a row would leave at a time.");
@@ -204,9 +204,9 @@ internal static class DecodeWarpgroupEmitter
         w.Line($"{Asm}(\"wgmma.wait_group.sync.aligned 0;\"); // S of this warpgroup's tile");
         w.Line("// Mask keys a row may not see, the tile's row maxima (log2 units) to the other warpgroup.");
         w.Line($"{Asm}(\"{RowMaxPtx(ScoreTiles)}\", visibleLo - tile - 2 * t, visibleHi - tile - 2 * t, ScoreScaleLog2);");
-        w.Line($"{Asm}(\"{{ .reg .pred p; setp.eq.s32 p, %1, 0; @p st.shared.f32 [%0], xt0; @p st.shared.f32 [%0+32], xt1; }}\", maximaMine, t);");
+        w.Line($"{Asm}(\"{RowPairStorePtx("xt")}\", maximaMine, t);");
         w.Line("global::ILGPU.Group.Barrier(); // both tiles' maxima visible");
-        w.Line($"{Asm}(\"{{ .reg .f32 u; ld.shared.f32 u, [%0]; max.f32 xt0, xt0, u; ld.shared.f32 u, [%0+32]; max.f32 xt1, xt1, u; }}\", maximaOther);");
+        w.Line($"{Asm}(\"{RowPairMergePtx("max.f32", "xt")}\", maximaOther);");
         w.Line("// The softmax against the step's max (the same in both warpgroups), O rescaled only if a row of the warp moved its kept max,");
         w.Line("// P as bf16 into this warpgroup's half of the step's box, fenced for the tensor cores.");
         w.Line($"{Asm}(\"{SoftmaxFromRowMaxPtx(vote: true, ScoreTiles, pack: true)}\", ScoreScaleLog2);");
@@ -221,6 +221,17 @@ internal static class DecodeWarpgroupEmitter
         w.Close();
         w.Line($"{Asm}(\"cp.async.wait_group 0; wgmma.wait_group.sync.aligned 0;\"); // the last P·V; nothing may land after the CTA is gone");
     }
+
+    /// <summary>
+    /// A quad's values of rows g and g + 8 (named registers <paramref name="registers"/>0/1) into this warpgroup's row slots in
+    /// <c>DwRowMaxima</c> (%0 = rowLo's slot, rowHi's is 8 floats on), by the quad's first thread (%1 = t).
+    /// </summary>
+    private static string RowPairStorePtx(string registers) =>
+        $"{{ .reg .pred p; setp.eq.s32 p, %1, 0; @p st.shared.f32 [%0], {registers}0; @p st.shared.f32 [%0+{8 * 4}], {registers}1; }}";
+
+    /// <summary>The other warpgroup's values of the same rows (%0 = its rowLo slot) merged into <paramref name="registers"/>0/1 by <paramref name="op"/>.</summary>
+    private static string RowPairMergePtx(string op, string registers) =>
+        $"{{ .reg .f32 u; ld.shared.f32 u, [%0]; {op} {registers}0, {registers}0, u; ld.shared.f32 u, [%0+{8 * 4}]; {op} {registers}1, {registers}1, u; }}";
 
     /// <summary>S = Q·Kᵀ of this warpgroup's tile over the whole reduction, committed as one group.</summary>
     private static void EmitScores(SourceWriter w, int boxes)
