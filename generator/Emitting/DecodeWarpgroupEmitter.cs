@@ -307,9 +307,7 @@ internal static class DecodeWarpgroupEmitter
         for (int tile = 0; tile < StepTiles; tile++)
         {
             w.Line($"    bool inside{tile} = {start} + {tile * Keys} + copyRow < end;");
-            for (int i = 0; i < tilePages; i++)
-                w.Line($"    long rows{tile}{i} = p.PagesAddress + ({Near}{tile}{i} - {i * System.Math.Min(s.PageSize, Keys)}) * CacheRowValues * 2L;");
-            string rowsBase = tilePages == 1 ? $"rows{tile}0" : $"(copyRow < PageSize ? rows{tile}0 : rows{tile}1)";
+            string rowsBase = EmitTileRows(w, s, tilePages, tile, Near, "    ");
             w.Line($"    long source{tile} = inside{tile} ? {rowsBase} + copyFrom : p.PagesAddress;");
             w.Line($"    {Asm}(\"{copies}\", shared + DwQueryBytes + {stage} + {tile} * DwStageBytes + copyInto, source{tile}, inside{tile} ? 16 : 0);");
         }
@@ -318,18 +316,28 @@ internal static class DecodeWarpgroupEmitter
     }
 
     /// <summary>
-    /// The step at <paramref name="start"/> into L2, one bulk prefetch per cache row (lanes 0 and 1 of each row's 8 copy lanes
-    /// take tiles 0 and 1), so its copy finds it there; rows past <c>end</c> are skipped. Pages from <paramref name="pages"/>.
+    /// Declares <c>rows{tile}{i}</c> from the page registers <paramref name="pages"/> and returns the expression of the address
+    /// that row copyRow of tile <paramref name="tile"/> is at copyRow · 2·CacheRowValues bytes from (its page's, when a tile spans two).
+    /// </summary>
+    private static string EmitTileRows(SourceWriter w, MlaShapeSpec s, int tilePages, int tile, string pages, string indent)
+    {
+        for (int i = 0; i < tilePages; i++)
+            w.Line($"{indent}long rows{tile}{i} = p.PagesAddress + ({pages}{tile}{i} - {i * System.Math.Min(s.PageSize, Keys)}) * CacheRowValues * 2L;");
+        return tilePages == 1 ? $"rows{tile}0" : $"(copyRow < PageSize ? rows{tile}0 : rows{tile}1)";
+    }
+
+    /// <summary>
+    /// The step at <paramref name="start"/> into L2, one bulk prefetch per cache row (lane <c>tile</c> of each row's 8 copy
+    /// lanes takes that tile), so its copy finds it there; rows past <c>end</c> are skipped. Pages from <paramref name="pages"/>.
     /// </summary>
     private static void EmitPrefetch(SourceWriter w, MlaShapeSpec s, int tilePages, string start, string pages)
     {
-        w.Open($"if ((tid & 7) < {StepTiles})");
-        w.Line("int prefetchTile = tid & 7;");
-        string page = tilePages == 1
-            ? $"(prefetchTile == 0 ? {pages}00 : {pages}10)"
-            : $"(prefetchTile == 0 ? (copyRow < PageSize ? {pages}00 : {pages}01 - {s.PageSize}) : (copyRow < PageSize ? {pages}10 : {pages}11 - {s.PageSize}))";
-        w.Line($"if ({start} + prefetchTile * DwKeys + copyRow < end)");
-        w.Line($"    {Asm}(\"cp.async.bulk.prefetch.L2.global [%0], {s.CacheRowValues * 2};\", p.PagesAddress + ({page} + copyRow) * CacheRowValues * 2L);");
-        w.Close();
+        for (int tile = 0; tile < StepTiles; tile++)
+        {
+            w.Open($"if ((tid & 7) == {tile} && {start} + {tile * Keys} + copyRow < end)");
+            string rowsBase = EmitTileRows(w, s, tilePages, tile, pages, "");
+            w.Line($"{Asm}(\"cp.async.bulk.prefetch.L2.global [%0], {s.CacheRowValues * 2};\", {rowsBase} + copyRow * (CacheRowValues * 2L));");
+            w.Close();
+        }
     }
 }
