@@ -166,6 +166,7 @@ internal static class DecodeWarpgroupEmitter
         w.Line("if (rowHi < rows)");
         w.Line($"    itemLse[itemFirstRow + rowHi] = {NaturalLse("Hi")};");
         w.Close();
+        TensorCoreEmitter.EmitMergeInPlace(w, s, "DwRows", "DwThreads", "stagedOutput", declareWarp: true);
         w.Close();
         w.Line();
     }

@@ -551,8 +551,8 @@ internal static class KernelEmitter
             w.Line($"public override {K}.DecodeTiling TilingOf({K}.DecodeAttentionKind kernel) => kernel switch");
             w.Line("{");
             if (warpgroupDecode)
-                w.Line($"    {K}.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new {K}.DecodeTiling(DwRows, DwStepKeys, DwCtasPerSm),");
-            w.Line($"    {K}.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new {K}.DecodeTiling(TcRows, TcTile, TcCtasPerSm),");
+                w.Line($"    {K}.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new {K}.DecodeTiling(DwRows, DwStepKeys, DwCtasPerSm, TcCombineSlices),");
+            w.Line($"    {K}.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new {K}.DecodeTiling(TcRows, TcTile, TcCtasPerSm, TcCombineSlices),");
             w.Line("    _ => base.TilingOf(kernel),");
             w.Line("};");
             w.Line();
@@ -580,7 +580,7 @@ internal static class KernelEmitter
             w.Open($"public override void TensorCoreCombine({Stream} stream, in {K}.TensorCoreCombineParams p)");
             w.Line("if (_tensorCoreCombine is null)");
             w.Line("    base.TensorCoreCombine(stream, p);");
-            w.Line("else if (p.Blocks > 0 && p.MaxBlockItems > 1) // with no block split, the attention wrote every row itself");
+            w.Line("else if (p.Blocks > 0 && p.MaxBlockItems > 1 && p.MergedInPlace == 0) // otherwise the attention wrote every row itself");
             w.Open();
             w.Line("int warps = TcCombineWarps(p.MaxBlockItems);");
             w.Line($"_tensorCoreCombine(stream, new {Config}(p.Blocks * p.BlockCapacity * TcCombineSlices, Lanes * warps, global::ILGPU.SharedMemoryConfig.RequestDynamic<float>(TcCombineSharedFloats(warps))), p);");

@@ -170,6 +170,7 @@ internal static class TensorCoreEmitter
         w.Line("if (g + 8 < rows)");
         w.Line($"    itemLse[itemFirstRow + g + 8] = sumHi != 0f ? (maxHi + {K}.KernelMath.Log2(sumHi)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
         w.Close();
+        EmitMergeInPlace(w, s, "TcRows", "TcThreads", "partial", declareWarp: false);
         w.Close();
         w.Line();
     }
@@ -258,7 +259,6 @@ internal static class TensorCoreEmitter
 
     private static void EmitCombine(SourceWriter w, MlaShapeSpec s)
     {
-        var (_, sliceColumns, partsInFlight) = CombineSlicing(s);
         w.Line("/// <summary>");
         w.Line("/// One CTA per query row and slice of its latent columns: its warps take the row block's items in turn (lanes over the");
         w.Line("/// slice), weighted by exp(lse_item − lse), and sum their parts through shared memory. Blocks of one item are skipped:");
@@ -278,10 +278,25 @@ internal static class TensorCoreEmitter
         w.Line("int count = p.BlockItems[block];");
         w.Line("if (count == 1)");
         w.Line("    return; // the attention kernel wrote this block's rows itself");
+        EmitRowSliceMerge(w, s, "count", "p.BlockCapacity", "global::ILGPU.Group.IdxX", "global::ILGPU.Group.DimX");
+        w.Close();
+        w.Line();
+    }
+
+    /// <summary>
+    /// Merges one row slice of a split block: row <c>r</c> of <c>block</c>, latent columns <c>slice</c>·TcCombineSliceColumns..,
+    /// over its <paramref name="count"/> items, whose parts are <paramref name="capacity"/> rows apart. Warps (<c>warp</c> of
+    /// <c>warps</c>) take the items in turn, lanes the columns; their sums meet in <c>merged</c> (shared, warps ×
+    /// TcCombineSliceColumns floats). The combine kernel runs one slice per CTA; an attention kernel that merges its own
+    /// block shares the block's slices among the block's items.
+    /// </summary>
+    internal static void EmitRowSliceMerge(SourceWriter w, MlaShapeSpec s, string count, string capacity, string thread, string threads)
+    {
+        var (_, sliceColumns, partsInFlight) = CombineSlicing(s);
         w.Line("int first = p.BlockFirstItem[block];");
-        System.Func<string, string> partRow = split => $"(long)(first + {split}) * p.BlockCapacity + r";
-        EmitWarpMergedLse(w, "count", partRow);
-        EmitWeightedParts(w, sliceColumns, "slice * TcCombineSliceColumns + lane", partsInFlight, "count", partRow, "warp", "warps");
+        System.Func<string, string> partRow = split => $"(long)(first + {split}) * {capacity} + r";
+        EmitWarpMergedLse(w, count, partRow);
+        EmitWeightedParts(w, sliceColumns, "slice * TcCombineSliceColumns + lane", partsInFlight, count, partRow, "warp", "warps");
         w.Line("long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;");
         w.Open("if (warps == 1)");
         EmitLaneStores(w, sliceColumns, c => $"p.LatentOutput[output + lane + {c * Lanes}] = o{c};");
@@ -289,16 +304,52 @@ internal static class TensorCoreEmitter
         w.Open("else");
         EmitLaneStores(w, sliceColumns, c => $"merged[warp * TcCombineSliceColumns + lane + {c * Lanes}] = o{c};");
         w.Line("global::ILGPU.Group.Barrier();");
-        w.Open("for (int column = global::ILGPU.Group.IdxX; column < TcCombineSliceColumns; column += global::ILGPU.Group.DimX)");
+        w.Open($"for (int column = {thread}; column < TcCombineSliceColumns; column += {threads})");
         w.Line("float sum = 0f;");
         w.Line("for (int other = 0; other < warps; other++)");
         w.Line("    sum += merged[other * TcCombineSliceColumns + column];");
         w.Line("p.LatentOutput[output + column] = sum;");
         w.Close();
         w.Close();
-        w.Line("if (global::ILGPU.Group.IdxX == 0 && slice == 0)");
+        w.Line($"if ({thread} == 0 && slice == 0)");
         w.Line("    p.Lse[p.BlockFirstRow[block] + r] = lse;");
-        w.Close();
-        w.Line();
     }
+
+    /// <summary>
+    /// The in-place merge, after the item's part is written, for plans whose items are all resident at once
+    /// (<c>p.MergeCounters</c> ≠ 0): the block's items count themselves in, wait for all of them, and share the block's row
+    /// slices; the last to leave zeroes the counters for the next launch. <paramref name="threads"/> is the CTA's thread
+    /// count, <paramref name="merged"/> a shared view of at least threads/32 × TcCombineSliceColumns floats free by now.
+    /// </summary>
+    internal static void EmitMergeInPlace(SourceWriter w, MlaShapeSpec s, string capacity, string threads, string merged, bool declareWarp)
+    {
+        w.Line("// A split block merges here when the plan is one wave: no combine launch, and the parts are read back from L2.");
+        w.Open("if (!alone && p.MergeCounters != 0)");
+        w.Line("int count = p.BlockItems[block];");
+        w.Line("global::ILGPU.Group.Barrier(); // every thread's share of the part is written");
+        w.Line("if (tid == 0)");
+        w.Line($"    {Asm}(\"{MergeArrivalPtx}\", p.MergeCounters + block * 8L, count);");
+        w.Line("global::ILGPU.Group.Barrier(); // all of the block's parts are visible to the whole CTA");
+        w.Line($"global::ILGPU.ArrayView<float> merged = {merged};");
+        if (declareWarp)
+            w.Line("int warp = tid >> 5;");
+        w.Line($"int warps = {threads} / Lanes;");
+        w.Open("for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += count)");
+        w.Line("int r = unit / TcCombineSlices;");
+        w.Line("int slice = unit - r * TcCombineSlices;");
+        EmitRowSliceMerge(w, s, "count", capacity, "tid", threads);
+        w.Line("global::ILGPU.Group.Barrier(); // merged is free for the next slice");
+        w.Close();
+        w.Close();
+    }
+
+    /// <summary>
+    /// Thread 0 of an item: its CTA's part is written (the barrier before), so count it in at <c>%0</c> (release), wait
+    /// until all <c>%1</c> items of the block have (acquire), then count itself out at <c>%0+4</c>; the last out zeroes both.
+    /// </summary>
+    private const string MergeArrivalPtx =
+        "{ .reg .u32 n; .reg .pred pw, pl; fence.acq_rel.gpu; red.release.gpu.global.add.u32 [%0], 1; " +
+        "MlaMergeWait: ld.acquire.gpu.global.u32 n, [%0]; setp.lt.u32 pw, n, %1; @pw bra MlaMergeWait; " +
+        "atom.relaxed.gpu.global.add.u32 n, [%0+4], 1; add.u32 n, n, 1; setp.eq.u32 pl, n, %1; " +
+        "@pl st.relaxed.gpu.global.u32 [%0], 0; @pl st.relaxed.gpu.global.u32 [%0+4], 0; }";
 }

@@ -117,6 +117,13 @@ public struct TensorCoreAttentionParams
     public ArrayView<float> LatentOutput;
     public ArrayView<float> Lse;
     public int Items;
+    /// <summary>Per row block: its first item, where the in-place merge finds the block's parts.</summary>
+    public ArrayView<int> BlockFirstItem;
+    /// <summary>
+    /// Device address of the plan's merge counters (two ints per block, zero between launches) when the plan's items are
+    /// all resident at once and each split block merges itself (<see cref="SplitKvScheduler.Plan.MergesInPlace"/>); else 0.
+    /// </summary>
+    public long MergeCounters;
 }
 
 /// <summary>Merges each row block's items into latent output <c>[T, H, latent]</c> and LSE <c>[T, H]</c>.</summary>
@@ -135,6 +142,8 @@ public struct TensorCoreCombineParams
     public int BlockCapacity;
     /// <summary>The most items any block has: sets how many warps merge each row.</summary>
     public int MaxBlockItems;
+    /// <summary>1 when the attention kernel merged every split block itself: the combine has nothing left to do.</summary>
+    public int MergedInPlace;
 }
 
 /// <summary>

@@ -101,7 +101,8 @@ public enum DecodeAttentionKind
 /// <param name="Rows">Query rows (token × head of one sequence) per block: the partial output holds this many per item.</param>
 /// <param name="Tokens">Cached tokens per tile: items cover multiples of it.</param>
 /// <param name="CtasPerSm">CTAs that fit on one SM at once: the scheduler fills SMs × this.</param>
-public readonly record struct DecodeTiling(int Rows, int Tokens, int CtasPerSm);
+/// <param name="MergeSlices">Slices of a row that a split block is merged by (each a share of the latent columns).</param>
+public readonly record struct DecodeTiling(int Rows, int Tokens, int CtasPerSm, int MergeSlices);
 
 /// <summary>How a kernel set runs the expanded (non-absorbed) attention form.</summary>
 public enum ExpandedAttentionKind

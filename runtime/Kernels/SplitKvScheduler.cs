@@ -23,13 +23,18 @@ public static class SplitKvScheduler
     /// <summary>Item sizes tried, as multiples of the even share: fewer, larger items down to several per slot.</summary>
     private static readonly double[] ItemsPerSlot = [0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4];
 
+    /// <summary>
+    /// Items (row block, token range [begin, end)) in launch order, blocks (first row, rows, first item, items) longest
+    /// item first, and whether the split blocks merge in place (<see cref="MergesInPlace"/>).
+    /// </summary>
     public sealed record Plan(
         int[] ItemBlock, int[] ItemBegin, int[] ItemEnd,
-        int[] BlockFirstRow, int[] BlockRows, int[] BlockFirstItem, int[] BlockItems)
+        int[] BlockFirstRow, int[] BlockRows, int[] BlockFirstItem, int[] BlockItems, bool MergesInPlace)
     {
         public int Items => ItemBlock.Length;
         public int Blocks => BlockFirstRow.Length;
         public int MaxBlockItems => BlockItems.Length == 0 ? 0 : BlockItems.Max();
+
 
         /// <summary>
         /// The attention and combine parameters of this plan. <paramref name="views"/> names the query, cache and output
@@ -46,6 +51,10 @@ public static class SplitKvScheduler
             var firstRow = upload(PlanArray.BlockFirstRow, BlockFirstRow);
             var rows = upload(PlanArray.BlockRows, BlockRows);
             var items = upload(PlanArray.BlockItems, BlockItems);
+            var firstItem = upload(PlanArray.BlockFirstItem, BlockFirstItem);
+            long mergeCounters = MergesInPlace
+                ? upload(PlanArray.MergeCounters, new int[2 * Blocks]).LoadEffectiveAddressAsPtr().ToInt64()
+                : 0;
             var attention = views with
             {
                 PagesAddress = views.Cache.Pages.LoadEffectiveAddressAsPtr().ToInt64(),
@@ -57,6 +66,8 @@ public static class SplitKvScheduler
                 BlockRows = rows,
                 BlockItems = items,
                 Items = Items,
+                BlockFirstItem = firstItem,
+                MergeCounters = mergeCounters,
             };
             var combine = new TensorCoreCombineParams
             {
@@ -64,20 +75,21 @@ public static class SplitKvScheduler
                 PartialLse = views.PartialLse,
                 BlockFirstRow = firstRow,
                 BlockRows = rows,
-                BlockFirstItem = upload(PlanArray.BlockFirstItem, BlockFirstItem),
+                BlockFirstItem = firstItem,
                 BlockItems = items,
                 LatentOutput = views.LatentOutput,
                 Lse = views.Lse,
                 Blocks = Blocks,
                 BlockCapacity = blockRows,
                 MaxBlockItems = MaxBlockItems,
+                MergedInPlace = MergesInPlace ? 1 : 0,
             };
             return (attention, combine);
         }
     }
 
-    /// <summary>The int arrays of a <see cref="Plan"/> that the kernels read.</summary>
-    public enum PlanArray { ItemBlock, ItemBegin, ItemEnd, BlockFirstRow, BlockRows, BlockFirstItem, BlockItems }
+    /// <summary>The int arrays of a <see cref="Plan"/> that the kernels read (and the in-place merge's counters, uploaded as zeros).</summary>
+    public enum PlanArray { ItemBlock, ItemBegin, ItemEnd, BlockFirstRow, BlockRows, BlockFirstItem, BlockItems, MergeCounters }
 
     /// <param name="sequenceTokens">New tokens per sequence in call order (their rows are contiguous, token-major).</param>
     /// <param name="lastPosition">Position of the last new token of each sequence: the block sees up to it.</param>
@@ -158,7 +170,29 @@ public static class SplitKvScheduler
             blockItems[b] = itemBlock.Count - blockFirstItem[b];
         }
         return new Plan(itemBlock.ToArray(), itemBegin.ToArray(), itemEnd.ToArray(),
-            blockFirstRow, blockRowCount, blockFirstItem, blockItems);
+            blockFirstRow, blockRowCount, blockFirstItem, blockItems, MergeInPlace(itemBlock.Count, blockRowCount, blockItems, tiling, slots));
+    }
+
+    /// <summary>
+    /// Whether each split block is merged by its own items at the end of the attention kernel instead of by a combine
+    /// launch: when every item has a CTA slot at once (so the items that wait for their block's last part never keep it
+    /// from starting; other streams' work only delays them) and each item merges at most one row slice (more would be
+    /// merged one after another, slower than the combine's CTAs side by side).
+    /// </summary>
+    private static bool MergeInPlace(int items, int[] blockRows, int[] blockItems, DecodeTiling tiling, int slots)
+    {
+        if (items > slots || tiling.MergeSlices <= 0)
+            return false;
+        bool split = false;
+        for (int b = 0; b < blockRows.Length; b++)
+        {
+            if (blockItems[b] == 1)
+                continue;
+            split = true;
+            if ((long)blockRows[b] * tiling.MergeSlices > blockItems[b])
+                return false;
+        }
+        return split;
     }
 
     /// <summary>Block indices by descending tiles per item (stable): the GPU starts CTAs roughly in index order.</summary>

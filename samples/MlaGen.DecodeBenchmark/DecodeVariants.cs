@@ -44,7 +44,8 @@ internal static class DecodeVariants
 
     /// <summary>The mma.sync kernel's work item (the same constants for every shape), which the variants are builds of.</summary>
     private static readonly DecodeTiling MmaSyncTiling =
-        new(Heads16Attention.MlaKernels.TcRows, Heads16Attention.MlaKernels.TcTile, Heads16Attention.MlaKernels.TcCtasPerSm);
+        new(Heads16Attention.MlaKernels.TcRows, Heads16Attention.MlaKernels.TcTile, Heads16Attention.MlaKernels.TcCtasPerSm,
+            Heads16Attention.MlaKernels.TcCombineSlices);
 
     public static int Run(string? deviceSelection, int? runsOption, double warmupMs, int? seedOption, string outDir)
     {
@@ -58,7 +59,10 @@ internal static class DecodeVariants
         var accelerator = device.Accelerator;
         int runs = runsOption ?? 50;
         int seed = seedOption ?? Random.Shared.Next();
-        var configs = Grid.Build(new GridRequest(Kernels.Select(k => k.Heads).ToArray(), [4096], [128], [1], [LengthMode.Fixed], Quick: false, Cuda: true));
+        // B = 128 (no block split) and B = 1 over 32K tokens (one wave of split items, merged in place).
+        var heads = Kernels.Select(k => k.Heads).ToArray();
+        var configs = Grid.Build(new GridRequest(heads, [4096], [128], [1], [LengthMode.Fixed], Quick: false, Cuda: true))
+            .Concat(Grid.Build(new GridRequest(heads, [32768], [1], [1], [LengthMode.Fixed], Quick: false, Cuda: true))).ToList();
         Log($"[bold]decode variants[/] on {Markup.Escape(device.ToString())}: {string.Join(", ", configs.Select(c => c.Id))}; {runs} timed runs each; seed {seed}");
 
         var results = new List<VariantResult>();

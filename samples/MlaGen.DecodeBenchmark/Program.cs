@@ -48,7 +48,7 @@ internal static class Program
         var decodeVariants = new Option<bool>("--decode-variants")
         {
             Description = "Instead of the grid (CUDA only): the tensor-core attention kernel as compiled and with .maxnreg 168 / 128 "
-                + "inserted into its PTX, each checked then timed at H16 and H128, B=128, S=4096, s_q=1; writes variants.csv/.md. "
+                + "inserted into its PTX, each checked then timed at H16 and H128, B=128, S=4096 and B=1, S=32768, s_q=1; writes variants.csv/.md. "
                 + "Uses --device, --runs, --warmup-ms, --seed, --out.",
         };
         var noTensorCores = new Option<bool>("--no-tensor-cores") { Description = "Time (and check) the general kernel even where the tensor-core kernel applies." };

@@ -9,8 +9,8 @@ namespace MlaGen.Layer.Tests;
 /// <summary>The split-KV plan for either decode kernel's tiling, and the rule that picks the kernel per call.</summary>
 public class DecodeSchedulingTests
 {
-    private static readonly DecodeTiling MmaSync = new(16, 16, 3);
-    private static readonly DecodeTiling Warpgroup = new(64, 32, 1);
+    private static readonly DecodeTiling MmaSync = new(16, 16, 3, 4);
+    private static readonly DecodeTiling Warpgroup = new(64, 32, 1, 4);
 
     [Theory]
     [InlineData(16, 1, 1)]  // H16, s_q = 1: one 16-row block per sequence either way
@@ -63,6 +63,25 @@ public class DecodeSchedulingTests
         // At least one item per two slots (the old cap of 64 items per block left 332 of 396 idle at H16).
         Assert.True(plan.Items >= slots / 2, $"{plan.Items} items for {slots} slots");
         AssertItemsCoverTheirTiles(plan, tiling, [32767], heads, 1);
+    }
+
+    [Theory]
+    [InlineData(16, 1, 132, true)]    // one 16-row block cut into ~128 items: each merges at most one of its 64 row slices
+    [InlineData(128, 1, 132, false)]  // two 64-row blocks of ~64 items: 256 slices each, four per item, so the combine merges
+    [InlineData(16, 128, 132, false)] // B = 128 at S = 4,096: no block is split, nothing to merge
+    [InlineData(16, 1, 16, false)]    // 16 slots: items that do not all fit at once, or fewer items than the 64 row slices
+    public void SplitBlocksMergeInPlaceOnlyWhenEveryItemIsResidentAndMergesOneSlice(int heads, int sequences, int slots, bool inPlace)
+    {
+        var tokens = Enumerable.Repeat(1, sequences).ToArray();
+        var last = Enumerable.Repeat(sequences == 1 ? 32767 : 4095, sequences).ToArray();
+        var plan = SplitKvScheduler.Build(tokens, last, heads, Warpgroup, slots);
+        Assert.Equal(inPlace, plan.MergesInPlace);
+        if (plan.MergesInPlace)
+        {
+            Assert.True(plan.Items <= slots);
+            for (int b = 0; b < plan.Blocks; b++)
+                Assert.True(plan.BlockItems[b] == 1 || plan.BlockRows[b] * Warpgroup.MergeSlices <= plan.BlockItems[b]);
+        }
     }
 
     [Fact]
@@ -127,8 +146,8 @@ public class DecodeSchedulingTests
     [Fact]
     public void TilingMustHoldRowsAndTokens()
     {
-        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => SplitKvScheduler.Build([1], [10], 16, new DecodeTiling(0, 32, 1), 132));
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => SplitKvScheduler.Build([1], [10], 16, new DecodeTiling(0, 32, 1, 4), 132));
         Assert.Equal("tiling", ex.ParamName);
-        Assert.Throws<ArgumentOutOfRangeException>(() => SplitKvScheduler.Build([1], [10], 16, new DecodeTiling(64, 0, 1), 132));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SplitKvScheduler.Build([1], [10], 16, new DecodeTiling(64, 0, 1, 4), 132));
     }
 }

@@ -1755,6 +1755,150 @@ partial class DeepSeekV2LiteAttention
                 if (g + 8 < rows)
                     itemLse[itemFirstRow + g + 8] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
             }
+            // A split block merges here when the plan is one wave: no combine launch, and the parts are read back from L2.
+            if (!alone && p.MergeCounters != 0)
+            {
+                int count = p.BlockItems[block];
+                global::ILGPU.Group.Barrier(); // every thread's share of the part is written
+                if (tid == 0)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 n; .reg .pred pw, pl; fence.acq_rel.gpu; red.release.gpu.global.add.u32 [%0], 1; MlaMergeWait: ld.acquire.gpu.global.u32 n, [%0]; setp.lt.u32 pw, n, %1; @pw bra MlaMergeWait; atom.relaxed.gpu.global.add.u32 n, [%0+4], 1; add.u32 n, n, 1; setp.eq.u32 pl, n, %1; @pl st.relaxed.gpu.global.u32 [%0], 0; @pl st.relaxed.gpu.global.u32 [%0+4], 0; }", p.MergeCounters + block * 8L, count);
+                global::ILGPU.Group.Barrier(); // all of the block's parts are visible to the whole CTA
+                global::ILGPU.ArrayView<float> merged = partial;
+                int warps = TcThreads / Lanes;
+                for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += count)
+                {
+                    int r = unit / TcCombineSlices;
+                    int slice = unit - r * TcCombineSlices;
+                    int first = p.BlockFirstItem[block];
+                    float laneMax = float.NegativeInfinity, laneSum = 0f;
+                    for (int firstSplit = lane; firstSplit < count; firstSplit += 4 * Lanes)
+                    {
+                        int split0 = global::System.Math.Min(firstSplit + 0, count - 1);
+                        float read0 = p.PartialLse[(long)(first + split0) * TcRows + r];
+                        int split1 = global::System.Math.Min(firstSplit + 32, count - 1);
+                        float read1 = p.PartialLse[(long)(first + split1) * TcRows + r];
+                        int split2 = global::System.Math.Min(firstSplit + 64, count - 1);
+                        float read2 = p.PartialLse[(long)(first + split2) * TcRows + r];
+                        int split3 = global::System.Math.Min(firstSplit + 96, count - 1);
+                        float read3 = p.PartialLse[(long)(first + split3) * TcRows + r];
+                        float l0 = firstSplit + 0 < count ? read0 : float.NegativeInfinity;
+                        float l1 = firstSplit + 32 < count ? read1 : float.NegativeInfinity;
+                        float l2 = firstSplit + 64 < count ? read2 : float.NegativeInfinity;
+                        float l3 = firstSplit + 96 < count ? read3 : float.NegativeInfinity;
+                        float tripMax = global::System.Math.Max(global::System.Math.Max(global::System.Math.Max(l0, l1), l2), l3);
+                        float newMax = global::System.Math.Max(laneMax, tripMax);
+                        if (newMax != float.NegativeInfinity)
+                        {
+                            laneSum = laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l0 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l1 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l2 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l3 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E);
+                            laneMax = newMax;
+                        }
+                    }
+                    float maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(laneMax);
+                    float total = global::MlaGen.Kernels.KernelMath.WarpSum(laneMax == float.NegativeInfinity ? 0f : laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E));
+                    float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    float o0 = 0f;
+                    float o1 = 0f;
+                    float o2 = 0f;
+                    float o3 = 0f;
+                    for (int split = warp; split < count; split += 8 * warps)
+                    {
+                        long row0 = (long)(first + split) * TcRows + r;
+                        float lse0 = p.PartialLse[row0];
+                        float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part0 = row0 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row1 = (split + 1 * warps) < count ? (long)(first + (split + 1 * warps)) * TcRows + r : row0;
+                        float lse1 = p.PartialLse[row1];
+                        float share1 = (split + 1 * warps) >= count || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part1 = row1 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row2 = (split + 2 * warps) < count ? (long)(first + (split + 2 * warps)) * TcRows + r : row0;
+                        float lse2 = p.PartialLse[row2];
+                        float share2 = (split + 2 * warps) >= count || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part2 = row2 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row3 = (split + 3 * warps) < count ? (long)(first + (split + 3 * warps)) * TcRows + r : row0;
+                        float lse3 = p.PartialLse[row3];
+                        float share3 = (split + 3 * warps) >= count || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part3 = row3 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row4 = (split + 4 * warps) < count ? (long)(first + (split + 4 * warps)) * TcRows + r : row0;
+                        float lse4 = p.PartialLse[row4];
+                        float share4 = (split + 4 * warps) >= count || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part4 = row4 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row5 = (split + 5 * warps) < count ? (long)(first + (split + 5 * warps)) * TcRows + r : row0;
+                        float lse5 = p.PartialLse[row5];
+                        float share5 = (split + 5 * warps) >= count || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part5 = row5 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row6 = (split + 6 * warps) < count ? (long)(first + (split + 6 * warps)) * TcRows + r : row0;
+                        float lse6 = p.PartialLse[row6];
+                        float share6 = (split + 6 * warps) >= count || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part6 = row6 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row7 = (split + 7 * warps) < count ? (long)(first + (split + 7 * warps)) * TcRows + r : row0;
+                        float lse7 = p.PartialLse[row7];
+                        float share7 = (split + 7 * warps) >= count || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part7 = row7 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        float v0_0 = p.PartialOutput[part0 + 0];
+                        float v1_0 = p.PartialOutput[part1 + 0];
+                        float v2_0 = p.PartialOutput[part2 + 0];
+                        float v3_0 = p.PartialOutput[part3 + 0];
+                        float v4_0 = p.PartialOutput[part4 + 0];
+                        float v5_0 = p.PartialOutput[part5 + 0];
+                        float v6_0 = p.PartialOutput[part6 + 0];
+                        float v7_0 = p.PartialOutput[part7 + 0];
+                        float v0_1 = p.PartialOutput[part0 + 32];
+                        float v1_1 = p.PartialOutput[part1 + 32];
+                        float v2_1 = p.PartialOutput[part2 + 32];
+                        float v3_1 = p.PartialOutput[part3 + 32];
+                        float v4_1 = p.PartialOutput[part4 + 32];
+                        float v5_1 = p.PartialOutput[part5 + 32];
+                        float v6_1 = p.PartialOutput[part6 + 32];
+                        float v7_1 = p.PartialOutput[part7 + 32];
+                        float v0_2 = p.PartialOutput[part0 + 64];
+                        float v1_2 = p.PartialOutput[part1 + 64];
+                        float v2_2 = p.PartialOutput[part2 + 64];
+                        float v3_2 = p.PartialOutput[part3 + 64];
+                        float v4_2 = p.PartialOutput[part4 + 64];
+                        float v5_2 = p.PartialOutput[part5 + 64];
+                        float v6_2 = p.PartialOutput[part6 + 64];
+                        float v7_2 = p.PartialOutput[part7 + 64];
+                        float v0_3 = p.PartialOutput[part0 + 96];
+                        float v1_3 = p.PartialOutput[part1 + 96];
+                        float v2_3 = p.PartialOutput[part2 + 96];
+                        float v3_3 = p.PartialOutput[part3 + 96];
+                        float v4_3 = p.PartialOutput[part4 + 96];
+                        float v5_3 = p.PartialOutput[part5 + 96];
+                        float v6_3 = p.PartialOutput[part6 + 96];
+                        float v7_3 = p.PartialOutput[part7 + 96];
+                        o0 += (share0 != 0f ? share0 * v0_0 : 0f) + (share1 != 0f ? share1 * v1_0 : 0f) + (share2 != 0f ? share2 * v2_0 : 0f) + (share3 != 0f ? share3 * v3_0 : 0f) + (share4 != 0f ? share4 * v4_0 : 0f) + (share5 != 0f ? share5 * v5_0 : 0f) + (share6 != 0f ? share6 * v6_0 : 0f) + (share7 != 0f ? share7 * v7_0 : 0f);
+                        o1 += (share0 != 0f ? share0 * v0_1 : 0f) + (share1 != 0f ? share1 * v1_1 : 0f) + (share2 != 0f ? share2 * v2_1 : 0f) + (share3 != 0f ? share3 * v3_1 : 0f) + (share4 != 0f ? share4 * v4_1 : 0f) + (share5 != 0f ? share5 * v5_1 : 0f) + (share6 != 0f ? share6 * v6_1 : 0f) + (share7 != 0f ? share7 * v7_1 : 0f);
+                        o2 += (share0 != 0f ? share0 * v0_2 : 0f) + (share1 != 0f ? share1 * v1_2 : 0f) + (share2 != 0f ? share2 * v2_2 : 0f) + (share3 != 0f ? share3 * v3_2 : 0f) + (share4 != 0f ? share4 * v4_2 : 0f) + (share5 != 0f ? share5 * v5_2 : 0f) + (share6 != 0f ? share6 * v6_2 : 0f) + (share7 != 0f ? share7 * v7_2 : 0f);
+                        o3 += (share0 != 0f ? share0 * v0_3 : 0f) + (share1 != 0f ? share1 * v1_3 : 0f) + (share2 != 0f ? share2 * v2_3 : 0f) + (share3 != 0f ? share3 * v3_3 : 0f) + (share4 != 0f ? share4 * v4_3 : 0f) + (share5 != 0f ? share5 * v5_3 : 0f) + (share6 != 0f ? share6 * v6_3 : 0f) + (share7 != 0f ? share7 * v7_3 : 0f);
+                    }
+                    long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;
+                    if (warps == 1)
+                    {
+                        p.LatentOutput[output + lane + 0] = o0;
+                        p.LatentOutput[output + lane + 32] = o1;
+                        p.LatentOutput[output + lane + 64] = o2;
+                        p.LatentOutput[output + lane + 96] = o3;
+                    }
+                    else
+                    {
+                        merged[warp * TcCombineSliceColumns + lane + 0] = o0;
+                        merged[warp * TcCombineSliceColumns + lane + 32] = o1;
+                        merged[warp * TcCombineSliceColumns + lane + 64] = o2;
+                        merged[warp * TcCombineSliceColumns + lane + 96] = o3;
+                        global::ILGPU.Group.Barrier();
+                        for (int column = tid; column < TcCombineSliceColumns; column += TcThreads)
+                        {
+                            float sum = 0f;
+                            for (int other = 0; other < warps; other++)
+                                sum += merged[other * TcCombineSliceColumns + column];
+                            p.LatentOutput[output + column] = sum;
+                        }
+                    }
+                    if (tid == 0 && slice == 0)
+                        p.Lse[p.BlockFirstRow[block] + r] = lse;
+                    global::ILGPU.Group.Barrier(); // merged is free for the next slice
+                }
+            }
         }
 
         /// <summary>
@@ -2137,6 +2281,151 @@ partial class DeepSeekV2LiteAttention
                     itemLse[itemFirstRow + rowLo] = sumLo != 0f ? (maxLo + global::MlaGen.Kernels.KernelMath.Log2(sumLo)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
                 if (rowHi < rows)
                     itemLse[itemFirstRow + rowHi] = sumHi != 0f ? (maxHi + global::MlaGen.Kernels.KernelMath.Log2(sumHi)) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+            }
+            // A split block merges here when the plan is one wave: no combine launch, and the parts are read back from L2.
+            if (!alone && p.MergeCounters != 0)
+            {
+                int count = p.BlockItems[block];
+                global::ILGPU.Group.Barrier(); // every thread's share of the part is written
+                if (tid == 0)
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 n; .reg .pred pw, pl; fence.acq_rel.gpu; red.release.gpu.global.add.u32 [%0], 1; MlaMergeWait: ld.acquire.gpu.global.u32 n, [%0]; setp.lt.u32 pw, n, %1; @pw bra MlaMergeWait; atom.relaxed.gpu.global.add.u32 n, [%0+4], 1; add.u32 n, n, 1; setp.eq.u32 pl, n, %1; @pl st.relaxed.gpu.global.u32 [%0], 0; @pl st.relaxed.gpu.global.u32 [%0+4], 0; }", p.MergeCounters + block * 8L, count);
+                global::ILGPU.Group.Barrier(); // all of the block's parts are visible to the whole CTA
+                global::ILGPU.ArrayView<float> merged = stagedOutput;
+                int warp = tid >> 5;
+                int warps = DwThreads / Lanes;
+                for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += count)
+                {
+                    int r = unit / TcCombineSlices;
+                    int slice = unit - r * TcCombineSlices;
+                    int first = p.BlockFirstItem[block];
+                    float laneMax = float.NegativeInfinity, laneSum = 0f;
+                    for (int firstSplit = lane; firstSplit < count; firstSplit += 4 * Lanes)
+                    {
+                        int split0 = global::System.Math.Min(firstSplit + 0, count - 1);
+                        float read0 = p.PartialLse[(long)(first + split0) * DwRows + r];
+                        int split1 = global::System.Math.Min(firstSplit + 32, count - 1);
+                        float read1 = p.PartialLse[(long)(first + split1) * DwRows + r];
+                        int split2 = global::System.Math.Min(firstSplit + 64, count - 1);
+                        float read2 = p.PartialLse[(long)(first + split2) * DwRows + r];
+                        int split3 = global::System.Math.Min(firstSplit + 96, count - 1);
+                        float read3 = p.PartialLse[(long)(first + split3) * DwRows + r];
+                        float l0 = firstSplit + 0 < count ? read0 : float.NegativeInfinity;
+                        float l1 = firstSplit + 32 < count ? read1 : float.NegativeInfinity;
+                        float l2 = firstSplit + 64 < count ? read2 : float.NegativeInfinity;
+                        float l3 = firstSplit + 96 < count ? read3 : float.NegativeInfinity;
+                        float tripMax = global::System.Math.Max(global::System.Math.Max(global::System.Math.Max(l0, l1), l2), l3);
+                        float newMax = global::System.Math.Max(laneMax, tripMax);
+                        if (newMax != float.NegativeInfinity)
+                        {
+                            laneSum = laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l0 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l1 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l2 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E) + global::MlaGen.Kernels.KernelMath.Exp2((l3 - newMax) * global::MlaGen.Kernels.KernelMath.Log2E);
+                            laneMax = newMax;
+                        }
+                    }
+                    float maxLse = global::MlaGen.Kernels.KernelMath.WarpMax(laneMax);
+                    float total = global::MlaGen.Kernels.KernelMath.WarpSum(laneMax == float.NegativeInfinity ? 0f : laneSum * global::MlaGen.Kernels.KernelMath.Exp2((laneMax - maxLse) * global::MlaGen.Kernels.KernelMath.Log2E));
+                    float lse = total != 0f ? maxLse + global::MlaGen.Kernels.KernelMath.Log2(total) * global::MlaGen.Kernels.KernelMath.Ln2 : float.NegativeInfinity;
+                    float o0 = 0f;
+                    float o1 = 0f;
+                    float o2 = 0f;
+                    float o3 = 0f;
+                    for (int split = warp; split < count; split += 8 * warps)
+                    {
+                        long row0 = (long)(first + split) * DwRows + r;
+                        float lse0 = p.PartialLse[row0];
+                        float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part0 = row0 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row1 = (split + 1 * warps) < count ? (long)(first + (split + 1 * warps)) * DwRows + r : row0;
+                        float lse1 = p.PartialLse[row1];
+                        float share1 = (split + 1 * warps) >= count || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part1 = row1 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row2 = (split + 2 * warps) < count ? (long)(first + (split + 2 * warps)) * DwRows + r : row0;
+                        float lse2 = p.PartialLse[row2];
+                        float share2 = (split + 2 * warps) >= count || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part2 = row2 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row3 = (split + 3 * warps) < count ? (long)(first + (split + 3 * warps)) * DwRows + r : row0;
+                        float lse3 = p.PartialLse[row3];
+                        float share3 = (split + 3 * warps) >= count || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part3 = row3 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row4 = (split + 4 * warps) < count ? (long)(first + (split + 4 * warps)) * DwRows + r : row0;
+                        float lse4 = p.PartialLse[row4];
+                        float share4 = (split + 4 * warps) >= count || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part4 = row4 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row5 = (split + 5 * warps) < count ? (long)(first + (split + 5 * warps)) * DwRows + r : row0;
+                        float lse5 = p.PartialLse[row5];
+                        float share5 = (split + 5 * warps) >= count || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part5 = row5 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row6 = (split + 6 * warps) < count ? (long)(first + (split + 6 * warps)) * DwRows + r : row0;
+                        float lse6 = p.PartialLse[row6];
+                        float share6 = (split + 6 * warps) >= count || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part6 = row6 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        long row7 = (split + 7 * warps) < count ? (long)(first + (split + 7 * warps)) * DwRows + r : row0;
+                        float lse7 = p.PartialLse[row7];
+                        float share7 = (split + 7 * warps) >= count || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        long part7 = row7 * LatentRank + slice * TcCombineSliceColumns + lane;
+                        float v0_0 = p.PartialOutput[part0 + 0];
+                        float v1_0 = p.PartialOutput[part1 + 0];
+                        float v2_0 = p.PartialOutput[part2 + 0];
+                        float v3_0 = p.PartialOutput[part3 + 0];
+                        float v4_0 = p.PartialOutput[part4 + 0];
+                        float v5_0 = p.PartialOutput[part5 + 0];
+                        float v6_0 = p.PartialOutput[part6 + 0];
+                        float v7_0 = p.PartialOutput[part7 + 0];
+                        float v0_1 = p.PartialOutput[part0 + 32];
+                        float v1_1 = p.PartialOutput[part1 + 32];
+                        float v2_1 = p.PartialOutput[part2 + 32];
+                        float v3_1 = p.PartialOutput[part3 + 32];
+                        float v4_1 = p.PartialOutput[part4 + 32];
+                        float v5_1 = p.PartialOutput[part5 + 32];
+                        float v6_1 = p.PartialOutput[part6 + 32];
+                        float v7_1 = p.PartialOutput[part7 + 32];
+                        float v0_2 = p.PartialOutput[part0 + 64];
+                        float v1_2 = p.PartialOutput[part1 + 64];
+                        float v2_2 = p.PartialOutput[part2 + 64];
+                        float v3_2 = p.PartialOutput[part3 + 64];
+                        float v4_2 = p.PartialOutput[part4 + 64];
+                        float v5_2 = p.PartialOutput[part5 + 64];
+                        float v6_2 = p.PartialOutput[part6 + 64];
+                        float v7_2 = p.PartialOutput[part7 + 64];
+                        float v0_3 = p.PartialOutput[part0 + 96];
+                        float v1_3 = p.PartialOutput[part1 + 96];
+                        float v2_3 = p.PartialOutput[part2 + 96];
+                        float v3_3 = p.PartialOutput[part3 + 96];
+                        float v4_3 = p.PartialOutput[part4 + 96];
+                        float v5_3 = p.PartialOutput[part5 + 96];
+                        float v6_3 = p.PartialOutput[part6 + 96];
+                        float v7_3 = p.PartialOutput[part7 + 96];
+                        o0 += (share0 != 0f ? share0 * v0_0 : 0f) + (share1 != 0f ? share1 * v1_0 : 0f) + (share2 != 0f ? share2 * v2_0 : 0f) + (share3 != 0f ? share3 * v3_0 : 0f) + (share4 != 0f ? share4 * v4_0 : 0f) + (share5 != 0f ? share5 * v5_0 : 0f) + (share6 != 0f ? share6 * v6_0 : 0f) + (share7 != 0f ? share7 * v7_0 : 0f);
+                        o1 += (share0 != 0f ? share0 * v0_1 : 0f) + (share1 != 0f ? share1 * v1_1 : 0f) + (share2 != 0f ? share2 * v2_1 : 0f) + (share3 != 0f ? share3 * v3_1 : 0f) + (share4 != 0f ? share4 * v4_1 : 0f) + (share5 != 0f ? share5 * v5_1 : 0f) + (share6 != 0f ? share6 * v6_1 : 0f) + (share7 != 0f ? share7 * v7_1 : 0f);
+                        o2 += (share0 != 0f ? share0 * v0_2 : 0f) + (share1 != 0f ? share1 * v1_2 : 0f) + (share2 != 0f ? share2 * v2_2 : 0f) + (share3 != 0f ? share3 * v3_2 : 0f) + (share4 != 0f ? share4 * v4_2 : 0f) + (share5 != 0f ? share5 * v5_2 : 0f) + (share6 != 0f ? share6 * v6_2 : 0f) + (share7 != 0f ? share7 * v7_2 : 0f);
+                        o3 += (share0 != 0f ? share0 * v0_3 : 0f) + (share1 != 0f ? share1 * v1_3 : 0f) + (share2 != 0f ? share2 * v2_3 : 0f) + (share3 != 0f ? share3 * v3_3 : 0f) + (share4 != 0f ? share4 * v4_3 : 0f) + (share5 != 0f ? share5 * v5_3 : 0f) + (share6 != 0f ? share6 * v6_3 : 0f) + (share7 != 0f ? share7 * v7_3 : 0f);
+                    }
+                    long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;
+                    if (warps == 1)
+                    {
+                        p.LatentOutput[output + lane + 0] = o0;
+                        p.LatentOutput[output + lane + 32] = o1;
+                        p.LatentOutput[output + lane + 64] = o2;
+                        p.LatentOutput[output + lane + 96] = o3;
+                    }
+                    else
+                    {
+                        merged[warp * TcCombineSliceColumns + lane + 0] = o0;
+                        merged[warp * TcCombineSliceColumns + lane + 32] = o1;
+                        merged[warp * TcCombineSliceColumns + lane + 64] = o2;
+                        merged[warp * TcCombineSliceColumns + lane + 96] = o3;
+                        global::ILGPU.Group.Barrier();
+                        for (int column = tid; column < TcCombineSliceColumns; column += DwThreads)
+                        {
+                            float sum = 0f;
+                            for (int other = 0; other < warps; other++)
+                                sum += merged[other * TcCombineSliceColumns + column];
+                            p.LatentOutput[output + column] = sum;
+                        }
+                    }
+                    if (tid == 0 && slice == 0)
+                        p.Lse[p.BlockFirstRow[block] + r] = lse;
+                    global::ILGPU.Group.Barrier(); // merged is free for the next slice
+                }
             }
         }
 
@@ -3390,8 +3679,8 @@ partial class DeepSeekV2LiteAttention
 
             public override global::MlaGen.Kernels.DecodeTiling TilingOf(global::MlaGen.Kernels.DecodeAttentionKind kernel) => kernel switch
             {
-                global::MlaGen.Kernels.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new global::MlaGen.Kernels.DecodeTiling(DwRows, DwStepKeys, DwCtasPerSm),
-                global::MlaGen.Kernels.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new global::MlaGen.Kernels.DecodeTiling(TcRows, TcTile, TcCtasPerSm),
+                global::MlaGen.Kernels.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new global::MlaGen.Kernels.DecodeTiling(DwRows, DwStepKeys, DwCtasPerSm, TcCombineSlices),
+                global::MlaGen.Kernels.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new global::MlaGen.Kernels.DecodeTiling(TcRows, TcTile, TcCtasPerSm, TcCombineSlices),
                 _ => base.TilingOf(kernel),
             };
 
@@ -3414,7 +3703,7 @@ partial class DeepSeekV2LiteAttention
             {
                 if (_tensorCoreCombine is null)
                     base.TensorCoreCombine(stream, p);
-                else if (p.Blocks > 0 && p.MaxBlockItems > 1) // with no block split, the attention wrote every row itself
+                else if (p.Blocks > 0 && p.MaxBlockItems > 1 && p.MergedInPlace == 0) // otherwise the attention wrote every row itself
                 {
                     int warps = TcCombineWarps(p.MaxBlockItems);
                     _tensorCoreCombine(stream, new global::ILGPU.KernelConfig(p.Blocks * p.BlockCapacity * TcCombineSlices, Lanes * warps, global::ILGPU.SharedMemoryConfig.RequestDynamic<float>(TcCombineSharedFloats(warps))), p);
