@@ -14,7 +14,10 @@ namespace MlaGen.Kernels;
 /// </summary>
 public static class SplitKvScheduler
 {
-    /// <summary>Tiles' worth of fixed cost per item (loading Q, filling the copy pipeline, writing the partial output).</summary>
+    /// <summary>
+    /// Fixed cost per item (loading Q, filling the copy pipeline, writing the partial output) in the tiling's token units
+    /// (<see cref="DecodeTiling.Tokens"/>: a 64-token step on the wgmma kernel, a 16-token tile on mma.sync).
+    /// </summary>
     public const int ItemOverheadTiles = 4;
 
     /// <summary>The most items one row block is cut into (one long sequence over every CTA slot of a large GPU).</summary>
