@@ -197,7 +197,8 @@ internal static class TensorCoreEmitter
     /// </summary>
     internal static void EmitItemOutput(SourceWriter w, string rowsPerItem)
     {
-        w.Line("bool alone = p.BlockItems[block] == 1;");
+        w.Line("int blockItems = p.BlockItems[block];");
+        w.Line("bool alone = blockItems == 1;");
         w.Line("global::ILGPU.ArrayView<float> itemOutput = alone ? p.LatentOutput : p.PartialOutput;");
         w.Line("global::ILGPU.ArrayView<float> itemLse = alone ? p.Lse : p.PartialLse;");
         w.Line($"long itemFirstRow = alone ? firstRow : (long)item * {rowsPerItem};");
@@ -325,19 +326,18 @@ internal static class TensorCoreEmitter
     {
         w.Line("// A split block merges here when the plan is one wave: no combine launch, and the parts are read back from L2.");
         w.Open("if (!alone && p.MergeCounters != 0)");
-        w.Line("int count = p.BlockItems[block];");
         w.Line("global::ILGPU.Group.Barrier(); // every thread's share of the part is written");
         w.Line("if (tid == 0)");
-        w.Line($"    {Asm}(\"{MergeArrivalPtx}\", p.MergeCounters + block * 8L, count);");
+        w.Line($"    {Asm}(\"{MergeArrivalPtx}\", p.MergeCounters + block * 8L, blockItems);");
         w.Line("global::ILGPU.Group.Barrier(); // all of the block's parts are visible to the whole CTA");
         w.Line($"global::ILGPU.ArrayView<float> merged = {merged};");
         if (declareWarp)
             w.Line("int warp = tid >> 5;");
         w.Line($"int warps = {threads} / Lanes;");
-        w.Open("for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += count)");
+        w.Open("for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += blockItems)");
         w.Line("int r = unit / TcCombineSlices;");
         w.Line("int slice = unit - r * TcCombineSlices;");
-        EmitRowSliceMerge(w, s, "count", capacity, "tid", threads);
+        EmitRowSliceMerge(w, s, "blockItems", capacity, "tid", threads);
         w.Line("global::ILGPU.Group.Barrier(); // merged is free for the next slice");
         w.Close();
         w.Close();

@@ -38,7 +38,6 @@ public static class SplitKvScheduler
         public int Blocks => BlockFirstRow.Length;
         public int MaxBlockItems => BlockItems.Length == 0 ? 0 : BlockItems.Max();
 
-
         /// <summary>
         /// The attention and combine parameters of this plan. <paramref name="views"/> names the query, cache and output
         /// buffers (its plan fields and raw addresses are filled here); <paramref name="upload"/> puts each of the plan's int

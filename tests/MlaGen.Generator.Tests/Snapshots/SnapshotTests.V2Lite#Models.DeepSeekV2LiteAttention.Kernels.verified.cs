@@ -1327,7 +1327,8 @@ partial class DeepSeekV2LiteAttention
             int begin = p.ItemBegin[item];
             int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further
             long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;
-            bool alone = p.BlockItems[block] == 1;
+            int blockItems = p.BlockItems[block];
+            bool alone = blockItems == 1;
             global::ILGPU.ArrayView<float> itemOutput = alone ? p.LatentOutput : p.PartialOutput;
             global::ILGPU.ArrayView<float> itemLse = alone ? p.Lse : p.PartialLse;
             long itemFirstRow = alone ? firstRow : (long)item * TcRows;
@@ -1758,33 +1759,32 @@ partial class DeepSeekV2LiteAttention
             // A split block merges here when the plan is one wave: no combine launch, and the parts are read back from L2.
             if (!alone && p.MergeCounters != 0)
             {
-                int count = p.BlockItems[block];
                 global::ILGPU.Group.Barrier(); // every thread's share of the part is written
                 if (tid == 0)
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 n; .reg .pred pw, pl; fence.acq_rel.gpu; red.release.gpu.global.add.u32 [%0], 1; MlaMergeWait: ld.acquire.gpu.global.u32 n, [%0]; setp.lt.u32 pw, n, %1; @pw bra MlaMergeWait; atom.relaxed.gpu.global.add.u32 n, [%0+4], 1; add.u32 n, n, 1; setp.eq.u32 pl, n, %1; @pl st.relaxed.gpu.global.u32 [%0], 0; @pl st.relaxed.gpu.global.u32 [%0+4], 0; }", p.MergeCounters + block * 8L, count);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 n; .reg .pred pw, pl; fence.acq_rel.gpu; red.release.gpu.global.add.u32 [%0], 1; MlaMergeWait: ld.acquire.gpu.global.u32 n, [%0]; setp.lt.u32 pw, n, %1; @pw bra MlaMergeWait; atom.relaxed.gpu.global.add.u32 n, [%0+4], 1; add.u32 n, n, 1; setp.eq.u32 pl, n, %1; @pl st.relaxed.gpu.global.u32 [%0], 0; @pl st.relaxed.gpu.global.u32 [%0+4], 0; }", p.MergeCounters + block * 8L, blockItems);
                 global::ILGPU.Group.Barrier(); // all of the block's parts are visible to the whole CTA
                 global::ILGPU.ArrayView<float> merged = partial;
                 int warps = TcThreads / Lanes;
-                for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += count)
+                for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += blockItems)
                 {
                     int r = unit / TcCombineSlices;
                     int slice = unit - r * TcCombineSlices;
                     int first = p.BlockFirstItem[block];
                     float laneMax = float.NegativeInfinity, laneSum = 0f;
-                    for (int firstSplit = lane; firstSplit < count; firstSplit += 4 * Lanes)
+                    for (int firstSplit = lane; firstSplit < blockItems; firstSplit += 4 * Lanes)
                     {
-                        int split0 = global::System.Math.Min(firstSplit + 0, count - 1);
+                        int split0 = global::System.Math.Min(firstSplit + 0, blockItems - 1);
                         float read0 = p.PartialLse[(long)(first + split0) * TcRows + r];
-                        int split1 = global::System.Math.Min(firstSplit + 32, count - 1);
+                        int split1 = global::System.Math.Min(firstSplit + 32, blockItems - 1);
                         float read1 = p.PartialLse[(long)(first + split1) * TcRows + r];
-                        int split2 = global::System.Math.Min(firstSplit + 64, count - 1);
+                        int split2 = global::System.Math.Min(firstSplit + 64, blockItems - 1);
                         float read2 = p.PartialLse[(long)(first + split2) * TcRows + r];
-                        int split3 = global::System.Math.Min(firstSplit + 96, count - 1);
+                        int split3 = global::System.Math.Min(firstSplit + 96, blockItems - 1);
                         float read3 = p.PartialLse[(long)(first + split3) * TcRows + r];
-                        float l0 = firstSplit + 0 < count ? read0 : float.NegativeInfinity;
-                        float l1 = firstSplit + 32 < count ? read1 : float.NegativeInfinity;
-                        float l2 = firstSplit + 64 < count ? read2 : float.NegativeInfinity;
-                        float l3 = firstSplit + 96 < count ? read3 : float.NegativeInfinity;
+                        float l0 = firstSplit + 0 < blockItems ? read0 : float.NegativeInfinity;
+                        float l1 = firstSplit + 32 < blockItems ? read1 : float.NegativeInfinity;
+                        float l2 = firstSplit + 64 < blockItems ? read2 : float.NegativeInfinity;
+                        float l3 = firstSplit + 96 < blockItems ? read3 : float.NegativeInfinity;
                         float tripMax = global::System.Math.Max(global::System.Math.Max(global::System.Math.Max(l0, l1), l2), l3);
                         float newMax = global::System.Math.Max(laneMax, tripMax);
                         if (newMax != float.NegativeInfinity)
@@ -1800,39 +1800,39 @@ partial class DeepSeekV2LiteAttention
                     float o1 = 0f;
                     float o2 = 0f;
                     float o3 = 0f;
-                    for (int split = warp; split < count; split += 8 * warps)
+                    for (int split = warp; split < blockItems; split += 8 * warps)
                     {
                         long row0 = (long)(first + split) * TcRows + r;
                         float lse0 = p.PartialLse[row0];
                         float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part0 = row0 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row1 = (split + 1 * warps) < count ? (long)(first + (split + 1 * warps)) * TcRows + r : row0;
+                        long row1 = (split + 1 * warps) < blockItems ? (long)(first + (split + 1 * warps)) * TcRows + r : row0;
                         float lse1 = p.PartialLse[row1];
-                        float share1 = (split + 1 * warps) >= count || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share1 = (split + 1 * warps) >= blockItems || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part1 = row1 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row2 = (split + 2 * warps) < count ? (long)(first + (split + 2 * warps)) * TcRows + r : row0;
+                        long row2 = (split + 2 * warps) < blockItems ? (long)(first + (split + 2 * warps)) * TcRows + r : row0;
                         float lse2 = p.PartialLse[row2];
-                        float share2 = (split + 2 * warps) >= count || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share2 = (split + 2 * warps) >= blockItems || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part2 = row2 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row3 = (split + 3 * warps) < count ? (long)(first + (split + 3 * warps)) * TcRows + r : row0;
+                        long row3 = (split + 3 * warps) < blockItems ? (long)(first + (split + 3 * warps)) * TcRows + r : row0;
                         float lse3 = p.PartialLse[row3];
-                        float share3 = (split + 3 * warps) >= count || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share3 = (split + 3 * warps) >= blockItems || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part3 = row3 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row4 = (split + 4 * warps) < count ? (long)(first + (split + 4 * warps)) * TcRows + r : row0;
+                        long row4 = (split + 4 * warps) < blockItems ? (long)(first + (split + 4 * warps)) * TcRows + r : row0;
                         float lse4 = p.PartialLse[row4];
-                        float share4 = (split + 4 * warps) >= count || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share4 = (split + 4 * warps) >= blockItems || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part4 = row4 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row5 = (split + 5 * warps) < count ? (long)(first + (split + 5 * warps)) * TcRows + r : row0;
+                        long row5 = (split + 5 * warps) < blockItems ? (long)(first + (split + 5 * warps)) * TcRows + r : row0;
                         float lse5 = p.PartialLse[row5];
-                        float share5 = (split + 5 * warps) >= count || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share5 = (split + 5 * warps) >= blockItems || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part5 = row5 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row6 = (split + 6 * warps) < count ? (long)(first + (split + 6 * warps)) * TcRows + r : row0;
+                        long row6 = (split + 6 * warps) < blockItems ? (long)(first + (split + 6 * warps)) * TcRows + r : row0;
                         float lse6 = p.PartialLse[row6];
-                        float share6 = (split + 6 * warps) >= count || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share6 = (split + 6 * warps) >= blockItems || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part6 = row6 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row7 = (split + 7 * warps) < count ? (long)(first + (split + 7 * warps)) * TcRows + r : row0;
+                        long row7 = (split + 7 * warps) < blockItems ? (long)(first + (split + 7 * warps)) * TcRows + r : row0;
                         float lse7 = p.PartialLse[row7];
-                        float share7 = (split + 7 * warps) >= count || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share7 = (split + 7 * warps) >= blockItems || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part7 = row7 * LatentRank + slice * TcCombineSliceColumns + lane;
                         float v0_0 = p.PartialOutput[part0 + 0];
                         float v1_0 = p.PartialOutput[part1 + 0];
@@ -2094,7 +2094,8 @@ partial class DeepSeekV2LiteAttention
             long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;
             int visibleLo = rowLo < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowLo) / Heads] + 1, end) : 0;
             int visibleHi = rowHi < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowHi) / Heads] + 1, end) : 0;
-            bool alone = p.BlockItems[block] == 1;
+            int blockItems = p.BlockItems[block];
+            bool alone = blockItems == 1;
             global::ILGPU.ArrayView<float> itemOutput = alone ? p.LatentOutput : p.PartialOutput;
             global::ILGPU.ArrayView<float> itemLse = alone ? p.Lse : p.PartialLse;
             long itemFirstRow = alone ? firstRow : (long)item * DwRows;
@@ -2285,34 +2286,33 @@ partial class DeepSeekV2LiteAttention
             // A split block merges here when the plan is one wave: no combine launch, and the parts are read back from L2.
             if (!alone && p.MergeCounters != 0)
             {
-                int count = p.BlockItems[block];
                 global::ILGPU.Group.Barrier(); // every thread's share of the part is written
                 if (tid == 0)
-                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 n; .reg .pred pw, pl; fence.acq_rel.gpu; red.release.gpu.global.add.u32 [%0], 1; MlaMergeWait: ld.acquire.gpu.global.u32 n, [%0]; setp.lt.u32 pw, n, %1; @pw bra MlaMergeWait; atom.relaxed.gpu.global.add.u32 n, [%0+4], 1; add.u32 n, n, 1; setp.eq.u32 pl, n, %1; @pl st.relaxed.gpu.global.u32 [%0], 0; @pl st.relaxed.gpu.global.u32 [%0+4], 0; }", p.MergeCounters + block * 8L, count);
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 n; .reg .pred pw, pl; fence.acq_rel.gpu; red.release.gpu.global.add.u32 [%0], 1; MlaMergeWait: ld.acquire.gpu.global.u32 n, [%0]; setp.lt.u32 pw, n, %1; @pw bra MlaMergeWait; atom.relaxed.gpu.global.add.u32 n, [%0+4], 1; add.u32 n, n, 1; setp.eq.u32 pl, n, %1; @pl st.relaxed.gpu.global.u32 [%0], 0; @pl st.relaxed.gpu.global.u32 [%0+4], 0; }", p.MergeCounters + block * 8L, blockItems);
                 global::ILGPU.Group.Barrier(); // all of the block's parts are visible to the whole CTA
                 global::ILGPU.ArrayView<float> merged = stagedOutput;
                 int warp = tid >> 5;
                 int warps = DwThreads / Lanes;
-                for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += count)
+                for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += blockItems)
                 {
                     int r = unit / TcCombineSlices;
                     int slice = unit - r * TcCombineSlices;
                     int first = p.BlockFirstItem[block];
                     float laneMax = float.NegativeInfinity, laneSum = 0f;
-                    for (int firstSplit = lane; firstSplit < count; firstSplit += 4 * Lanes)
+                    for (int firstSplit = lane; firstSplit < blockItems; firstSplit += 4 * Lanes)
                     {
-                        int split0 = global::System.Math.Min(firstSplit + 0, count - 1);
+                        int split0 = global::System.Math.Min(firstSplit + 0, blockItems - 1);
                         float read0 = p.PartialLse[(long)(first + split0) * DwRows + r];
-                        int split1 = global::System.Math.Min(firstSplit + 32, count - 1);
+                        int split1 = global::System.Math.Min(firstSplit + 32, blockItems - 1);
                         float read1 = p.PartialLse[(long)(first + split1) * DwRows + r];
-                        int split2 = global::System.Math.Min(firstSplit + 64, count - 1);
+                        int split2 = global::System.Math.Min(firstSplit + 64, blockItems - 1);
                         float read2 = p.PartialLse[(long)(first + split2) * DwRows + r];
-                        int split3 = global::System.Math.Min(firstSplit + 96, count - 1);
+                        int split3 = global::System.Math.Min(firstSplit + 96, blockItems - 1);
                         float read3 = p.PartialLse[(long)(first + split3) * DwRows + r];
-                        float l0 = firstSplit + 0 < count ? read0 : float.NegativeInfinity;
-                        float l1 = firstSplit + 32 < count ? read1 : float.NegativeInfinity;
-                        float l2 = firstSplit + 64 < count ? read2 : float.NegativeInfinity;
-                        float l3 = firstSplit + 96 < count ? read3 : float.NegativeInfinity;
+                        float l0 = firstSplit + 0 < blockItems ? read0 : float.NegativeInfinity;
+                        float l1 = firstSplit + 32 < blockItems ? read1 : float.NegativeInfinity;
+                        float l2 = firstSplit + 64 < blockItems ? read2 : float.NegativeInfinity;
+                        float l3 = firstSplit + 96 < blockItems ? read3 : float.NegativeInfinity;
                         float tripMax = global::System.Math.Max(global::System.Math.Max(global::System.Math.Max(l0, l1), l2), l3);
                         float newMax = global::System.Math.Max(laneMax, tripMax);
                         if (newMax != float.NegativeInfinity)
@@ -2328,39 +2328,39 @@ partial class DeepSeekV2LiteAttention
                     float o1 = 0f;
                     float o2 = 0f;
                     float o3 = 0f;
-                    for (int split = warp; split < count; split += 8 * warps)
+                    for (int split = warp; split < blockItems; split += 8 * warps)
                     {
                         long row0 = (long)(first + split) * DwRows + r;
                         float lse0 = p.PartialLse[row0];
                         float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part0 = row0 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row1 = (split + 1 * warps) < count ? (long)(first + (split + 1 * warps)) * DwRows + r : row0;
+                        long row1 = (split + 1 * warps) < blockItems ? (long)(first + (split + 1 * warps)) * DwRows + r : row0;
                         float lse1 = p.PartialLse[row1];
-                        float share1 = (split + 1 * warps) >= count || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share1 = (split + 1 * warps) >= blockItems || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part1 = row1 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row2 = (split + 2 * warps) < count ? (long)(first + (split + 2 * warps)) * DwRows + r : row0;
+                        long row2 = (split + 2 * warps) < blockItems ? (long)(first + (split + 2 * warps)) * DwRows + r : row0;
                         float lse2 = p.PartialLse[row2];
-                        float share2 = (split + 2 * warps) >= count || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share2 = (split + 2 * warps) >= blockItems || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part2 = row2 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row3 = (split + 3 * warps) < count ? (long)(first + (split + 3 * warps)) * DwRows + r : row0;
+                        long row3 = (split + 3 * warps) < blockItems ? (long)(first + (split + 3 * warps)) * DwRows + r : row0;
                         float lse3 = p.PartialLse[row3];
-                        float share3 = (split + 3 * warps) >= count || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share3 = (split + 3 * warps) >= blockItems || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part3 = row3 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row4 = (split + 4 * warps) < count ? (long)(first + (split + 4 * warps)) * DwRows + r : row0;
+                        long row4 = (split + 4 * warps) < blockItems ? (long)(first + (split + 4 * warps)) * DwRows + r : row0;
                         float lse4 = p.PartialLse[row4];
-                        float share4 = (split + 4 * warps) >= count || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share4 = (split + 4 * warps) >= blockItems || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part4 = row4 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row5 = (split + 5 * warps) < count ? (long)(first + (split + 5 * warps)) * DwRows + r : row0;
+                        long row5 = (split + 5 * warps) < blockItems ? (long)(first + (split + 5 * warps)) * DwRows + r : row0;
                         float lse5 = p.PartialLse[row5];
-                        float share5 = (split + 5 * warps) >= count || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share5 = (split + 5 * warps) >= blockItems || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part5 = row5 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row6 = (split + 6 * warps) < count ? (long)(first + (split + 6 * warps)) * DwRows + r : row0;
+                        long row6 = (split + 6 * warps) < blockItems ? (long)(first + (split + 6 * warps)) * DwRows + r : row0;
                         float lse6 = p.PartialLse[row6];
-                        float share6 = (split + 6 * warps) >= count || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share6 = (split + 6 * warps) >= blockItems || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part6 = row6 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row7 = (split + 7 * warps) < count ? (long)(first + (split + 7 * warps)) * DwRows + r : row0;
+                        long row7 = (split + 7 * warps) < blockItems ? (long)(first + (split + 7 * warps)) * DwRows + r : row0;
                         float lse7 = p.PartialLse[row7];
-                        float share7 = (split + 7 * warps) >= count || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share7 = (split + 7 * warps) >= blockItems || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part7 = row7 * LatentRank + slice * TcCombineSliceColumns + lane;
                         float v0_0 = p.PartialOutput[part0 + 0];
                         float v1_0 = p.PartialOutput[part1 + 0];
