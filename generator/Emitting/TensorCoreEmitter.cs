@@ -176,19 +176,17 @@ internal static class TensorCoreEmitter
     }
 
     /// <summary>
-    /// The split-KV work item both decode kernels start from: its row block (first row, rows, last token), the cached
-    /// token range [begin, end) no row of it sees past, and the sequence's block-table row.
+    /// The split-KV work item both decode kernels start from, one record (<c>WorkItemRecord</c>, one sector): its row block
+    /// (first row, rows, items), the cached token range [begin, end) no row of it sees past, and the sequence's block-table
+    /// row. Nothing here waits for another load, so the first copy waits for this sector and the block table only.
     /// </summary>
     internal static void EmitWorkItem(SourceWriter w)
     {
         w.Line("int item = global::ILGPU.Grid.IdxX;");
-        w.Line("int block = p.ItemBlock[item];");
-        w.Line("int firstRow = p.BlockFirstRow[block];");
-        w.Line("int rows = p.BlockRows[block];");
-        w.Line("int lastToken = (firstRow + rows - 1) / Heads;");
-        w.Line("int begin = p.ItemBegin[item];");
-        w.Line("int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further");
-        w.Line("long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;");
+        w.Line($"long record = (long)item * {K}.WorkItemRecord.Ints;");
+        foreach (var (name, field) in new[] { ("block", "Block"), ("begin", "Begin"), ("end", "End"), ("sequenceSlot", "Slot"), ("firstRow", "FirstRow"), ("rows", "Rows"), ("blockItems", "BlockItems"), ("blockFirstItem", "BlockFirstItem") })
+            w.Line($"int {name} = p.WorkItems[record + {K}.WorkItemRecord.{field}];");
+        w.Line("long blockRow = (long)sequenceSlot * p.Cache.BlockTableStride;");
     }
 
     /// <summary>
@@ -197,7 +195,6 @@ internal static class TensorCoreEmitter
     /// </summary>
     internal static void EmitItemOutput(SourceWriter w, string rowsPerItem)
     {
-        w.Line("int blockItems = p.BlockItems[block];");
         w.Line("bool alone = blockItems == 1;");
         w.Line("global::ILGPU.ArrayView<float> itemOutput = alone ? p.LatentOutput : p.PartialOutput;");
         w.Line("global::ILGPU.ArrayView<float> itemLse = alone ? p.Lse : p.PartialLse;");
@@ -334,7 +331,7 @@ internal static class TensorCoreEmitter
         if (declareWarp)
             w.Line("int warp = tid >> 5;");
         w.Line($"int warps = {threads} / Lanes;");
-        w.Open("for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += blockItems)");
+        w.Open("for (int unit = item - blockFirstItem; unit < rows * TcCombineSlices; unit += blockItems)");
         w.Line("int r = unit / TcCombineSlices;");
         w.Line("int slice = unit - r * TcCombineSlices;");
         EmitRowSliceMerge(w, s, "blockItems", capacity, "tid", threads);

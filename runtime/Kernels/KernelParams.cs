@@ -102,10 +102,8 @@ public struct TensorCoreAttentionParams
     public long PagesAddress;
     /// <summary>Device address of <c>AbsorbedQuery[0]</c> (16-byte aligned), for vector loads of Q.</summary>
     public long QueryAddress;
-    /// <summary>Per item: its row block, and the cached token range [begin, end) it covers (multiples of the tile).</summary>
-    public ArrayView<int> ItemBlock;
-    public ArrayView<int> ItemBegin;
-    public ArrayView<int> ItemEnd;
+    /// <summary>Per item, <see cref="WorkItemRecord.Ints"/> ints: its row block and cached token range, and the block's fields it starts from.</summary>
+    public ArrayView<int> WorkItems;
     /// <summary>Per row block: first query row (token · H + head) and row count (≤ the kernel's <see cref="DecodeTiling.Rows"/>).</summary>
     public ArrayView<int> BlockFirstRow;
     public ArrayView<int> BlockRows;
@@ -124,6 +122,31 @@ public struct TensorCoreAttentionParams
     /// all resident at once and each split block merges itself (<see cref="SplitKvScheduler.Plan.MergesInPlace"/>); else 0.
     /// </summary>
     public long MergeCounters;
+}
+
+/// <summary>
+/// One work item of <see cref="TensorCoreAttentionParams.WorkItems"/>: everything a CTA needs before its first cache copy in
+/// one 32-byte sector, so that the start is one load and the block-table read instead of a chain through the block arrays
+/// and the cache's token arrays.
+/// </summary>
+public static class WorkItemRecord
+{
+    /// <summary>The item's row block (an index into the Block* arrays).</summary>
+    public const int Block = 0;
+    /// <summary>First cached token (a multiple of the tiling's tokens).</summary>
+    public const int Begin = 1;
+    /// <summary>One past the last cached token: no further than the tokens the block's sequence has in the cache.</summary>
+    public const int End = 2;
+    /// <summary>The sequence's cache slot: its row of the block table.</summary>
+    public const int Slot = 3;
+    /// <summary>The block's first query row (token · H + head) and row count.</summary>
+    public const int FirstRow = 4;
+    public const int Rows = 5;
+    /// <summary>The block's items and its first item (1 item: the item writes the final output).</summary>
+    public const int BlockItems = 6;
+    public const int BlockFirstItem = 7;
+    /// <summary>Ints per record.</summary>
+    public const int Ints = 8;
 }
 
 /// <summary>Merges each row block's items into latent output <c>[T, H, latent]</c> and LSE <c>[T, H]</c>.</summary>

@@ -27,12 +27,14 @@ public static class SplitKvScheduler
     private static readonly double[] ItemsPerSlot = [0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4];
 
     /// <summary>
-    /// Items (row block, token range [begin, end)) in launch order, blocks (first row, rows, first item, items) longest
-    /// item first, and whether the split blocks merge in place (<see cref="MergesInPlace"/>).
+    /// Items (row block, token range [begin, end)) in launch order, blocks (first row, rows, first item, items, the
+    /// sequence they belong to and the tokens it has in the cache) longest item first, and whether the split blocks merge
+    /// in place (<see cref="MergesInPlace"/>).
     /// </summary>
     public sealed record Plan(
         int[] ItemBlock, int[] ItemBegin, int[] ItemEnd,
-        int[] BlockFirstRow, int[] BlockRows, int[] BlockFirstItem, int[] BlockItems, bool MergesInPlace)
+        int[] BlockFirstRow, int[] BlockRows, int[] BlockFirstItem, int[] BlockItems,
+        int[] BlockSequence, int[] BlockVisible, bool MergesInPlace)
     {
         public int Items => ItemBlock.Length;
         public int Blocks => BlockFirstRow.Length;
@@ -40,13 +42,17 @@ public static class SplitKvScheduler
 
         /// <summary>
         /// The attention and combine parameters of this plan. <paramref name="views"/> names the query, cache and output
-        /// buffers (its plan fields and raw addresses are filled here); <paramref name="upload"/> puts each of the plan's int
-        /// arrays on the device, wherever the caller keeps them.
+        /// buffers (its plan fields and raw addresses are filled here); <paramref name="sequenceSlot"/> is each sequence's
+        /// cache slot (its block-table row); <paramref name="upload"/> puts each of the plan's int arrays on the device,
+        /// wherever the caller keeps them.
         /// </summary>
         public (TensorCoreAttentionParams Attention, TensorCoreCombineParams Combine) ToParams(
-            TensorCoreAttentionParams views, int blockRows, Func<PlanArray, int[], ILGPU.ArrayView<int>> upload)
+            TensorCoreAttentionParams views, int blockRows, ReadOnlySpan<int> sequenceSlot, Func<PlanArray, int[], ILGPU.ArrayView<int>> upload)
         {
             ArgumentNullException.ThrowIfNull(upload);
+            int sequences = BlockSequence.Length == 0 ? 0 : BlockSequence.Max() + 1;
+            if (sequenceSlot.Length < sequences)
+                throw new ArgumentException($"The plan has {sequences} sequences but {sequenceSlot.Length} slots were given.", nameof(sequenceSlot));
             long queryAddress = views.AbsorbedQuery.LoadEffectiveAddressAsPtr().ToInt64();
             if (queryAddress % 16 != 0)
                 throw new ArgumentException($"The absorbed query must start 16-byte aligned for vector loads; it starts at 0x{queryAddress:X}.", nameof(views));
@@ -61,9 +67,7 @@ public static class SplitKvScheduler
             {
                 PagesAddress = views.Cache.Pages.LoadEffectiveAddressAsPtr().ToInt64(),
                 QueryAddress = queryAddress,
-                ItemBlock = upload(PlanArray.ItemBlock, ItemBlock),
-                ItemBegin = upload(PlanArray.ItemBegin, ItemBegin),
-                ItemEnd = upload(PlanArray.ItemEnd, ItemEnd),
+                WorkItems = upload(PlanArray.WorkItems, WorkItemRecords(sequenceSlot)),
                 BlockFirstRow = firstRow,
                 BlockRows = rows,
                 BlockItems = items,
@@ -88,10 +92,30 @@ public static class SplitKvScheduler
             };
             return (attention, combine);
         }
+
+        /// <summary>Each item as a <see cref="WorkItemRecord"/>: its block's fields copied in, its end clamped to what the block's sequence has.</summary>
+        private int[] WorkItemRecords(ReadOnlySpan<int> sequenceSlot)
+        {
+            var records = new int[Items * WorkItemRecord.Ints];
+            for (int i = 0; i < Items; i++)
+            {
+                int b = ItemBlock[i];
+                var record = records.AsSpan(i * WorkItemRecord.Ints, WorkItemRecord.Ints);
+                record[WorkItemRecord.Block] = b;
+                record[WorkItemRecord.Begin] = ItemBegin[i];
+                record[WorkItemRecord.End] = Math.Min(ItemEnd[i], BlockVisible[b]);
+                record[WorkItemRecord.Slot] = sequenceSlot[BlockSequence[b]];
+                record[WorkItemRecord.FirstRow] = BlockFirstRow[b];
+                record[WorkItemRecord.Rows] = BlockRows[b];
+                record[WorkItemRecord.BlockItems] = BlockItems[b];
+                record[WorkItemRecord.BlockFirstItem] = BlockFirstItem[b];
+            }
+            return records;
+        }
     }
 
     /// <summary>The int arrays of a <see cref="Plan"/> that the kernels read (and the in-place merge's counters, uploaded as zeros).</summary>
-    public enum PlanArray { ItemBlock, ItemBegin, ItemEnd, BlockFirstRow, BlockRows, BlockFirstItem, BlockItems, MergeCounters }
+    public enum PlanArray { WorkItems, BlockFirstRow, BlockRows, BlockFirstItem, BlockItems, MergeCounters }
 
     /// <param name="sequenceTokens">New tokens per sequence in call order (their rows are contiguous, token-major).</param>
     /// <param name="lastPosition">Position of the last new token of each sequence: the block sees up to it.</param>
@@ -110,6 +134,7 @@ public static class SplitKvScheduler
         var firstRows = new List<int>();
         var rowsOfBlock = new List<int>();
         var tilesOfBlock = new List<int>();
+        var sequenceOfBlock = new List<int>();
         int row = 0;
         for (int s = 0; s < sequenceTokens.Length; s++)
         {
@@ -120,6 +145,7 @@ public static class SplitKvScheduler
                 firstRows.Add(row + first);
                 rowsOfBlock.Add(Math.Min(blockRows, rows - first));
                 tilesOfBlock.Add(tiles);
+                sequenceOfBlock.Add(s);
             }
             row += rows;
         }
@@ -157,11 +183,15 @@ public static class SplitKvScheduler
         var blockRowCount = new int[blocks];
         var blockFirstItem = new int[blocks];
         var blockItems = new int[blocks];
+        var blockSequence = new int[blocks];
+        var blockVisible = new int[blocks];
         for (int b = 0; b < blocks; b++)
         {
             int source = order[b], tiles = tilesOfBlock[source], perItem = best![source];
             blockFirstRow[b] = firstRows[source];
             blockRowCount[b] = rowsOfBlock[source];
+            blockSequence[b] = sequenceOfBlock[source];
+            blockVisible[b] = lastPosition[sequenceOfBlock[source]] + 1;
             blockFirstItem[b] = itemBlock.Count;
             for (int begin = 0; begin < tiles; begin += perItem)
             {
@@ -172,7 +202,7 @@ public static class SplitKvScheduler
             blockItems[b] = itemBlock.Count - blockFirstItem[b];
         }
         return new Plan(itemBlock.ToArray(), itemBegin.ToArray(), itemEnd.ToArray(),
-            blockFirstRow, blockRowCount, blockFirstItem, blockItems, MergeInPlace(itemBlock.Count, blockRowCount, blockItems, tiling, slots));
+            blockFirstRow, blockRowCount, blockFirstItem, blockItems, blockSequence, blockVisible, MergeInPlace(itemBlock.Count, blockRowCount, blockItems, tiling, slots));
     }
 
     /// <summary>

@@ -1,6 +1,8 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using ILGPU;
+using MlaGen.Devices;
 using MlaGen.Kernels;
 using Xunit;
 
@@ -141,6 +143,47 @@ public class DecodeSchedulingTests
             }
             Assert.Equal(expectedEnd, next);
         }
+    }
+
+    [Theory]
+    [InlineData(16, 1, 1)]   // one long sequence split over many items
+    [InlineData(64, 2, 37)]  // s_q = 2: one block per token, both bounded by the sequence's last token
+    [InlineData(128, 1, 128)] // two blocks per sequence, variable lengths
+    public void WorkItemRecordsCarryTheirBlockAndStopAtTheSequencesTokens(int heads, int newTokens, int sequences)
+    {
+        var random = new Random(Environment.TickCount);
+        var tokens = Enumerable.Repeat(newTokens, sequences).ToArray();
+        var last = Enumerable.Range(0, sequences).Select(_ => sequences == 1 ? 32767 : random.Next(newTokens, 9000)).ToArray();
+        var slots = Enumerable.Range(0, sequences).Select(_ => random.Next(1000)).ToArray();
+        var plan = SplitKvScheduler.Build(tokens, last, heads, Warpgroup, 132);
+        using var device = MlaDevice.Create("cpu");
+        using var query = device.Accelerator.Allocate1D<float>(16);
+        using var pages = device.Accelerator.Allocate1D<ushort>(16);
+        var uploaded = new Dictionary<SplitKvScheduler.PlanArray, int[]>();
+        using var scratch = device.Accelerator.Allocate1D<int>(1);
+        plan.ToParams(new TensorCoreAttentionParams { AbsorbedQuery = query.View, Cache = new CacheAddressing { Pages = pages.View } }, Warpgroup.Rows, slots,
+            (array, values) => { uploaded[array] = values; return scratch.View; });
+
+        var records = uploaded[SplitKvScheduler.PlanArray.WorkItems];
+        Assert.Equal(plan.Items * WorkItemRecord.Ints, records.Length);
+        for (int i = 0; i < plan.Items; i++)
+        {
+            var record = records.AsSpan(i * WorkItemRecord.Ints, WorkItemRecord.Ints);
+            int b = plan.ItemBlock[i];
+            int sequence = plan.BlockFirstRow[b] / (newTokens * heads);
+            Assert.Equal(b, record[WorkItemRecord.Block]);
+            Assert.Equal(plan.ItemBegin[i], record[WorkItemRecord.Begin]);
+            Assert.Equal(Math.Min(plan.ItemEnd[i], last[sequence] + 1), record[WorkItemRecord.End]);
+            Assert.True(record[WorkItemRecord.End] > record[WorkItemRecord.Begin], "an item sees at least one token");
+            Assert.Equal(slots[sequence], record[WorkItemRecord.Slot]);
+            Assert.Equal(plan.BlockFirstRow[b], record[WorkItemRecord.FirstRow]);
+            Assert.Equal(plan.BlockRows[b], record[WorkItemRecord.Rows]);
+            Assert.Equal(plan.BlockItems[b], record[WorkItemRecord.BlockItems]);
+            Assert.Equal(plan.BlockFirstItem[b], record[WorkItemRecord.BlockFirstItem]);
+        }
+        var ex = Assert.Throws<ArgumentException>(() => plan.ToParams(new TensorCoreAttentionParams { AbsorbedQuery = query.View, Cache = new CacheAddressing { Pages = pages.View } },
+            Warpgroup.Rows, slots.AsSpan(0, sequences - 1), (_, _) => scratch.View));
+        Assert.Equal("sequenceSlot", ex.ParamName);
     }
 
     [Fact]

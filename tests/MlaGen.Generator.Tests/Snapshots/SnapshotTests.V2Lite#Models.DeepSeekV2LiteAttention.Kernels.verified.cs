@@ -1320,14 +1320,16 @@ partial class DeepSeekV2LiteAttention
             int g = lane >> 2; // mma group: rows g and g + 8
             int t = lane & 3; // thread in group: columns 2t, 2t + 1
             int item = global::ILGPU.Grid.IdxX;
-            int block = p.ItemBlock[item];
-            int firstRow = p.BlockFirstRow[block];
-            int rows = p.BlockRows[block];
-            int lastToken = (firstRow + rows - 1) / Heads;
-            int begin = p.ItemBegin[item];
-            int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further
-            long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;
-            int blockItems = p.BlockItems[block];
+            long record = (long)item * global::MlaGen.Kernels.WorkItemRecord.Ints;
+            int block = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.Block];
+            int begin = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.Begin];
+            int end = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.End];
+            int sequenceSlot = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.Slot];
+            int firstRow = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.FirstRow];
+            int rows = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.Rows];
+            int blockItems = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.BlockItems];
+            int blockFirstItem = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.BlockFirstItem];
+            long blockRow = (long)sequenceSlot * p.Cache.BlockTableStride;
             bool alone = blockItems == 1;
             global::ILGPU.ArrayView<float> itemOutput = alone ? p.LatentOutput : p.PartialOutput;
             global::ILGPU.ArrayView<float> itemLse = alone ? p.Lse : p.PartialLse;
@@ -1765,7 +1767,7 @@ partial class DeepSeekV2LiteAttention
                 global::ILGPU.Group.Barrier(); // all of the block's parts are visible to the whole CTA
                 global::ILGPU.ArrayView<float> merged = partial;
                 int warps = TcThreads / Lanes;
-                for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += blockItems)
+                for (int unit = item - blockFirstItem; unit < rows * TcCombineSlices; unit += blockItems)
                 {
                     int r = unit / TcCombineSlices;
                     int slice = unit - r * TcCombineSlices;
@@ -2085,16 +2087,18 @@ partial class DeepSeekV2LiteAttention
             int rowLo = ((tid >> 5) & 3) * 16 + g;
             int rowHi = rowLo + 8;
             int item = global::ILGPU.Grid.IdxX;
-            int block = p.ItemBlock[item];
-            int firstRow = p.BlockFirstRow[block];
-            int rows = p.BlockRows[block];
-            int lastToken = (firstRow + rows - 1) / Heads;
-            int begin = p.ItemBegin[item];
-            int end = global::System.Math.Min(p.ItemEnd[item], p.Cache.TokenPosition[lastToken] + 1); // no row sees further
-            long blockRow = (long)p.Cache.TokenSlot[lastToken] * p.Cache.BlockTableStride;
+            long record = (long)item * global::MlaGen.Kernels.WorkItemRecord.Ints;
+            int block = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.Block];
+            int begin = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.Begin];
+            int end = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.End];
+            int sequenceSlot = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.Slot];
+            int firstRow = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.FirstRow];
+            int rows = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.Rows];
+            int blockItems = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.BlockItems];
+            int blockFirstItem = p.WorkItems[record + global::MlaGen.Kernels.WorkItemRecord.BlockFirstItem];
+            long blockRow = (long)sequenceSlot * p.Cache.BlockTableStride;
             int visibleLo = rowLo < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowLo) / Heads] + 1, end) : 0;
             int visibleHi = rowHi < rows ? global::System.Math.Min(p.Cache.TokenPosition[(firstRow + rowHi) / Heads] + 1, end) : 0;
-            int blockItems = p.BlockItems[block];
             bool alone = blockItems == 1;
             global::ILGPU.ArrayView<float> itemOutput = alone ? p.LatentOutput : p.PartialOutput;
             global::ILGPU.ArrayView<float> itemLse = alone ? p.Lse : p.PartialLse;
@@ -2293,7 +2297,7 @@ partial class DeepSeekV2LiteAttention
                 global::ILGPU.ArrayView<float> merged = stagedOutput;
                 int warp = tid >> 5;
                 int warps = DwThreads / Lanes;
-                for (int unit = item - p.BlockFirstItem[block]; unit < rows * TcCombineSlices; unit += blockItems)
+                for (int unit = item - blockFirstItem; unit < rows * TcCombineSlices; unit += blockItems)
                 {
                     int r = unit / TcCombineSlices;
                     int slice = unit - r * TcCombineSlices;
