@@ -166,7 +166,7 @@ internal static class DecodeWarpgroupEmitter
         w.Line("if (rowHi < rows)");
         w.Line($"    itemLse[itemFirstRow + rowHi] = {NaturalLse("Hi")};");
         w.Close();
-        TensorCoreEmitter.EmitMergeInPlace(w, s, "DwRows", "DwThreads", "stagedOutput", declareWarp: true);
+        TensorCoreEmitter.EmitMergeInPlace(w, s, "DwRows", "DwThreads", "stagedOutput");
         w.Close();
         w.Line();
     }

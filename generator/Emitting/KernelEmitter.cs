@@ -551,8 +551,8 @@ internal static class KernelEmitter
             w.Line($"public override {K}.DecodeTiling TilingOf({K}.DecodeAttentionKind kernel) => kernel switch");
             w.Line("{");
             if (warpgroupDecode)
-                w.Line($"    {K}.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new {K}.DecodeTiling(DwRows, DwStepKeys, DwCtasPerSm, TcCombineSlices),");
-            w.Line($"    {K}.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new {K}.DecodeTiling(TcRows, TcTile, TcCtasPerSm, TcCombineSlices),");
+                w.Line($"    {K}.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new {K}.DecodeTiling(DwRows, DwStepKeys, DwCtasPerSm, TcCombineSlices, DwThreads / Lanes),");
+            w.Line($"    {K}.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new {K}.DecodeTiling(TcRows, TcTile, TcCtasPerSm, TcCombineSlices, TcThreads / Lanes),");
             w.Line("    _ => base.TilingOf(kernel),");
             w.Line("};");
             w.Line();

@@ -170,7 +170,7 @@ internal static class TensorCoreEmitter
         w.Line("if (g + 8 < rows)");
         w.Line($"    itemLse[itemFirstRow + g + 8] = sumHi != 0f ? (maxHi + {K}.KernelMath.Log2(sumHi)) * {K}.KernelMath.Ln2 : float.NegativeInfinity;");
         w.Close();
-        EmitMergeInPlace(w, s, "TcRows", "TcThreads", "partial", declareWarp: false);
+        EmitMergeInPlace(w, s, "TcRows", "TcThreads", "partial");
         w.Close();
         w.Line();
     }
@@ -276,35 +276,38 @@ internal static class TensorCoreEmitter
         w.Line("int count = p.BlockItems[block];");
         w.Line("if (count == 1)");
         w.Line("    return; // the attention kernel wrote this block's rows itself");
-        EmitRowSliceMerge(w, s, "count", "p.BlockCapacity", "global::ILGPU.Group.IdxX", "global::ILGPU.Group.DimX");
+        EmitRowSliceMerge(w, s, "count", "p.BlockCapacity", "global::ILGPU.Group.IdxX", "global::ILGPU.Group.DimX", "warp", "warps", "global::ILGPU.Group.Barrier();", "p.BlockFirstItem[block]");
         w.Close();
         w.Line();
     }
 
     /// <summary>
     /// Merges one row slice of a split block: row <c>r</c> of <c>block</c>, latent columns <c>slice</c>·TcCombineSliceColumns..,
-    /// over its <paramref name="count"/> items, whose parts are <paramref name="capacity"/> rows apart. Warps (<c>warp</c> of
-    /// <c>warps</c>) take the items in turn, lanes the columns; their sums meet in <c>merged</c> (shared, warps ×
-    /// TcCombineSliceColumns floats). The combine kernel runs one slice per CTA; an attention kernel that merges its own
-    /// block shares the block's slices among the block's items.
+    /// over its <paramref name="count"/> items, whose parts are <paramref name="capacity"/> rows apart. Warps
+    /// (<paramref name="warp"/> of <paramref name="warps"/>, threads <paramref name="thread"/> of <paramref name="threads"/>)
+    /// take the items in turn, lanes the columns; their sums meet in <c>merged</c> (shared, warps × TcCombineSliceColumns
+    /// floats) behind <paramref name="barrier"/>, which those warps alone reach; the block's parts start at item
+    /// <paramref name="firstItem"/>. The combine kernel runs one slice per CTA;
+    /// an attention kernel that merges its own block shares the block's slices among the block's items.
     /// </summary>
-    internal static void EmitRowSliceMerge(SourceWriter w, MlaShapeSpec s, string count, string capacity, string thread, string threads)
+    internal static void EmitRowSliceMerge(SourceWriter w, MlaShapeSpec s, string count, string capacity, string thread, string threads,
+        string warp, string warps, string barrier, string firstItem)
     {
         var (_, sliceColumns, partsInFlight) = CombineSlicing(s);
-        w.Line("int first = p.BlockFirstItem[block];");
+        w.Line($"int first = {firstItem};");
         System.Func<string, string> partRow = split => $"(long)(first + {split}) * {capacity} + r";
         EmitWarpMergedLse(w, count, partRow);
-        EmitWeightedParts(w, sliceColumns, "slice * TcCombineSliceColumns + lane", partsInFlight, count, partRow, "warp", "warps");
+        EmitWeightedParts(w, sliceColumns, "slice * TcCombineSliceColumns + lane", partsInFlight, count, partRow, warp, warps);
         w.Line("long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;");
-        w.Open("if (warps == 1)");
+        w.Open($"if ({warps} == 1)");
         EmitLaneStores(w, sliceColumns, c => $"p.LatentOutput[output + lane + {c * Lanes}] = o{c};");
         w.Close();
         w.Open("else");
-        EmitLaneStores(w, sliceColumns, c => $"merged[warp * TcCombineSliceColumns + lane + {c * Lanes}] = o{c};");
-        w.Line("global::ILGPU.Group.Barrier();");
+        EmitLaneStores(w, sliceColumns, c => $"merged[{warp} * TcCombineSliceColumns + lane + {c * Lanes}] = o{c};");
+        w.Line(barrier);
         w.Open($"for (int column = {thread}; column < TcCombineSliceColumns; column += {threads})");
         w.Line("float sum = 0f;");
-        w.Line("for (int other = 0; other < warps; other++)");
+        w.Line($"for (int other = 0; other < {warps}; other++)");
         w.Line("    sum += merged[other * TcCombineSliceColumns + column];");
         w.Line("p.LatentOutput[output + column] = sum;");
         w.Close();
@@ -316,10 +319,13 @@ internal static class TensorCoreEmitter
     /// <summary>
     /// The in-place merge, after the item's part is written, for plans whose items are all resident at once
     /// (<c>p.MergeCounters</c> ≠ 0): the block's items count themselves in, wait for all of them, and share the block's row
-    /// slices; the last to leave zeroes the counters for the next launch. <paramref name="threads"/> is the CTA's thread
-    /// count, <paramref name="merged"/> a shared view of at least threads/32 × TcCombineSliceColumns floats free by now.
+    /// slices; the last to leave zeroes the counters for the next launch. An item's slices (every blockItems-th unit of the
+    /// block from its own) go side by side, one group of warps each: the fewest groups that take them in one round (the plan
+    /// allows no more slices per item than the CTA has warps), each group meeting at its own named barrier (1 + group; 0 is
+    /// the CTA's). <paramref name="threads"/> is the CTA's thread count, <paramref name="merged"/> a shared view of at least
+    /// threads/32 × TcCombineSliceColumns floats free by now.
     /// </summary>
-    internal static void EmitMergeInPlace(SourceWriter w, MlaShapeSpec s, string capacity, string threads, string merged, bool declareWarp)
+    internal static void EmitMergeInPlace(SourceWriter w, MlaShapeSpec s, string capacity, string threads, string merged)
     {
         w.Line("// A split block merges here when the plan is one wave: no combine launch, and the parts are read back from L2.");
         w.Open("if (!alone && p.MergeCounters != 0)");
@@ -327,15 +333,21 @@ internal static class TensorCoreEmitter
         w.Line("if (tid == 0)");
         w.Line($"    {Asm}(\"{MergeArrivalPtx}\", p.MergeCounters + block * 8L, blockItems);");
         w.Line("global::ILGPU.Group.Barrier(); // all of the block's parts are visible to the whole CTA");
-        w.Line($"global::ILGPU.ArrayView<float> merged = {merged};");
-        if (declareWarp)
-            w.Line("int warp = tid >> 5;");
-        w.Line($"int warps = {threads} / Lanes;");
-        w.Open("for (int unit = item - blockFirstItem; unit < rows * TcCombineSlices; unit += blockItems)");
+        w.Line("int firstUnit = item - blockFirstItem;");
+        w.Line("int units = (rows * TcCombineSlices - firstUnit + blockItems - 1) / blockItems; // this item's row slices");
+        w.Line($"int groups = {threads} / Lanes;");
+        w.Line("while (groups > 1 && groups / 2 >= units)");
+        w.Line("    groups /= 2;");
+        w.Line($"int groupWarps = {threads} / Lanes / groups;");
+        w.Line("int group = (tid >> 5) / groupWarps;");
+        w.Line("int groupWarp = (tid >> 5) - group * groupWarps;");
+        w.Line($"global::ILGPU.ArrayView<float> merged = {merged}.SubView((long)group * groupWarps * TcCombineSliceColumns, (long)groupWarps * TcCombineSliceColumns);");
+        string barrier = $"{Asm}(\"bar.sync %0, %1;\", 1 + group, groupWarps * Lanes);";
+        w.Open("for (int unit = firstUnit + group * blockItems; unit < rows * TcCombineSlices; unit += groups * blockItems)");
         w.Line("int r = unit / TcCombineSlices;");
         w.Line("int slice = unit - r * TcCombineSlices;");
-        EmitRowSliceMerge(w, s, "blockItems", capacity, "tid", threads);
-        w.Line("global::ILGPU.Group.Barrier(); // merged is free for the next slice");
+        EmitRowSliceMerge(w, s, "blockItems", capacity, "tid - group * groupWarps * Lanes", "groupWarps * Lanes", "groupWarp", "groupWarps", barrier, "blockFirstItem");
+        w.Line($"{barrier} // merged is free for the group's next slice");
         w.Close();
         w.Close();
     }

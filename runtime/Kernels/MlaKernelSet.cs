@@ -102,7 +102,8 @@ public enum DecodeAttentionKind
 /// <param name="Tokens">Cached tokens per tile: items cover multiples of it.</param>
 /// <param name="CtasPerSm">CTAs that fit on one SM at once: the scheduler fills SMs × this.</param>
 /// <param name="MergeSlices">Slices of a row that a split block is merged by (each a share of the latent columns).</param>
-public readonly record struct DecodeTiling(int Rows, int Tokens, int CtasPerSm, int MergeSlices);
+/// <param name="MergeWarps">Warps of the kernel's CTA: the most row slices one item merges side by side in place.</param>
+public readonly record struct DecodeTiling(int Rows, int Tokens, int CtasPerSm, int MergeSlices, int MergeWarps);
 
 /// <summary>How a kernel set runs the expanded (non-absorbed) attention form.</summary>
 public enum ExpandedAttentionKind

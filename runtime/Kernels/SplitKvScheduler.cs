@@ -208,12 +208,13 @@ public static class SplitKvScheduler
     /// <summary>
     /// Whether each split block is merged by its own items at the end of the attention kernel instead of by a combine
     /// launch: when every item has a CTA slot at once (so the items that wait for their block's last part never keep it
-    /// from starting; other streams' work only delays them) and each item merges at most one row slice (more would be
-    /// merged one after another, slower than the combine's CTAs side by side).
+    /// from starting; other streams' work only delays them) and no item has more row slices to merge than its CTA has warps
+    /// (one group of warps per slice, all in one round; more would be merged one round after another, slower than the
+    /// combine's CTAs side by side).
     /// </summary>
     private static bool MergeInPlace(int items, int[] blockRows, int[] blockItems, DecodeTiling tiling, int slots)
     {
-        if (items > slots || tiling.MergeSlices <= 0)
+        if (items > slots || tiling.MergeSlices <= 0 || tiling.MergeWarps <= 0)
             return false;
         bool split = false;
         for (int b = 0; b < blockRows.Length; b++)
@@ -221,7 +222,7 @@ public static class SplitKvScheduler
             if (blockItems[b] == 1)
                 continue;
             split = true;
-            if ((long)blockRows[b] * tiling.MergeSlices > blockItems[b])
+            if ((long)blockRows[b] * tiling.MergeSlices > (long)blockItems[b] * tiling.MergeWarps)
                 return false;
         }
         return split;

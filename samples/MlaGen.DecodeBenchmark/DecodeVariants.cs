@@ -45,7 +45,7 @@ internal static class DecodeVariants
     /// <summary>The mma.sync kernel's work item (the same constants for every shape), which the variants are builds of.</summary>
     private static readonly DecodeTiling MmaSyncTiling =
         new(Heads16Attention.MlaKernels.TcRows, Heads16Attention.MlaKernels.TcTile, Heads16Attention.MlaKernels.TcCtasPerSm,
-            Heads16Attention.MlaKernels.TcCombineSlices);
+            Heads16Attention.MlaKernels.TcCombineSlices, Heads16Attention.MlaKernels.TcThreads / 32);
 
     public static int Run(string? deviceSelection, int? runsOption, double warmupMs, int? seedOption, string outDir)
     {

@@ -11,8 +11,8 @@ namespace MlaGen.Layer.Tests;
 /// <summary>The split-KV plan for either decode kernel's tiling, and the rule that picks the kernel per call.</summary>
 public class DecodeSchedulingTests
 {
-    private static readonly DecodeTiling MmaSync = new(16, 16, 3, 4);
-    private static readonly DecodeTiling Warpgroup = new(64, 32, 1, 4);
+    private static readonly DecodeTiling MmaSync = new(16, 16, 3, 4, 4);
+    private static readonly DecodeTiling Warpgroup = new(64, 32, 1, 4, 8);
 
     [Theory]
     [InlineData(16, 1, 1)]  // H16, s_q = 1: one 16-row block per sequence either way
@@ -69,21 +69,36 @@ public class DecodeSchedulingTests
 
     [Theory]
     [InlineData(16, 1, 132, true)]    // one 16-row block cut into ~128 items: each merges at most one of its 64 row slices
-    [InlineData(128, 1, 132, false)]  // two 64-row blocks of ~64 items: 256 slices each, four per item, so the combine merges
+    [InlineData(128, 1, 132, true)]   // two 64-row blocks of ~64 items: 256 slices each, four per item, side by side
+    [InlineData(16, 8, 132, true)]    // eight 16-row blocks of ~16 items: four slices per item
+    [InlineData(128, 8, 132, false)]  // sixteen 64-row blocks of ~8 items: 32 slices per item, more than 8 warps take at once
     [InlineData(16, 128, 132, false)] // B = 128 at S = 4,096: no block is split, nothing to merge
-    [InlineData(16, 1, 16, false)]    // 16 slots: items that do not all fit at once, or fewer items than the 64 row slices
-    public void SplitBlocksMergeInPlaceOnlyWhenEveryItemIsResidentAndMergesOneSlice(int heads, int sequences, int slots, bool inPlace)
+    [InlineData(16, 1, 16, true)]     // 16 slots: 16 items of four slices each
+    public void SplitBlocksMergeInPlaceOnlyWhenEveryItemIsResidentAndItsSlicesFitItsWarps(int heads, int sequences, int slots, bool inPlace)
     {
         var tokens = Enumerable.Repeat(1, sequences).ToArray();
-        var last = Enumerable.Repeat(sequences == 1 ? 32767 : 4095, sequences).ToArray();
+        var last = Enumerable.Repeat(sequences <= 8 ? 32767 : 4095, sequences).ToArray();
         var plan = SplitKvScheduler.Build(tokens, last, heads, Warpgroup, slots);
         Assert.Equal(inPlace, plan.MergesInPlace);
         if (plan.MergesInPlace)
         {
             Assert.True(plan.Items <= slots);
             for (int b = 0; b < plan.Blocks; b++)
-                Assert.True(plan.BlockItems[b] == 1 || plan.BlockRows[b] * Warpgroup.MergeSlices <= plan.BlockItems[b]);
+                Assert.True(plan.BlockItems[b] == 1 || plan.BlockRows[b] * Warpgroup.MergeSlices <= plan.BlockItems[b] * Warpgroup.MergeWarps);
         }
+    }
+
+    [Fact]
+    public void SplitBlocksKeepTheCombineWhenTheItemsDoNotAllFitAtOnce()
+    {
+        // One long sequence (split) among 300 short ones: more items than the 132 slots, so an item could wait for a part
+        // whose CTA has no slot yet.
+        var tokens = Enumerable.Repeat(1, 301).ToArray();
+        var last = Enumerable.Repeat(4095, 301).Prepend(131071).Take(301).ToArray();
+        var plan = SplitKvScheduler.Build(tokens, last, 16, Warpgroup, 132);
+        Assert.True(plan.Items > 132);
+        Assert.True(plan.MaxBlockItems > 1);
+        Assert.False(plan.MergesInPlace);
     }
 
     [Fact]
@@ -189,8 +204,8 @@ public class DecodeSchedulingTests
     [Fact]
     public void TilingMustHoldRowsAndTokens()
     {
-        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => SplitKvScheduler.Build([1], [10], 16, new DecodeTiling(0, 32, 1, 4), 132));
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => SplitKvScheduler.Build([1], [10], 16, new DecodeTiling(0, 32, 1, 4, 8), 132));
         Assert.Equal("tiling", ex.ParamName);
-        Assert.Throws<ArgumentOutOfRangeException>(() => SplitKvScheduler.Build([1], [10], 16, new DecodeTiling(64, 0, 1, 4), 132));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SplitKvScheduler.Build([1], [10], 16, new DecodeTiling(64, 0, 1, 4, 8), 132));
     }
 }

@@ -1820,13 +1820,20 @@ partial class DeepSeekV3Attention
                 if (tid == 0)
                     global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 n; .reg .pred pw, pl; fence.acq_rel.gpu; red.release.gpu.global.add.u32 [%0], 1; MlaMergeWait: ld.acquire.gpu.global.u32 n, [%0]; setp.lt.u32 pw, n, %1; @pw bra MlaMergeWait; atom.relaxed.gpu.global.add.u32 n, [%0+4], 1; add.u32 n, n, 1; setp.eq.u32 pl, n, %1; @pl st.relaxed.gpu.global.u32 [%0], 0; @pl st.relaxed.gpu.global.u32 [%0+4], 0; }", p.MergeCounters + block * 8L, blockItems);
                 global::ILGPU.Group.Barrier(); // all of the block's parts are visible to the whole CTA
-                global::ILGPU.ArrayView<float> merged = partial;
-                int warps = TcThreads / Lanes;
-                for (int unit = item - blockFirstItem; unit < rows * TcCombineSlices; unit += blockItems)
+                int firstUnit = item - blockFirstItem;
+                int units = (rows * TcCombineSlices - firstUnit + blockItems - 1) / blockItems; // this item's row slices
+                int groups = TcThreads / Lanes;
+                while (groups > 1 && groups / 2 >= units)
+                    groups /= 2;
+                int groupWarps = TcThreads / Lanes / groups;
+                int group = (tid >> 5) / groupWarps;
+                int groupWarp = (tid >> 5) - group * groupWarps;
+                global::ILGPU.ArrayView<float> merged = partial.SubView((long)group * groupWarps * TcCombineSliceColumns, (long)groupWarps * TcCombineSliceColumns);
+                for (int unit = firstUnit + group * blockItems; unit < rows * TcCombineSlices; unit += groups * blockItems)
                 {
                     int r = unit / TcCombineSlices;
                     int slice = unit - r * TcCombineSlices;
-                    int first = p.BlockFirstItem[block];
+                    int first = blockFirstItem;
                     float laneMax = float.NegativeInfinity, laneSum = 0f;
                     for (int firstSplit = lane; firstSplit < blockItems; firstSplit += 4 * Lanes)
                     {
@@ -1857,39 +1864,39 @@ partial class DeepSeekV3Attention
                     float o1 = 0f;
                     float o2 = 0f;
                     float o3 = 0f;
-                    for (int split = warp; split < blockItems; split += 8 * warps)
+                    for (int split = groupWarp; split < blockItems; split += 8 * groupWarps)
                     {
                         long row0 = (long)(first + split) * TcRows + r;
                         float lse0 = p.PartialLse[row0];
                         float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part0 = row0 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row1 = (split + 1 * warps) < blockItems ? (long)(first + (split + 1 * warps)) * TcRows + r : row0;
+                        long row1 = (split + 1 * groupWarps) < blockItems ? (long)(first + (split + 1 * groupWarps)) * TcRows + r : row0;
                         float lse1 = p.PartialLse[row1];
-                        float share1 = (split + 1 * warps) >= blockItems || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share1 = (split + 1 * groupWarps) >= blockItems || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part1 = row1 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row2 = (split + 2 * warps) < blockItems ? (long)(first + (split + 2 * warps)) * TcRows + r : row0;
+                        long row2 = (split + 2 * groupWarps) < blockItems ? (long)(first + (split + 2 * groupWarps)) * TcRows + r : row0;
                         float lse2 = p.PartialLse[row2];
-                        float share2 = (split + 2 * warps) >= blockItems || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share2 = (split + 2 * groupWarps) >= blockItems || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part2 = row2 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row3 = (split + 3 * warps) < blockItems ? (long)(first + (split + 3 * warps)) * TcRows + r : row0;
+                        long row3 = (split + 3 * groupWarps) < blockItems ? (long)(first + (split + 3 * groupWarps)) * TcRows + r : row0;
                         float lse3 = p.PartialLse[row3];
-                        float share3 = (split + 3 * warps) >= blockItems || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share3 = (split + 3 * groupWarps) >= blockItems || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part3 = row3 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row4 = (split + 4 * warps) < blockItems ? (long)(first + (split + 4 * warps)) * TcRows + r : row0;
+                        long row4 = (split + 4 * groupWarps) < blockItems ? (long)(first + (split + 4 * groupWarps)) * TcRows + r : row0;
                         float lse4 = p.PartialLse[row4];
-                        float share4 = (split + 4 * warps) >= blockItems || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share4 = (split + 4 * groupWarps) >= blockItems || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part4 = row4 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row5 = (split + 5 * warps) < blockItems ? (long)(first + (split + 5 * warps)) * TcRows + r : row0;
+                        long row5 = (split + 5 * groupWarps) < blockItems ? (long)(first + (split + 5 * groupWarps)) * TcRows + r : row0;
                         float lse5 = p.PartialLse[row5];
-                        float share5 = (split + 5 * warps) >= blockItems || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share5 = (split + 5 * groupWarps) >= blockItems || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part5 = row5 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row6 = (split + 6 * warps) < blockItems ? (long)(first + (split + 6 * warps)) * TcRows + r : row0;
+                        long row6 = (split + 6 * groupWarps) < blockItems ? (long)(first + (split + 6 * groupWarps)) * TcRows + r : row0;
                         float lse6 = p.PartialLse[row6];
-                        float share6 = (split + 6 * warps) >= blockItems || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share6 = (split + 6 * groupWarps) >= blockItems || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part6 = row6 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row7 = (split + 7 * warps) < blockItems ? (long)(first + (split + 7 * warps)) * TcRows + r : row0;
+                        long row7 = (split + 7 * groupWarps) < blockItems ? (long)(first + (split + 7 * groupWarps)) * TcRows + r : row0;
                         float lse7 = p.PartialLse[row7];
-                        float share7 = (split + 7 * warps) >= blockItems || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share7 = (split + 7 * groupWarps) >= blockItems || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part7 = row7 * LatentRank + slice * TcCombineSliceColumns + lane;
                         float v0_0 = p.PartialOutput[part0 + 0];
                         float v1_0 = p.PartialOutput[part1 + 0];
@@ -1929,7 +1936,7 @@ partial class DeepSeekV3Attention
                         o3 += (share0 != 0f ? share0 * v0_3 : 0f) + (share1 != 0f ? share1 * v1_3 : 0f) + (share2 != 0f ? share2 * v2_3 : 0f) + (share3 != 0f ? share3 * v3_3 : 0f) + (share4 != 0f ? share4 * v4_3 : 0f) + (share5 != 0f ? share5 * v5_3 : 0f) + (share6 != 0f ? share6 * v6_3 : 0f) + (share7 != 0f ? share7 * v7_3 : 0f);
                     }
                     long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;
-                    if (warps == 1)
+                    if (groupWarps == 1)
                     {
                         p.LatentOutput[output + lane + 0] = o0;
                         p.LatentOutput[output + lane + 32] = o1;
@@ -1938,22 +1945,22 @@ partial class DeepSeekV3Attention
                     }
                     else
                     {
-                        merged[warp * TcCombineSliceColumns + lane + 0] = o0;
-                        merged[warp * TcCombineSliceColumns + lane + 32] = o1;
-                        merged[warp * TcCombineSliceColumns + lane + 64] = o2;
-                        merged[warp * TcCombineSliceColumns + lane + 96] = o3;
-                        global::ILGPU.Group.Barrier();
-                        for (int column = tid; column < TcCombineSliceColumns; column += TcThreads)
+                        merged[groupWarp * TcCombineSliceColumns + lane + 0] = o0;
+                        merged[groupWarp * TcCombineSliceColumns + lane + 32] = o1;
+                        merged[groupWarp * TcCombineSliceColumns + lane + 64] = o2;
+                        merged[groupWarp * TcCombineSliceColumns + lane + 96] = o3;
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("bar.sync %0, %1;", 1 + group, groupWarps * Lanes);
+                        for (int column = tid - group * groupWarps * Lanes; column < TcCombineSliceColumns; column += groupWarps * Lanes)
                         {
                             float sum = 0f;
-                            for (int other = 0; other < warps; other++)
+                            for (int other = 0; other < groupWarps; other++)
                                 sum += merged[other * TcCombineSliceColumns + column];
                             p.LatentOutput[output + column] = sum;
                         }
                     }
-                    if (tid == 0 && slice == 0)
+                    if (tid - group * groupWarps * Lanes == 0 && slice == 0)
                         p.Lse[p.BlockFirstRow[block] + r] = lse;
-                    global::ILGPU.Group.Barrier(); // merged is free for the next slice
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("bar.sync %0, %1;", 1 + group, groupWarps * Lanes); // merged is free for the group's next slice
                 }
             }
         }
@@ -2349,14 +2356,20 @@ partial class DeepSeekV3Attention
                 if (tid == 0)
                     global::ILGPU.Runtime.Cuda.CudaAsm.Emit("{ .reg .u32 n; .reg .pred pw, pl; fence.acq_rel.gpu; red.release.gpu.global.add.u32 [%0], 1; MlaMergeWait: ld.acquire.gpu.global.u32 n, [%0]; setp.lt.u32 pw, n, %1; @pw bra MlaMergeWait; atom.relaxed.gpu.global.add.u32 n, [%0+4], 1; add.u32 n, n, 1; setp.eq.u32 pl, n, %1; @pl st.relaxed.gpu.global.u32 [%0], 0; @pl st.relaxed.gpu.global.u32 [%0+4], 0; }", p.MergeCounters + block * 8L, blockItems);
                 global::ILGPU.Group.Barrier(); // all of the block's parts are visible to the whole CTA
-                global::ILGPU.ArrayView<float> merged = stagedOutput;
-                int warp = tid >> 5;
-                int warps = DwThreads / Lanes;
-                for (int unit = item - blockFirstItem; unit < rows * TcCombineSlices; unit += blockItems)
+                int firstUnit = item - blockFirstItem;
+                int units = (rows * TcCombineSlices - firstUnit + blockItems - 1) / blockItems; // this item's row slices
+                int groups = DwThreads / Lanes;
+                while (groups > 1 && groups / 2 >= units)
+                    groups /= 2;
+                int groupWarps = DwThreads / Lanes / groups;
+                int group = (tid >> 5) / groupWarps;
+                int groupWarp = (tid >> 5) - group * groupWarps;
+                global::ILGPU.ArrayView<float> merged = stagedOutput.SubView((long)group * groupWarps * TcCombineSliceColumns, (long)groupWarps * TcCombineSliceColumns);
+                for (int unit = firstUnit + group * blockItems; unit < rows * TcCombineSlices; unit += groups * blockItems)
                 {
                     int r = unit / TcCombineSlices;
                     int slice = unit - r * TcCombineSlices;
-                    int first = p.BlockFirstItem[block];
+                    int first = blockFirstItem;
                     float laneMax = float.NegativeInfinity, laneSum = 0f;
                     for (int firstSplit = lane; firstSplit < blockItems; firstSplit += 4 * Lanes)
                     {
@@ -2387,39 +2400,39 @@ partial class DeepSeekV3Attention
                     float o1 = 0f;
                     float o2 = 0f;
                     float o3 = 0f;
-                    for (int split = warp; split < blockItems; split += 8 * warps)
+                    for (int split = groupWarp; split < blockItems; split += 8 * groupWarps)
                     {
                         long row0 = (long)(first + split) * DwRows + r;
                         float lse0 = p.PartialLse[row0];
                         float share0 = lse0 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse0 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part0 = row0 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row1 = (split + 1 * warps) < blockItems ? (long)(first + (split + 1 * warps)) * DwRows + r : row0;
+                        long row1 = (split + 1 * groupWarps) < blockItems ? (long)(first + (split + 1 * groupWarps)) * DwRows + r : row0;
                         float lse1 = p.PartialLse[row1];
-                        float share1 = (split + 1 * warps) >= blockItems || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share1 = (split + 1 * groupWarps) >= blockItems || lse1 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse1 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part1 = row1 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row2 = (split + 2 * warps) < blockItems ? (long)(first + (split + 2 * warps)) * DwRows + r : row0;
+                        long row2 = (split + 2 * groupWarps) < blockItems ? (long)(first + (split + 2 * groupWarps)) * DwRows + r : row0;
                         float lse2 = p.PartialLse[row2];
-                        float share2 = (split + 2 * warps) >= blockItems || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share2 = (split + 2 * groupWarps) >= blockItems || lse2 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse2 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part2 = row2 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row3 = (split + 3 * warps) < blockItems ? (long)(first + (split + 3 * warps)) * DwRows + r : row0;
+                        long row3 = (split + 3 * groupWarps) < blockItems ? (long)(first + (split + 3 * groupWarps)) * DwRows + r : row0;
                         float lse3 = p.PartialLse[row3];
-                        float share3 = (split + 3 * warps) >= blockItems || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share3 = (split + 3 * groupWarps) >= blockItems || lse3 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse3 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part3 = row3 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row4 = (split + 4 * warps) < blockItems ? (long)(first + (split + 4 * warps)) * DwRows + r : row0;
+                        long row4 = (split + 4 * groupWarps) < blockItems ? (long)(first + (split + 4 * groupWarps)) * DwRows + r : row0;
                         float lse4 = p.PartialLse[row4];
-                        float share4 = (split + 4 * warps) >= blockItems || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share4 = (split + 4 * groupWarps) >= blockItems || lse4 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse4 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part4 = row4 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row5 = (split + 5 * warps) < blockItems ? (long)(first + (split + 5 * warps)) * DwRows + r : row0;
+                        long row5 = (split + 5 * groupWarps) < blockItems ? (long)(first + (split + 5 * groupWarps)) * DwRows + r : row0;
                         float lse5 = p.PartialLse[row5];
-                        float share5 = (split + 5 * warps) >= blockItems || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share5 = (split + 5 * groupWarps) >= blockItems || lse5 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse5 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part5 = row5 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row6 = (split + 6 * warps) < blockItems ? (long)(first + (split + 6 * warps)) * DwRows + r : row0;
+                        long row6 = (split + 6 * groupWarps) < blockItems ? (long)(first + (split + 6 * groupWarps)) * DwRows + r : row0;
                         float lse6 = p.PartialLse[row6];
-                        float share6 = (split + 6 * warps) >= blockItems || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share6 = (split + 6 * groupWarps) >= blockItems || lse6 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse6 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part6 = row6 * LatentRank + slice * TcCombineSliceColumns + lane;
-                        long row7 = (split + 7 * warps) < blockItems ? (long)(first + (split + 7 * warps)) * DwRows + r : row0;
+                        long row7 = (split + 7 * groupWarps) < blockItems ? (long)(first + (split + 7 * groupWarps)) * DwRows + r : row0;
                         float lse7 = p.PartialLse[row7];
-                        float share7 = (split + 7 * warps) >= blockItems || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
+                        float share7 = (split + 7 * groupWarps) >= blockItems || lse7 == float.NegativeInfinity ? 0f : global::MlaGen.Kernels.KernelMath.Exp2((lse7 - lse) * global::MlaGen.Kernels.KernelMath.Log2E);
                         long part7 = row7 * LatentRank + slice * TcCombineSliceColumns + lane;
                         float v0_0 = p.PartialOutput[part0 + 0];
                         float v1_0 = p.PartialOutput[part1 + 0];
@@ -2459,7 +2472,7 @@ partial class DeepSeekV3Attention
                         o3 += (share0 != 0f ? share0 * v0_3 : 0f) + (share1 != 0f ? share1 * v1_3 : 0f) + (share2 != 0f ? share2 * v2_3 : 0f) + (share3 != 0f ? share3 * v3_3 : 0f) + (share4 != 0f ? share4 * v4_3 : 0f) + (share5 != 0f ? share5 * v5_3 : 0f) + (share6 != 0f ? share6 * v6_3 : 0f) + (share7 != 0f ? share7 * v7_3 : 0f);
                     }
                     long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;
-                    if (warps == 1)
+                    if (groupWarps == 1)
                     {
                         p.LatentOutput[output + lane + 0] = o0;
                         p.LatentOutput[output + lane + 32] = o1;
@@ -2468,22 +2481,22 @@ partial class DeepSeekV3Attention
                     }
                     else
                     {
-                        merged[warp * TcCombineSliceColumns + lane + 0] = o0;
-                        merged[warp * TcCombineSliceColumns + lane + 32] = o1;
-                        merged[warp * TcCombineSliceColumns + lane + 64] = o2;
-                        merged[warp * TcCombineSliceColumns + lane + 96] = o3;
-                        global::ILGPU.Group.Barrier();
-                        for (int column = tid; column < TcCombineSliceColumns; column += DwThreads)
+                        merged[groupWarp * TcCombineSliceColumns + lane + 0] = o0;
+                        merged[groupWarp * TcCombineSliceColumns + lane + 32] = o1;
+                        merged[groupWarp * TcCombineSliceColumns + lane + 64] = o2;
+                        merged[groupWarp * TcCombineSliceColumns + lane + 96] = o3;
+                        global::ILGPU.Runtime.Cuda.CudaAsm.Emit("bar.sync %0, %1;", 1 + group, groupWarps * Lanes);
+                        for (int column = tid - group * groupWarps * Lanes; column < TcCombineSliceColumns; column += groupWarps * Lanes)
                         {
                             float sum = 0f;
-                            for (int other = 0; other < warps; other++)
+                            for (int other = 0; other < groupWarps; other++)
                                 sum += merged[other * TcCombineSliceColumns + column];
                             p.LatentOutput[output + column] = sum;
                         }
                     }
-                    if (tid == 0 && slice == 0)
+                    if (tid - group * groupWarps * Lanes == 0 && slice == 0)
                         p.Lse[p.BlockFirstRow[block] + r] = lse;
-                    global::ILGPU.Group.Barrier(); // merged is free for the next slice
+                    global::ILGPU.Runtime.Cuda.CudaAsm.Emit("bar.sync %0, %1;", 1 + group, groupWarps * Lanes); // merged is free for the group's next slice
                 }
             }
         }
@@ -3756,8 +3769,8 @@ partial class DeepSeekV3Attention
 
             public override global::MlaGen.Kernels.DecodeTiling TilingOf(global::MlaGen.Kernels.DecodeAttentionKind kernel) => kernel switch
             {
-                global::MlaGen.Kernels.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new global::MlaGen.Kernels.DecodeTiling(DwRows, DwStepKeys, DwCtasPerSm, TcCombineSlices),
-                global::MlaGen.Kernels.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new global::MlaGen.Kernels.DecodeTiling(TcRows, TcTile, TcCtasPerSm, TcCombineSlices),
+                global::MlaGen.Kernels.DecodeAttentionKind.Warpgroup when _warpgroupAttention is not null => new global::MlaGen.Kernels.DecodeTiling(DwRows, DwStepKeys, DwCtasPerSm, TcCombineSlices, DwThreads / Lanes),
+                global::MlaGen.Kernels.DecodeAttentionKind.TensorCore when _tensorCoreAttention is not null => new global::MlaGen.Kernels.DecodeTiling(TcRows, TcTile, TcCtasPerSm, TcCombineSlices, TcThreads / Lanes),
                 _ => base.TilingOf(kernel),
             };
 
