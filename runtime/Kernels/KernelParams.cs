@@ -135,9 +135,9 @@ public static class WorkItemRecord
     public const int Block = 0;
     /// <summary>First cached token (a multiple of the tiling's tokens).</summary>
     public const int Begin = 1;
-    /// <summary>One past the last cached token: no further than the tokens the block's sequence has in the cache.</summary>
+    /// <summary>One past the last cached token: no further than the block's last token sees.</summary>
     public const int End = 2;
-    /// <summary>The sequence's cache slot: its row of the block table.</summary>
+    /// <summary>The block's sequence's cache slot: its row of the block table.</summary>
     public const int Slot = 3;
     /// <summary>The block's first query row (token · H + head) and row count.</summary>
     public const int FirstRow = 4;

@@ -27,14 +27,13 @@ public static class SplitKvScheduler
     private static readonly double[] ItemsPerSlot = [0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4];
 
     /// <summary>
-    /// Items (row block, token range [begin, end)) in launch order, blocks (first row, rows, first item, items, the
-    /// sequence they belong to and the tokens it has in the cache) longest item first, and whether the split blocks merge
-    /// in place (<see cref="MergesInPlace"/>).
+    /// Items (row block, token range [begin, end)) in launch order, blocks (first row, rows, first item, items) longest
+    /// item first, the heads per token the rows were counted with, and whether the split blocks merge in place
+    /// (<see cref="MergesInPlace"/>).
     /// </summary>
     public sealed record Plan(
         int[] ItemBlock, int[] ItemBegin, int[] ItemEnd,
-        int[] BlockFirstRow, int[] BlockRows, int[] BlockFirstItem, int[] BlockItems,
-        int[] BlockSequence, int[] BlockVisible, bool MergesInPlace)
+        int[] BlockFirstRow, int[] BlockRows, int[] BlockFirstItem, int[] BlockItems, int Heads, bool MergesInPlace)
     {
         public int Items => ItemBlock.Length;
         public int Blocks => BlockFirstRow.Length;
@@ -42,17 +41,21 @@ public static class SplitKvScheduler
 
         /// <summary>
         /// The attention and combine parameters of this plan. <paramref name="views"/> names the query, cache and output
-        /// buffers (its plan fields and raw addresses are filled here); <paramref name="sequenceSlot"/> is each sequence's
-        /// cache slot (its block-table row); <paramref name="upload"/> puts each of the plan's int arrays on the device,
-        /// wherever the caller keeps them.
+        /// buffers (its plan fields and raw addresses are filled here); <paramref name="tokenSlot"/> and
+        /// <paramref name="tokenPosition"/> are the call's tokens' cache slots and positions, as the cache addressing has
+        /// them on the device; <paramref name="upload"/> puts each of the plan's int arrays on the device, wherever the
+        /// caller keeps them.
         /// </summary>
         public (TensorCoreAttentionParams Attention, TensorCoreCombineParams Combine) ToParams(
-            TensorCoreAttentionParams views, int blockRows, ReadOnlySpan<int> sequenceSlot, Func<PlanArray, int[], ILGPU.ArrayView<int>> upload)
+            TensorCoreAttentionParams views, int blockRows, ReadOnlySpan<int> tokenSlot, ReadOnlySpan<int> tokenPosition,
+            Func<PlanArray, int[], ILGPU.ArrayView<int>> upload)
         {
             ArgumentNullException.ThrowIfNull(upload);
-            int sequences = BlockSequence.Length == 0 ? 0 : BlockSequence.Max() + 1;
-            if (sequenceSlot.Length < sequences)
-                throw new ArgumentException($"The plan has {sequences} sequences but {sequenceSlot.Length} slots were given.", nameof(sequenceSlot));
+            int tokens = Blocks == 0 ? 0 : Enumerable.Range(0, Blocks).Max(b => (BlockFirstRow[b] + BlockRows[b] - 1) / Heads) + 1;
+            if (tokenSlot.Length < tokens)
+                throw new ArgumentException($"The plan's rows are {tokens} tokens of {Heads} heads, but {tokenSlot.Length} token slots were given.", nameof(tokenSlot));
+            if (tokenPosition.Length < tokens)
+                throw new ArgumentException($"The plan's rows are {tokens} tokens of {Heads} heads, but {tokenPosition.Length} token positions were given.", nameof(tokenPosition));
             long queryAddress = views.AbsorbedQuery.LoadEffectiveAddressAsPtr().ToInt64();
             if (queryAddress % 16 != 0)
                 throw new ArgumentException($"The absorbed query must start 16-byte aligned for vector loads; it starts at 0x{queryAddress:X}.", nameof(views));
@@ -67,7 +70,7 @@ public static class SplitKvScheduler
             {
                 PagesAddress = views.Cache.Pages.LoadEffectiveAddressAsPtr().ToInt64(),
                 QueryAddress = queryAddress,
-                WorkItems = upload(PlanArray.WorkItems, WorkItemRecords(sequenceSlot)),
+                WorkItems = upload(PlanArray.WorkItems, WorkItemRecords(tokenSlot, tokenPosition)),
                 BlockFirstRow = firstRow,
                 BlockRows = rows,
                 BlockItems = items,
@@ -93,18 +96,22 @@ public static class SplitKvScheduler
             return (attention, combine);
         }
 
-        /// <summary>Each item as a <see cref="WorkItemRecord"/>: its block's fields copied in, its end clamped to what the block's sequence has.</summary>
-        private int[] WorkItemRecords(ReadOnlySpan<int> sequenceSlot)
+        /// <summary>
+        /// Each item as a <see cref="WorkItemRecord"/>: its block's fields copied in, its end clamped to what the block's last
+        /// token sees (no row of the block sees further: a prompt's early blocks stop early), its slot that token's.
+        /// </summary>
+        private int[] WorkItemRecords(ReadOnlySpan<int> tokenSlot, ReadOnlySpan<int> tokenPosition)
         {
             var records = new int[Items * WorkItemRecord.Ints];
             for (int i = 0; i < Items; i++)
             {
                 int b = ItemBlock[i];
+                int lastToken = (BlockFirstRow[b] + BlockRows[b] - 1) / Heads;
                 var record = records.AsSpan(i * WorkItemRecord.Ints, WorkItemRecord.Ints);
                 record[WorkItemRecord.Block] = b;
                 record[WorkItemRecord.Begin] = ItemBegin[i];
-                record[WorkItemRecord.End] = Math.Min(ItemEnd[i], BlockVisible[b]);
-                record[WorkItemRecord.Slot] = sequenceSlot[BlockSequence[b]];
+                record[WorkItemRecord.End] = Math.Min(ItemEnd[i], tokenPosition[lastToken] + 1);
+                record[WorkItemRecord.Slot] = tokenSlot[lastToken];
                 record[WorkItemRecord.FirstRow] = BlockFirstRow[b];
                 record[WorkItemRecord.Rows] = BlockRows[b];
                 record[WorkItemRecord.BlockItems] = BlockItems[b];
@@ -134,7 +141,6 @@ public static class SplitKvScheduler
         var firstRows = new List<int>();
         var rowsOfBlock = new List<int>();
         var tilesOfBlock = new List<int>();
-        var sequenceOfBlock = new List<int>();
         int row = 0;
         for (int s = 0; s < sequenceTokens.Length; s++)
         {
@@ -145,7 +151,6 @@ public static class SplitKvScheduler
                 firstRows.Add(row + first);
                 rowsOfBlock.Add(Math.Min(blockRows, rows - first));
                 tilesOfBlock.Add(tiles);
-                sequenceOfBlock.Add(s);
             }
             row += rows;
         }
@@ -183,15 +188,11 @@ public static class SplitKvScheduler
         var blockRowCount = new int[blocks];
         var blockFirstItem = new int[blocks];
         var blockItems = new int[blocks];
-        var blockSequence = new int[blocks];
-        var blockVisible = new int[blocks];
         for (int b = 0; b < blocks; b++)
         {
             int source = order[b], tiles = tilesOfBlock[source], perItem = best![source];
             blockFirstRow[b] = firstRows[source];
             blockRowCount[b] = rowsOfBlock[source];
-            blockSequence[b] = sequenceOfBlock[source];
-            blockVisible[b] = lastPosition[sequenceOfBlock[source]] + 1;
             blockFirstItem[b] = itemBlock.Count;
             for (int begin = 0; begin < tiles; begin += perItem)
             {
@@ -202,7 +203,7 @@ public static class SplitKvScheduler
             blockItems[b] = itemBlock.Count - blockFirstItem[b];
         }
         return new Plan(itemBlock.ToArray(), itemBegin.ToArray(), itemEnd.ToArray(),
-            blockFirstRow, blockRowCount, blockFirstItem, blockItems, blockSequence, blockVisible, MergeInPlace(itemBlock.Count, blockRowCount, blockItems, tiling, slots));
+            blockFirstRow, blockRowCount, blockFirstItem, blockItems, heads, MergeInPlace(itemBlock.Count, blockRowCount, blockItems, tiling, slots));
     }
 
     /// <summary>

@@ -25,7 +25,7 @@ public sealed class AttentionLaunch : ILayerAttention
     private readonly TensorCoreCombineParams _tensorCoreCombine;
 
     internal AttentionLaunch(MlaKernelSet kernels, LatentCache cache, LayerScratch scratch, AcceleratorStream stream, ArrayView<ushort> kvUp,
-        int[] slots, int[] positions, int[] sequenceTokens, int[] lastPositions, int[] sequenceSlots, MlaForwardOptions options)
+        int[] slots, int[] positions, int[] sequenceTokens, int[] lastPositions, MlaForwardOptions options)
     {
         _kernels = kernels;
         _kvUp = kvUp;
@@ -60,7 +60,7 @@ public sealed class AttentionLaunch : ILayerAttention
                 PartialLse = partialLse,
                 LatentOutput = LatentOutput,
                 Lse = Lse,
-            }, tiling.Rows, sequenceSlots, (array, values) => scratch.Plan(array).Upload(stream, values));
+            }, tiling.Rows, slots, positions, (array, values) => scratch.Plan(array).Upload(stream, values));
         }
         else
         {

@@ -215,19 +215,16 @@ public sealed class MlaLayer : IDisposable
         var (slots, positions) = CallTokens(cache, sequences, newTokens, starts);
         var sequenceTokens = new List<int>();
         var lastPositions = new List<int>();
-        var sequenceSlots = new List<int>();
-        for (int i = 0, token = 0; i < sequences.Length; i++)
+        for (int i = 0; i < sequences.Length; i++)
         {
             if (newTokens[i] > 0)
             {
                 sequenceTokens.Add(newTokens[i]);
                 lastPositions.Add(starts[i] + newTokens[i] - 1);
-                sequenceSlots.Add(slots[token]);
-                token += newTokens[i];
             }
         }
         return new AttentionLaunch(Kernels, cache, _scratch, _stream, W(MlaWeights.KvBProjName), slots, positions, sequenceTokens.ToArray(),
-            lastPositions.ToArray(), sequenceSlots.ToArray(), options);
+            lastPositions.ToArray(), options);
     }
 
     /// <summary>Cache slot and position of each new token of the call, sequence by sequence.</summary>

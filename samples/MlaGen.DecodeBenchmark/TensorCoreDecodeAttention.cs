@@ -55,14 +55,12 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
         // Tokens of one sequence are contiguous in the problem: group runs of the same slot.
         var sequenceTokens = new List<int>();
         var lastPositions = new List<int>();
-        var sequenceSlots = new List<int>();
         for (int t = 0; t < slots.Length; t++)
         {
             if (t == 0 || slots[t] != slots[t - 1])
             {
                 sequenceTokens.Add(0);
                 lastPositions.Add(0);
-                sequenceSlots.Add(slots[t]);
             }
             sequenceTokens[^1]++;
             lastPositions[^1] = positions[t];
@@ -74,7 +72,7 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
         var plan = SplitKvScheduler.Build(tokensPerSequence, lastPositions.ToArray(), spec.Heads, tiling,
             _device.Accelerator.NumMultiprocessors * tiling.CtasPerSm);
         Action<AcceleratorStream, TensorCoreAttentionParams> attention = _attention ?? ((stream, p) => _kernels.TensorCoreAttention(stream, p, kernel));
-        return new Launch(_device.Accelerator, _kernels, problem, plan, sequenceSlots.ToArray(), tiling.Rows, attention);
+        return new Launch(_device.Accelerator, _kernels, problem, plan, slots, positions, tiling.Rows, attention);
     }
 
     private sealed class Launch : IDecodeLaunch
@@ -85,7 +83,7 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
         private readonly TensorCoreCombineParams _combine;
         private readonly Action<AcceleratorStream, TensorCoreAttentionParams> _attentionLaunch;
 
-        public Launch(Accelerator accelerator, MlaKernelSet kernels, DecodeProblem problem, SplitKvScheduler.Plan plan, int[] sequenceSlots, int blockRows,
+        public Launch(Accelerator accelerator, MlaKernelSet kernels, DecodeProblem problem, SplitKvScheduler.Plan plan, int[] tokenSlot, int[] tokenPosition, int blockRows,
             Action<AcceleratorStream, TensorCoreAttentionParams> attentionLaunch)
         {
             _kernels = kernels;
@@ -111,7 +109,7 @@ internal sealed class TensorCoreDecodeAttention : IDecodeAttention
                 PartialLse = partialLse.View,
                 LatentOutput = problem.LatentOutput,
                 Lse = problem.Lse,
-            }, blockRows, sequenceSlots, (_, values) => Ints(values));
+            }, blockRows, tokenSlot, tokenPosition, (_, values) => Ints(values));
         }
 
         /// <summary>Work items of the plan (the tensor-core kernel's unit of split-KV).</summary>

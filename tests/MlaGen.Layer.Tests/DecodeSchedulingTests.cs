@@ -161,23 +161,36 @@ public class DecodeSchedulingTests
     }
 
     [Theory]
-    [InlineData(16, 1, 1)]   // one long sequence split over many items
-    [InlineData(64, 2, 37)]  // s_q = 2: one block per token, both bounded by the sequence's last token
-    [InlineData(128, 1, 128)] // two blocks per sequence, variable lengths
-    public void WorkItemRecordsCarryTheirBlockAndStopAtTheSequencesTokens(int heads, int newTokens, int sequences)
+    [InlineData(16, 1, 1)]     // one long sequence split over many items
+    [InlineData(64, 2, 37)]    // s_q = 2: one block per token, each bounded by its own token
+    [InlineData(16, 300, 2)]   // prompts: 64-row blocks of 4 tokens, the early ones stopping at their own tokens (causal)
+    [InlineData(128, 1, 128)]  // two blocks per sequence, variable lengths
+    public void WorkItemRecordsCarryTheirBlockAndStopWhereTheBlocksLastTokenSees(int heads, int newTokens, int sequences)
     {
         var random = new Random(Environment.TickCount);
         var tokens = Enumerable.Repeat(newTokens, sequences).ToArray();
-        var last = Enumerable.Range(0, sequences).Select(_ => sequences == 1 ? 32767 : random.Next(newTokens, 9000)).ToArray();
-        var slots = Enumerable.Range(0, sequences).Select(_ => random.Next(1000)).ToArray();
+        var last = Enumerable.Range(0, sequences).Select(_ => sequences == 1 ? 32767 : random.Next(2 * newTokens, 9000)).ToArray();
+        // Per token of the call: its sequence's slot, and positions that end at the sequence's last (gaps allowed).
+        var tokenSlot = new int[sequences * newTokens];
+        var tokenPosition = new int[sequences * newTokens];
+        for (int q = 0; q < sequences; q++)
+        {
+            int slot = random.Next(1000), position = last[q];
+            for (int j = newTokens - 1; j >= 0; j--)
+            {
+                tokenSlot[q * newTokens + j] = slot;
+                tokenPosition[q * newTokens + j] = position;
+                position -= random.Next(1, 3);
+            }
+        }
         var plan = SplitKvScheduler.Build(tokens, last, heads, Warpgroup, 132);
         using var device = MlaDevice.Create("cpu");
         using var query = device.Accelerator.Allocate1D<float>(16);
         using var pages = device.Accelerator.Allocate1D<ushort>(16);
-        var uploaded = new Dictionary<SplitKvScheduler.PlanArray, int[]>();
         using var scratch = device.Accelerator.Allocate1D<int>(1);
-        plan.ToParams(new TensorCoreAttentionParams { AbsorbedQuery = query.View, Cache = new CacheAddressing { Pages = pages.View } }, Warpgroup.Rows, slots,
-            (array, values) => { uploaded[array] = values; return scratch.View; });
+        var views = new TensorCoreAttentionParams { AbsorbedQuery = query.View, Cache = new CacheAddressing { Pages = pages.View } };
+        var uploaded = new Dictionary<SplitKvScheduler.PlanArray, int[]>();
+        plan.ToParams(views, Warpgroup.Rows, tokenSlot, tokenPosition, (array, values) => { uploaded[array] = values; return scratch.View; });
 
         var records = uploaded[SplitKvScheduler.PlanArray.WorkItems];
         Assert.Equal(plan.Items * WorkItemRecord.Ints, records.Length);
@@ -185,20 +198,20 @@ public class DecodeSchedulingTests
         {
             var record = records.AsSpan(i * WorkItemRecord.Ints, WorkItemRecord.Ints);
             int b = plan.ItemBlock[i];
-            int sequence = plan.BlockFirstRow[b] / (newTokens * heads);
+            int lastToken = (plan.BlockFirstRow[b] + plan.BlockRows[b] - 1) / heads;
             Assert.Equal(b, record[WorkItemRecord.Block]);
             Assert.Equal(plan.ItemBegin[i], record[WorkItemRecord.Begin]);
-            Assert.Equal(Math.Min(plan.ItemEnd[i], last[sequence] + 1), record[WorkItemRecord.End]);
-            Assert.True(record[WorkItemRecord.End] > record[WorkItemRecord.Begin], "an item sees at least one token");
-            Assert.Equal(slots[sequence], record[WorkItemRecord.Slot]);
+            Assert.Equal(Math.Min(plan.ItemEnd[i], tokenPosition[lastToken] + 1), record[WorkItemRecord.End]);
+            Assert.Equal(tokenSlot[lastToken], record[WorkItemRecord.Slot]);
             Assert.Equal(plan.BlockFirstRow[b], record[WorkItemRecord.FirstRow]);
             Assert.Equal(plan.BlockRows[b], record[WorkItemRecord.Rows]);
             Assert.Equal(plan.BlockItems[b], record[WorkItemRecord.BlockItems]);
             Assert.Equal(plan.BlockFirstItem[b], record[WorkItemRecord.BlockFirstItem]);
         }
-        var ex = Assert.Throws<ArgumentException>(() => plan.ToParams(new TensorCoreAttentionParams { AbsorbedQuery = query.View, Cache = new CacheAddressing { Pages = pages.View } },
-            Warpgroup.Rows, slots.AsSpan(0, sequences - 1), (_, _) => scratch.View));
-        Assert.Equal("sequenceSlot", ex.ParamName);
+        var ex = Assert.Throws<ArgumentException>(() => plan.ToParams(views, Warpgroup.Rows, tokenSlot.AsSpan(0, tokenSlot.Length - 1), tokenPosition, (_, _) => scratch.View));
+        Assert.Equal("tokenSlot", ex.ParamName);
+        ex = Assert.Throws<ArgumentException>(() => plan.ToParams(views, Warpgroup.Rows, tokenSlot, tokenPosition.AsSpan(0, tokenPosition.Length - 1), (_, _) => scratch.View));
+        Assert.Equal("tokenPosition", ex.ParamName);
     }
 
     [Fact]
