@@ -276,44 +276,53 @@ internal static class TensorCoreEmitter
         w.Line("int count = p.BlockItems[block];");
         w.Line("if (count == 1)");
         w.Line("    return; // the attention kernel wrote this block's rows itself");
-        EmitRowSliceMerge(w, s, "count", "p.BlockCapacity", "global::ILGPU.Group.IdxX", "global::ILGPU.Group.DimX", "warp", "warps", "global::ILGPU.Group.Barrier();", "p.BlockFirstItem[block]");
+        EmitRowSliceMerge(w, s, new MergedBlock("count", "p.BlockFirstItem[block]", "p.BlockFirstRow[block]", "p.BlockCapacity"),
+            new MergeWarps("warp", "warps", "global::ILGPU.Group.IdxX", "global::ILGPU.Group.DimX", "global::ILGPU.Group.Barrier();"));
         w.Close();
         w.Line();
     }
 
     /// <summary>
-    /// Merges one row slice of a split block: row <c>r</c> of <c>block</c>, latent columns <c>slice</c>·TcCombineSliceColumns..,
-    /// over its <paramref name="count"/> items, whose parts are <paramref name="capacity"/> rows apart. Warps
-    /// (<paramref name="warp"/> of <paramref name="warps"/>, threads <paramref name="thread"/> of <paramref name="threads"/>)
-    /// take the items in turn, lanes the columns; their sums meet in <c>merged</c> (shared, warps × TcCombineSliceColumns
-    /// floats) behind <paramref name="barrier"/>, which those warps alone reach; the block's parts start at item
-    /// <paramref name="firstItem"/>. The combine kernel runs one slice per CTA;
-    /// an attention kernel that merges its own block shares the block's slices among the block's items.
+    /// The split block a row-slice merge reads: <see cref="Items"/> parts from item <see cref="FirstItem"/>, each
+    /// <see cref="Capacity"/> rows, into output rows from <see cref="FirstRow"/> (C# expressions in the kernel's scope).
     /// </summary>
-    internal static void EmitRowSliceMerge(SourceWriter w, MlaShapeSpec s, string count, string capacity, string thread, string threads,
-        string warp, string warps, string barrier, string firstItem)
+    internal readonly record struct MergedBlock(string Items, string FirstItem, string FirstRow, string Capacity);
+
+    /// <summary>
+    /// The warps that run a row-slice merge: warp <see cref="Warp"/> of <see cref="Warps"/> (thread <see cref="Thread"/> of
+    /// <see cref="Threads"/>), meeting at <see cref="Barrier"/>, a statement that those warps alone reach.
+    /// </summary>
+    internal readonly record struct MergeWarps(string Warp, string Warps, string Thread, string Threads, string Barrier);
+
+    /// <summary>
+    /// Merges one row slice of a split block: row <c>r</c> of <paramref name="block"/>, latent columns
+    /// <c>slice</c>·TcCombineSliceColumns.., over its items. The <paramref name="warps"/> take the items in turn, lanes the
+    /// columns; their sums meet in <c>merged</c> (shared, warps × TcCombineSliceColumns floats). The combine kernel runs one
+    /// slice per CTA; an attention kernel that merges its own block shares the block's slices among the block's items.
+    /// </summary>
+    internal static void EmitRowSliceMerge(SourceWriter w, MlaShapeSpec s, MergedBlock block, MergeWarps warps)
     {
         var (_, sliceColumns, partsInFlight) = CombineSlicing(s);
-        w.Line($"int first = {firstItem};");
-        System.Func<string, string> partRow = split => $"(long)(first + {split}) * {capacity} + r";
-        EmitWarpMergedLse(w, count, partRow);
-        EmitWeightedParts(w, sliceColumns, "slice * TcCombineSliceColumns + lane", partsInFlight, count, partRow, warp, warps);
-        w.Line("long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;");
-        w.Open($"if ({warps} == 1)");
+        w.Line($"int first = {block.FirstItem};");
+        System.Func<string, string> partRow = split => $"(long)(first + {split}) * {block.Capacity} + r";
+        EmitWarpMergedLse(w, block.Items, partRow);
+        EmitWeightedParts(w, sliceColumns, "slice * TcCombineSliceColumns + lane", partsInFlight, block.Items, partRow, warps.Warp, warps.Warps);
+        w.Line($"long output = (long)({block.FirstRow} + r) * LatentRank + slice * TcCombineSliceColumns;");
+        w.Open($"if ({warps.Warps} == 1)");
         EmitLaneStores(w, sliceColumns, c => $"p.LatentOutput[output + lane + {c * Lanes}] = o{c};");
         w.Close();
         w.Open("else");
-        EmitLaneStores(w, sliceColumns, c => $"merged[{warp} * TcCombineSliceColumns + lane + {c * Lanes}] = o{c};");
-        w.Line(barrier);
-        w.Open($"for (int column = {thread}; column < TcCombineSliceColumns; column += {threads})");
+        EmitLaneStores(w, sliceColumns, c => $"merged[{warps.Warp} * TcCombineSliceColumns + lane + {c * Lanes}] = o{c};");
+        w.Line(warps.Barrier);
+        w.Open($"for (int column = {warps.Thread}; column < TcCombineSliceColumns; column += {warps.Threads})");
         w.Line("float sum = 0f;");
-        w.Line($"for (int other = 0; other < {warps}; other++)");
+        w.Line($"for (int other = 0; other < {warps.Warps}; other++)");
         w.Line("    sum += merged[other * TcCombineSliceColumns + column];");
         w.Line("p.LatentOutput[output + column] = sum;");
         w.Close();
         w.Close();
-        w.Line($"if ({thread} == 0 && slice == 0)");
-        w.Line("    p.Lse[p.BlockFirstRow[block] + r] = lse;");
+        w.Line($"if ({warps.Thread} == 0 && slice == 0)");
+        w.Line($"    p.Lse[{block.FirstRow} + r] = lse;");
     }
 
     /// <summary>
@@ -346,7 +355,8 @@ internal static class TensorCoreEmitter
         w.Open("for (int unit = firstUnit + group * blockItems; unit < rows * TcCombineSlices; unit += groups * blockItems)");
         w.Line("int r = unit / TcCombineSlices;");
         w.Line("int slice = unit - r * TcCombineSlices;");
-        EmitRowSliceMerge(w, s, "blockItems", capacity, "tid - group * groupWarps * Lanes", "groupWarps * Lanes", "groupWarp", "groupWarps", barrier, "blockFirstItem");
+        EmitRowSliceMerge(w, s, new MergedBlock("blockItems", "blockFirstItem", "firstRow", capacity),
+            new MergeWarps("groupWarp", "groupWarps", "tid - group * groupWarps * Lanes", "groupWarps * Lanes", barrier));
         w.Line($"{barrier} // merged is free for the group's next slice");
         w.Close();
         w.Close();

@@ -104,19 +104,12 @@ public struct TensorCoreAttentionParams
     public long QueryAddress;
     /// <summary>Per item, <see cref="WorkItemRecord.Ints"/> ints: its row block and cached token range, and the block's fields it starts from.</summary>
     public ArrayView<int> WorkItems;
-    /// <summary>Per row block: first query row (token · H + head) and row count (≤ the kernel's <see cref="DecodeTiling.Rows"/>).</summary>
-    public ArrayView<int> BlockFirstRow;
-    public ArrayView<int> BlockRows;
-    /// <summary>Per row block: its items. A block of one item writes <see cref="LatentOutput"/> and <see cref="Lse"/> directly.</summary>
-    public ArrayView<int> BlockItems;
     public ArrayView<float> PartialOutput;
     public ArrayView<float> PartialLse;
     /// <summary>Latent output <c>[T, H, latent]</c> and LSE <c>[T, H]</c>, for the rows of blocks that are not split.</summary>
     public ArrayView<float> LatentOutput;
     public ArrayView<float> Lse;
     public int Items;
-    /// <summary>Per row block: its first item, where the in-place merge finds the block's parts.</summary>
-    public ArrayView<int> BlockFirstItem;
     /// <summary>
     /// Device address of the plan's merge counters (two ints per block, zero between launches) when the plan's items are
     /// all resident at once and each split block merges itself (<see cref="SplitKvScheduler.Plan.MergesInPlace"/>); else 0.
@@ -131,7 +124,7 @@ public struct TensorCoreAttentionParams
 /// </summary>
 public static class WorkItemRecord
 {
-    /// <summary>The item's row block (an index into the Block* arrays).</summary>
+    /// <summary>The item's row block (its in-place merge counters are at 2 · block).</summary>
     public const int Block = 0;
     /// <summary>First cached token (a multiple of the tiling's tokens).</summary>
     public const int Begin = 1;

@@ -71,11 +71,7 @@ public static class SplitKvScheduler
                 PagesAddress = views.Cache.Pages.LoadEffectiveAddressAsPtr().ToInt64(),
                 QueryAddress = queryAddress,
                 WorkItems = upload(PlanArray.WorkItems, WorkItemRecords(tokenSlot, tokenPosition)),
-                BlockFirstRow = firstRow,
-                BlockRows = rows,
-                BlockItems = items,
                 Items = Items,
-                BlockFirstItem = firstItem,
                 MergeCounters = mergeCounters,
             };
             var combine = new TensorCoreCombineParams

@@ -954,7 +954,7 @@ partial class SmallQLoraAttention
                         o0 += (share0 != 0f ? share0 * v0_0 : 0f) + (share1 != 0f ? share1 * v1_0 : 0f) + (share2 != 0f ? share2 * v2_0 : 0f) + (share3 != 0f ? share3 * v3_0 : 0f) + (share4 != 0f ? share4 * v4_0 : 0f) + (share5 != 0f ? share5 * v5_0 : 0f) + (share6 != 0f ? share6 * v6_0 : 0f) + (share7 != 0f ? share7 * v7_0 : 0f);
                         o1 += (share0 != 0f ? share0 * v0_1 : 0f) + (share1 != 0f ? share1 * v1_1 : 0f) + (share2 != 0f ? share2 * v2_1 : 0f) + (share3 != 0f ? share3 * v3_1 : 0f) + (share4 != 0f ? share4 * v4_1 : 0f) + (share5 != 0f ? share5 * v5_1 : 0f) + (share6 != 0f ? share6 * v6_1 : 0f) + (share7 != 0f ? share7 * v7_1 : 0f);
                     }
-                    long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;
+                    long output = (long)(firstRow + r) * LatentRank + slice * TcCombineSliceColumns;
                     if (groupWarps == 1)
                     {
                         p.LatentOutput[output + lane + 0] = o0;
@@ -974,7 +974,7 @@ partial class SmallQLoraAttention
                         }
                     }
                     if (tid - group * groupWarps * Lanes == 0 && slice == 0)
-                        p.Lse[p.BlockFirstRow[block] + r] = lse;
+                        p.Lse[firstRow + r] = lse;
                     global::ILGPU.Runtime.Cuda.CudaAsm.Emit("bar.sync %0, %1;", 1 + group, groupWarps * Lanes); // merged is free for the group's next slice
                 }
             }

@@ -1935,7 +1935,7 @@ partial class DeepSeekV3Attention
                         o2 += (share0 != 0f ? share0 * v0_2 : 0f) + (share1 != 0f ? share1 * v1_2 : 0f) + (share2 != 0f ? share2 * v2_2 : 0f) + (share3 != 0f ? share3 * v3_2 : 0f) + (share4 != 0f ? share4 * v4_2 : 0f) + (share5 != 0f ? share5 * v5_2 : 0f) + (share6 != 0f ? share6 * v6_2 : 0f) + (share7 != 0f ? share7 * v7_2 : 0f);
                         o3 += (share0 != 0f ? share0 * v0_3 : 0f) + (share1 != 0f ? share1 * v1_3 : 0f) + (share2 != 0f ? share2 * v2_3 : 0f) + (share3 != 0f ? share3 * v3_3 : 0f) + (share4 != 0f ? share4 * v4_3 : 0f) + (share5 != 0f ? share5 * v5_3 : 0f) + (share6 != 0f ? share6 * v6_3 : 0f) + (share7 != 0f ? share7 * v7_3 : 0f);
                     }
-                    long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;
+                    long output = (long)(firstRow + r) * LatentRank + slice * TcCombineSliceColumns;
                     if (groupWarps == 1)
                     {
                         p.LatentOutput[output + lane + 0] = o0;
@@ -1959,7 +1959,7 @@ partial class DeepSeekV3Attention
                         }
                     }
                     if (tid - group * groupWarps * Lanes == 0 && slice == 0)
-                        p.Lse[p.BlockFirstRow[block] + r] = lse;
+                        p.Lse[firstRow + r] = lse;
                     global::ILGPU.Runtime.Cuda.CudaAsm.Emit("bar.sync %0, %1;", 1 + group, groupWarps * Lanes); // merged is free for the group's next slice
                 }
             }
@@ -2471,7 +2471,7 @@ partial class DeepSeekV3Attention
                         o2 += (share0 != 0f ? share0 * v0_2 : 0f) + (share1 != 0f ? share1 * v1_2 : 0f) + (share2 != 0f ? share2 * v2_2 : 0f) + (share3 != 0f ? share3 * v3_2 : 0f) + (share4 != 0f ? share4 * v4_2 : 0f) + (share5 != 0f ? share5 * v5_2 : 0f) + (share6 != 0f ? share6 * v6_2 : 0f) + (share7 != 0f ? share7 * v7_2 : 0f);
                         o3 += (share0 != 0f ? share0 * v0_3 : 0f) + (share1 != 0f ? share1 * v1_3 : 0f) + (share2 != 0f ? share2 * v2_3 : 0f) + (share3 != 0f ? share3 * v3_3 : 0f) + (share4 != 0f ? share4 * v4_3 : 0f) + (share5 != 0f ? share5 * v5_3 : 0f) + (share6 != 0f ? share6 * v6_3 : 0f) + (share7 != 0f ? share7 * v7_3 : 0f);
                     }
-                    long output = (long)(p.BlockFirstRow[block] + r) * LatentRank + slice * TcCombineSliceColumns;
+                    long output = (long)(firstRow + r) * LatentRank + slice * TcCombineSliceColumns;
                     if (groupWarps == 1)
                     {
                         p.LatentOutput[output + lane + 0] = o0;
@@ -2495,7 +2495,7 @@ partial class DeepSeekV3Attention
                         }
                     }
                     if (tid - group * groupWarps * Lanes == 0 && slice == 0)
-                        p.Lse[p.BlockFirstRow[block] + r] = lse;
+                        p.Lse[firstRow + r] = lse;
                     global::ILGPU.Runtime.Cuda.CudaAsm.Emit("bar.sync %0, %1;", 1 + group, groupWarps * Lanes); // merged is free for the group's next slice
                 }
             }
